@@ -1,0 +1,179 @@
+"""Sparsity annealing of the doping matrices S with tfmot magnitude pruning.
+
+S starts dense and is pruned, in blocks, along a `PolynomialDecay` schedule to
+the sparsity its layer's compression factor needs. Only S is pruned (the DKP
+layers are tfmot `PrunableLayer`s returning S); every other layer is left as
+it is. The default block (4, 1) on S's Keras [in, out] kernel is 4 consecutive
+inputs of one output: TFLite's fast "1x4" sparse FULLY_CONNECTED layout.
+
+>>> model = prepare_for_annealing(model, begin_step=0, end_step=1000)  # doctest: +SKIP
+>>> model.fit(x, y, callbacks=[SparsityAnnealing()])                   # doctest: +SKIP
+>>> model = finalize(model)                                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+from tensorflow_model_optimization.sparsity import keras as tfmot_sparsity
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+
+from dkp_keras.doped_matrix import DopedLayerMixin, all_layers, find_doped_owners
+
+
+def _doped_owner(layer):
+  """The DKP layer or cell that owns S inside ``layer`` (an RNN's cell), or None."""
+  owner = getattr(layer, "cell", layer)
+  if isinstance(owner, DopedLayerMixin) and owner.doped:
+    return owner
+  return None
+
+
+def target_sparsity(owner):
+  """The final sparsity tfmot must reach for all S of one layer.
+
+  tfmot prunes every weight of a layer to the same sparsity, rounding the kept
+  block count of each; aim half a block per matrix low so the total kept never
+  exceeds the blocks the plans budgeted.
+  """
+  plans = [m.plan for m in owner.doped_matrices.values() if m.plan.doped]
+  if len(plans) == 1:
+    return plans[0].doping_sparsity
+  kept = pooled = 0
+  for plan in plans:
+    bh, bw = plan.block_size
+    kept += plan.doping_max_nnz // (bh * bw)
+    pooled += math.ceil(plan.structure.n / bh) * math.ceil(plan.structure.m / bw)
+  return max(0.0, 1.0 - (kept - 0.5 * len(plans)) / pooled)
+
+
+def prepare_for_annealing(model, begin_step=0, end_step=1000, frequency=100, power=3,
+                          block_pooling_type="AVG"):
+  """Wraps every doped DKP layer of a built model for sparsity annealing of S.
+
+  S is pruned from dense (before ``begin_step``) to its layer's target sparsity
+  (reached at ``end_step``) along tfmot's cubic `PolynomialDecay`, the mask
+  updated every ``frequency`` steps, in the layer's ``block_size`` blocks.
+  Steps count training batches. Other layers are shared with ``model``, not
+  copied. Train with the `SparsityAnnealing` callback, then call `finalize`.
+
+  Returns:
+    A new model (same layers) whose doped layers are tfmot pruning wrappers.
+  """
+  if not isinstance(model, keras.Model):
+    raise ValueError(f"prepare_for_annealing expects a tf_keras Model, got {type(model)}")
+  if not model.built:
+    raise ValueError("prepare_for_annealing needs a built model: call it on data or give "
+                     "the first layer an input shape")
+  if not 0 <= begin_step < end_step:
+    raise ValueError(f"need 0 <= begin_step < end_step, got {begin_step} and {end_step}")
+  if frequency < 1:
+    raise ValueError(f"frequency must be >= 1, got {frequency}")
+  found = []
+
+  def wrap(layer):
+    owner = _doped_owner(layer)
+    if owner is None or isinstance(layer, pruning_wrapper.PruneLowMagnitude):
+      return layer
+    found.append(layer.name)
+    schedule = tfmot_sparsity.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=target_sparsity(owner), begin_step=begin_step,
+        end_step=end_step, power=power, frequency=frequency)
+    return tfmot_sparsity.prune_low_magnitude(
+        layer, pruning_schedule=schedule, block_size=owner.block_size,
+        block_pooling_type=block_pooling_type)
+
+  annealed = keras.models.clone_model(model, clone_function=wrap)
+  if not found:
+    raise ValueError("prepare_for_annealing found no doped DKP layer (DopedDense / DKPLSTM "
+                     "with doped=True) in the model")
+  return annealed
+
+
+def _wrappers(model):
+  return [m for m in all_layers(model) if isinstance(m, pruning_wrapper.PruneLowMagnitude)]
+
+
+def annealing_window(model):
+  """(begin_step, end_step) of the annealing schedules in ``model``, or None."""
+  schedules = [w.pruning_schedule for w in _wrappers(model)]
+  if not schedules:
+    return None
+  return (min(s.begin_step for s in schedules), max(s.end_step for s in schedules))
+
+
+def current_step(model):
+  """The annealing step (pruning wrappers' counter), else the optimizer's step."""
+  wrappers = _wrappers(model)
+  if wrappers:
+    return int(keras.backend.get_value(wrappers[0].pruning_step))
+  return int(keras.backend.get_value(model.optimizer.iterations))
+
+
+def doping_sparsity(owner):
+  """The fraction of zeros over all S of one DKP layer or cell."""
+  zeros = total = 0
+  for matrix in owner.doped_matrices.values():
+    if matrix.doping is not None:
+      values = matrix.doping_values()
+      zeros += int(np.sum(values == 0))
+      total += values.size
+  return zeros / total if total else 0.0
+
+
+class SparsityAnnealing(tfmot_sparsity.UpdatePruningStep):
+  """Advances the annealing schedule and logs each doped layer's S sparsity.
+
+  tfmot's `UpdatePruningStep` (required by its wrappers) plus, at the end of
+  every epoch, ``sparsity/<layer>`` entries in the logs: they reach the
+  `History` and, when this callback comes before `keras.callbacks.TensorBoard`
+  in the list, TensorBoard. With ``log_dir`` it also writes them as scalars.
+  The weights are re-masked at the end of each epoch and of training, so S
+  holds its zeros whenever the model is saved.
+  """
+
+  def __init__(self, log_dir=None):
+    super().__init__()
+    self.log_dir = log_dir
+    self._writer = None
+
+  def on_train_begin(self, logs=None):
+    super().on_train_begin(logs)
+    if not self.prunable_layers:
+      raise ValueError("SparsityAnnealing found no annealing wrappers: call "
+                       "dkp.prepare_for_annealing(model, ...) before fit")
+    if self.log_dir and self._writer is None:
+      self._writer = tf.summary.create_file_writer(self.log_dir)
+
+  def on_epoch_end(self, epoch, logs=None):
+    super().on_epoch_end(epoch, logs)
+    values = {f"sparsity/{w.layer.name}": doping_sparsity(_doped_owner(w.layer))
+              for w in self.prunable_layers}
+    if logs is not None:
+      logs.update(values)
+    if self._writer is not None:
+      with self._writer.as_default():
+        for name, value in values.items():
+          tf.summary.scalar(name, value, step=epoch)
+      self._writer.flush()
+
+  def on_train_end(self, logs=None):
+    super().on_epoch_end(None, logs)  # re-mask after the last gradient step
+
+
+def finalize(model):
+  """Strips the annealing wrappers: a plain model whose S keeps its zeros.
+
+  Applies each wrapper's final mask before stripping (the last optimizer step
+  may have moved pruned entries) and resets the CMR rates, so the result is
+  ready to save or convert.
+  """
+  for wrapper in _wrappers(model):
+    wrapper.pruning_obj.weight_mask_op()
+  stripped = tfmot_sparsity.strip_pruning(model)
+  for owner in find_doped_owners(stripped):
+    owner.cmr_rate.assign(0.0)
+  return stripped

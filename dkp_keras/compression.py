@@ -1,0 +1,122 @@
+"""Compression accounting: parameters and bytes per layer against the dense model.
+
+Counts what a deployed model stores: dense float32 weights, structure factors,
+and S as TFLite stores a block-sparse FULLY_CONNECTED weight: the values of
+every kept block (zeros inside a kept block included), one index per kept
+block and one segment offset per output row (+1), each index vector in the
+narrowest unsigned type that holds its largest value (uint8 / uint16 / int32,
+TFLite's `SparseIndexVector` choices).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import tf_keras as keras
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+
+from dkp_keras.doped_matrix import DopedLayerMixin
+
+FLOAT_BYTES = 4
+
+
+def index_bytes(max_value):
+  """Bytes per entry of a TFLite sparse index vector holding values <= max_value."""
+  if max_value < 2 ** 8:
+    return 1
+  if max_value < 2 ** 16:
+    return 2
+  return 4
+
+
+def kept_blocks(kernel, block_size):
+  """Number of ``block_size`` blocks of a Keras [in, out] kernel with a nonzero."""
+  bh, bw = block_size
+  n, m = kernel.shape
+  padded = np.zeros((math.ceil(n / bh) * bh, math.ceil(m / bw) * bw), dtype=bool)
+  padded[:n, :m] = kernel != 0
+  blocks = padded.reshape(padded.shape[0] // bh, bh, padded.shape[1] // bw, bw)
+  return int(blocks.any(axis=(1, 3)).sum())
+
+
+def sparse_bytes(kernel, block_size):
+  """Bytes of S stored as a TFLite block-sparse weight (values + indices + segments).
+
+  The TFLite weight is [out, in]: rows dense, the input axis compressed in
+  blocks (a Keras (4, 1) block is TFLite's 1x4).
+  """
+  bh, bw = block_size
+  n, m = kernel.shape
+  blocks = kept_blocks(kernel, block_size)
+  rows = math.ceil(m / bw)
+  values = blocks * bh * bw * FLOAT_BYTES
+  indices = blocks * index_bytes(math.ceil(n / bh))
+  segments = (rows + 1) * index_bytes(blocks)
+  return values + indices + segments
+
+
+def _owner(layer):
+  if isinstance(layer, pruning_wrapper.PruneLowMagnitude):
+    layer = layer.layer
+  return getattr(layer, "cell", layer), layer
+
+
+def _layer_row(layer):
+  owner, inner = _owner(layer)
+  row = {"layer": inner.name, "type": type(inner).__name__, "structure": "dense",
+         "doped": False, "target_compression": 1.0}
+  if not isinstance(owner, DopedLayerMixin):
+    params = int(sum(np.prod(w.shape) for w in inner.weights))
+    return {**row, "dense_params": params, "params": params, "nnz_doping": 0,
+            "doping_density": np.nan, "bytes": params * FLOAT_BYTES,
+            "dense_bytes": params * FLOAT_BYTES}
+  dense_params = params = nnz = size = nbytes = 0
+  for matrix in owner.doped_matrices.values():
+    structure = matrix.structure
+    dense_params += structure.m * structure.n
+    params += structure.params
+    nbytes += structure.params * FLOAT_BYTES
+    if matrix.doping is not None:
+      values = matrix.doping_values()
+      nnz += int(np.count_nonzero(values))
+      size += values.size
+      nbytes += sparse_bytes(values, matrix.plan.block_size)
+  bias = 0 if getattr(owner, "bias", None) is None else int(np.prod(owner.bias.shape))
+  return {**row, "structure": owner.structure, "doped": owner.doped,
+          "target_compression": owner.compression, "dense_params": dense_params + bias,
+          "params": params + nnz + bias, "nnz_doping": nnz,
+          "doping_density": nnz / size if size else np.nan,
+          "bytes": nbytes + bias * FLOAT_BYTES, "dense_bytes": (dense_params + bias) * FLOAT_BYTES}
+
+
+def compression_report(model):
+  """Per-layer and whole-model compression of ``model`` as a pandas DataFrame.
+
+  One row per layer with weights (DKP layers, wrapped or not, and plain
+  layers, which count as uncompressed) and a final ``total`` row. Columns:
+  ``layer``, ``type``, ``structure``, ``doped``, ``dense_params`` (the dense
+  twin's count), ``params`` (structure + nonzeros of S + bias),
+  ``nnz_doping``, ``doping_density``, ``bytes`` (as TFLite stores them, S
+  block-sparse), ``dense_bytes``, ``compression`` (dense_params / params),
+  ``byte_compression`` and ``target_compression`` (what the layer was asked
+  for; it is met once S reaches its annealed sparsity).
+
+  >>> compression_report(model)[["layer", "compression"]]  # doctest: +SKIP
+  """
+  if not isinstance(model, keras.Model):
+    raise ValueError(f"compression_report expects a tf_keras Model, got {type(model)}")
+  rows = [_layer_row(layer) for layer in model.layers if layer.weights]
+  frame = pd.DataFrame(rows, columns=[
+      "layer", "type", "structure", "doped", "dense_params", "params", "nnz_doping",
+      "doping_density", "bytes", "dense_bytes", "target_compression"])
+  total = {"layer": "total", "type": "", "structure": "", "doped": bool(frame["doped"].any()),
+           "dense_params": frame["dense_params"].sum(), "params": frame["params"].sum(),
+           "nnz_doping": frame["nnz_doping"].sum(), "doping_density": np.nan,
+           "bytes": frame["bytes"].sum(), "dense_bytes": frame["dense_bytes"].sum(),
+           "target_compression": np.nan}
+  frame = pd.concat([frame, pd.DataFrame([total])], ignore_index=True)
+  frame["compression"] = frame["dense_params"] / frame["params"]
+  frame["byte_compression"] = frame["dense_bytes"] / frame["bytes"]
+  return frame

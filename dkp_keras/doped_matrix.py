@@ -1,0 +1,161 @@
+"""The variables of structured + doped matrices, and the mixin the DKP layers share.
+
+`DopedMatrix` owns nothing but references to a layer's variables: the
+structure's factors and the doping matrix S (Keras [in, out] layout, so tfmot's
+``block_size=(4, 1)`` gives TFLite's fast 1x4 blocks). `DopedLayerMixin` holds
+what `DopedDense` and `DKPLSTMCell` have in common: the compression options,
+planning, CMR rate, and the tfmot `PrunableLayer` contract (only S is pruned).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+from tensorflow_model_optimization.sparsity.keras import PrunableLayer
+
+from dkp_keras import cmr
+from dkp_keras import structures
+
+
+def _fresh(initializer):
+  """A new instance of a Keras initializer: unseeded instances repeat their draws."""
+  initializer = keras.initializers.get(initializer)
+  return type(initializer).from_config(initializer.get_config())
+
+
+def _constant(values):
+  def initializer(shape, dtype=None, **unused):
+    return tf.constant(values, dtype=dtype or tf.float32, shape=shape)
+  return initializer
+
+
+class DopedMatrix:
+  """An (m x n) weight matrix ``W = structure + S`` whose variables a layer owns.
+
+  ``matmul(x)`` computes ``x @ Wᵀ`` (Keras ``x @ kernel``) without forming the
+  structure densely; `dense_kernel()` rebuilds the [n, m] kernel for checks.
+  """
+
+  def __init__(self, layer, prefix, plan, initializer, doping_initializer, regularizer=None,
+               constraint=None):
+    self.plan = plan
+    structure = plan.structure
+    m, n = structure.m, structure.n
+
+    def draw(shape):
+      return np.asarray(_fresh(initializer)(shape), dtype=np.float64)
+
+    # Scale the factors so W starts at the size the dense layer's initializer would give.
+    target_rms = float(np.sqrt(np.mean(draw((n, m)) ** 2)))
+    values = structure.initial_values(draw, target_rms)
+    self.weights = {
+        name: layer.add_weight(name=f"{prefix}{name}", shape=shape,
+                               initializer=_constant(values[name]), regularizer=regularizer,
+                               constraint=constraint)
+        for name, shape in structure.weight_shapes.items()}
+    self.doping = None
+    if plan.doped:
+      self.doping = layer.add_weight(name=f"{prefix}doping", shape=(n, m),
+                                     initializer=doping_initializer, regularizer=regularizer,
+                                     constraint=constraint)
+
+  @property
+  def structure(self):
+    return self.plan.structure
+
+  def matmul(self, x, doping_kernel=None):
+    """``x @ Wᵀ`` for a 2-D ``x``; ``doping_kernel`` replaces S (e.g. CMR-masked)."""
+    y = self.structure.matmul(x, self.weights, ops=tf)
+    if self.doping is not None:
+      y = y + tf.matmul(x, self.doping if doping_kernel is None else doping_kernel)
+    return y
+
+  def structure_values(self):
+    return {name: keras.backend.get_value(v) for name, v in self.weights.items()}
+
+  def doping_values(self):
+    return None if self.doping is None else keras.backend.get_value(self.doping)
+
+  def dense_kernel(self):
+    """The [n, m] Keras kernel ``(structure + S)ᵀ`` as numpy (forms W: for checks only)."""
+    kernel = self.structure.dense_matrix(self.structure_values()).T
+    if self.doping is not None:
+      kernel = kernel + self.doping_values()
+    return kernel.astype(np.float32)
+
+
+class DopedLayerMixin(PrunableLayer):
+  """Compression options, planning, CMR and pruning contract shared by DKP layers."""
+
+  def _init_doping(self, compression, structure, doped, structure_options, structure_fraction,
+                   block_size, doping_initializer, cmr_granularity, cmr_scaling):
+    self.compression = structures.check_compression(compression)
+    structures.structure_class(structure)  # fail early on an unknown name
+    self.structure = structure
+    self.doped = bool(doped)
+    self.structure_options = dict(structure_options or {})
+    if not 0.0 < structure_fraction <= 1.0:
+      raise ValueError(f"structure_fraction must be in (0, 1], got {structure_fraction}")
+    self.structure_fraction = float(structure_fraction)
+    self.block_size = structures.check_block_size(block_size)
+    self.doping_initializer = keras.initializers.get(doping_initializer)
+    cmr.check_cmr_options(cmr_granularity, cmr_scaling)
+    self.cmr_granularity, self.cmr_scaling = cmr_granularity, cmr_scaling
+    self.doped_matrices = {}
+    self.cmr_rate = None
+
+  def _doping_config(self):
+    return {
+        "compression": self.compression, "structure": self.structure, "doped": self.doped,
+        "structure_options": self.structure_options,
+        "structure_fraction": self.structure_fraction, "block_size": list(self.block_size),
+        "doping_initializer": keras.initializers.serialize(self.doping_initializer),
+        "cmr_granularity": self.cmr_granularity, "cmr_scaling": self.cmr_scaling}
+
+  def _add_doped_matrix(self, prefix, m, n, max_params, initializer, regularizer, constraint):
+    plan = structures.plan_doped_matrix(
+        m, n, max_params, structure=self.structure, doped=self.doped,
+        structure_fraction=self.structure_fraction, block_size=self.block_size,
+        structure_options=self.structure_options)
+    matrix = DopedMatrix(self, prefix, plan, initializer, self.doping_initializer, regularizer,
+                         constraint)
+    self.doped_matrices[prefix.rstrip("_") or "kernel"] = matrix
+    if self.doped and self.cmr_rate is None:
+      # Not trainable, set by the CoMatrixDropout callback; 0 means no CMR.
+      self.cmr_rate = self.add_weight(name="cmr_rate", shape=(), trainable=False,
+                                      initializer="zeros")
+    return matrix
+
+  def _doping_kernel(self, matrix, training):
+    """S as the forward pass uses it: CMR-masked in training, as is otherwise."""
+    if matrix.doping is None:
+      return None
+    if training is None:
+      training = keras.backend.learning_phase()
+
+    def dropped():
+      mask = cmr.keep_mask(self.cmr_rate, matrix.structure.m, self.cmr_granularity,
+                           self.cmr_scaling, self._uniform)
+      return matrix.doping * mask
+
+    return tf.__internal__.smart_cond.smart_cond(training, dropped, lambda: matrix.doping)
+
+  def _uniform(self, shape):
+    return self._random_generator.random_uniform(shape)
+
+  def get_prunable_weights(self):
+    """The doping matrices S: the only weights sparsity annealing prunes."""
+    return [m.doping for m in self.doped_matrices.values() if m.doping is not None]
+
+
+def all_layers(model):
+  """Every layer in ``model``, nested ones included (wrapped layers, RNN cells)."""
+  # Keras' own traversal: tf.Module.submodules trips over RNN cells' mask caches.
+  return list(model._flatten_layers(include_self=True, recursive=True))  # pylint: disable=protected-access
+
+
+def find_doped_owners(model):
+  """Every built DKP layer or cell with doping in ``model`` (also inside wrappers and RNNs)."""
+  return [layer for layer in all_layers(model)
+          if isinstance(layer, DopedLayerMixin) and layer.doped and layer.cmr_rate is not None]

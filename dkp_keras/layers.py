@@ -1,0 +1,133 @@
+"""`DopedDense`: a drop-in replacement for `Dense` with a compressed kernel."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+from tf_keras.src.engine.base_layer import BaseRandomLayer
+
+from dkp_keras import structures
+from dkp_keras.doped_matrix import DopedLayerMixin
+
+
+def check_units(units):
+  if isinstance(units, bool) or int(units) != units or units < 1:
+    raise ValueError(f"units must be a positive integer, got {units!r}")
+  return int(units)
+
+
+@keras.utils.register_keras_serializable(package="dkp_keras")
+class DopedDense(DopedLayerMixin, BaseRandomLayer):
+  """`Dense` whose kernel is a structured matrix plus a sparse doping matrix S.
+
+  The kernel ``W`` (units x input_dim) is ``A ⊗ B + S`` by default (doped
+  Kronecker product); ``structure='lowrank'`` gives ``U·V + S`` and
+  ``structure='hmd'`` the hybrid matrix decomposition. ``compression`` is the
+  factor by which the whole layer (weights and bias) is smaller than the
+  `Dense` it replaces once S is annealed to its target sparsity (see
+  `prepare_for_annealing`); until then S is dense. ``doped=False`` drops S.
+
+  Args:
+    units: output size.
+    compression: factor >= 1 against the dense layer's parameter count.
+    structure: 'kronecker' (alias 'kp'), 'lowrank' ('lmf') or 'hmd'.
+    doped: whether to add the sparse co-matrix S.
+    structure_options: overrides for the structure, e.g.
+      ``{'factor_shapes': ((m1, n1), (m2, n2))}``, ``{'rank': r}`` or
+      ``{'dense_rows': d, 'rank': r}``.
+    structure_fraction: the share of the parameter budget the structure may
+      use when doped (S gets the rest).
+    block_size: the tfmot block of S's [in, out] kernel; (4, 1) = 4
+      consecutive inputs of one output, TFLite's fast 1x4 sparse layout.
+    cmr_granularity: 'matrix' or 'row': what co-matrix dropout drops.
+    cmr_scaling: 'none' or 'inverted' (see `dkp_keras.cmr`).
+    activation, use_bias, kernel_initializer, bias_initializer,
+    kernel_regularizer, bias_regularizer, activity_regularizer,
+    kernel_constraint, bias_constraint: as for `Dense`. The kernel
+    initializer sets the scale of the structure's product (the factors are
+    scaled so that W starts with the RMS the dense kernel would have).
+    doping_initializer: initializer of S (default zeros).
+
+  >>> y = DopedDense(64, compression=8)(tf.ones((2, 32)))
+  >>> y.shape
+  TensorShape([2, 64])
+  """
+
+  def __init__(self, units, compression=10.0, structure="kronecker", doped=True,
+               structure_options=None, structure_fraction=0.5, block_size=(4, 1),
+               activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+               bias_initializer="zeros", doping_initializer="zeros", kernel_regularizer=None,
+               bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
+               bias_constraint=None, cmr_granularity="matrix", cmr_scaling="none", **kwargs):
+    super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+    self.units = check_units(units)
+    self._init_doping(compression, structure, doped, structure_options, structure_fraction,
+                      block_size, doping_initializer, cmr_granularity, cmr_scaling)
+    self.activation = keras.activations.get(activation)
+    self.use_bias = use_bias
+    self.kernel_initializer = keras.initializers.get(kernel_initializer)
+    self.bias_initializer = keras.initializers.get(bias_initializer)
+    self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+    self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+    self.kernel_constraint = keras.constraints.get(kernel_constraint)
+    self.bias_constraint = keras.constraints.get(bias_constraint)
+    self.input_spec = keras.layers.InputSpec(min_ndim=2)
+    self.supports_masking = True
+
+  def build(self, input_shape):
+    input_dim = tf.TensorShape(input_shape)[-1]
+    if input_dim is None:
+      raise ValueError(f"{self.name}: the last dimension of the input must be known, got "
+                       f"shape {input_shape}")
+    input_dim = int(input_dim)
+    bias_params = self.units if self.use_bias else 0
+    budget = structures.layer_weight_budget(input_dim * self.units, bias_params,
+                                            self.compression)
+    self.matrix = self._add_doped_matrix("", self.units, input_dim, budget,
+                                         self.kernel_initializer, self.kernel_regularizer,
+                                         self.kernel_constraint)
+    self.bias = None
+    if self.use_bias:
+      self.bias = self.add_weight(name="bias", shape=(self.units,),
+                                  initializer=self.bias_initializer,
+                                  regularizer=self.bias_regularizer,
+                                  constraint=self.bias_constraint)
+    self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: input_dim})
+    self.built = True
+
+  def call(self, inputs, training=None):
+    inputs = tf.convert_to_tensor(inputs)
+    if inputs.dtype != self.compute_dtype:
+      inputs = tf.cast(inputs, self.compute_dtype)
+    flat = tf.reshape(inputs, (-1, self.matrix.structure.n))
+    outputs = self.matrix.matmul(flat, self._doping_kernel(self.matrix, training))
+    if self.bias is not None:
+      outputs = tf.nn.bias_add(outputs, self.bias)
+    outputs = tf.reshape(outputs, tf.concat([tf.shape(inputs)[:-1], [self.units]], 0))
+    if inputs.shape.rank is not None:
+      outputs.set_shape(inputs.shape[:-1].concatenate([self.units]))
+    return self.activation(outputs) if self.activation is not None else outputs
+
+  def compute_output_shape(self, input_shape):
+    return tf.TensorShape(input_shape)[:-1].concatenate([self.units])
+
+  def dense_kernel(self):
+    """The equivalent `Dense` kernel [input_dim, units] as numpy (for checks)."""
+    return self.matrix.dense_kernel()
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(self._doping_config())
+    config.update({
+        "units": self.units,
+        "activation": keras.activations.serialize(self.activation),
+        "use_bias": self.use_bias,
+        "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+        "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+        "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+        "activity_regularizer": keras.regularizers.serialize(self.activity_regularizer),
+        "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+        "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+    })
+    return config

@@ -1,0 +1,262 @@
+"""`DKPLSTMCell` and `DKPLSTM`: drop-in replacements for `LSTMCell` and `LSTM`.
+
+The cell owns the weights: the input matrix (4·units x input_dim) and the
+recurrent matrix (4·units x units), all four gates (i, f, c, o, Keras order)
+together, each a structure plus an optional doping matrix S. `DKPLSTM` is a
+thin `RNN` that projects the inputs of all time steps at once, outside the
+recurrence (as Keras' own LSTM does), so only the recurrent matrix runs per step.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+from tf_keras.src import backend
+from tf_keras.src.engine.base_layer import BaseRandomLayer
+from tf_keras.src.layers.rnn import rnn_utils
+from tf_keras.src.layers.rnn.dropout_rnn_cell_mixin import DropoutRNNCellMixin
+
+from dkp_keras import structures
+from dkp_keras.doped_matrix import DopedLayerMixin
+from dkp_keras.layers import check_units
+
+_DOPING_ARGS = ("compression", "structure", "doped", "structure_options", "structure_fraction",
+                "block_size", "doping_initializer", "cmr_granularity", "cmr_scaling")
+
+
+@keras.utils.register_keras_serializable(package="dkp_keras")
+class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
+  """`LSTMCell` whose input and recurrent matrices are structured + doped.
+
+  Takes the `LSTMCell` arguments plus the compression arguments of
+  `DopedDense` (``compression``, ``structure``, ``doped``,
+  ``structure_options``, ``structure_fraction``, ``block_size``,
+  ``doping_initializer``, ``cmr_granularity``, ``cmr_scaling``). The
+  parameter budget of the cell (dense LSTM parameters / ``compression``, bias
+  kept dense) is split between the input and recurrent matrices in proportion
+  to their dense sizes.
+
+  >>> rnn = keras.layers.RNN(DKPLSTMCell(32, compression=4))
+  >>> rnn(tf.ones((2, 5, 16))).shape
+  TensorShape([2, 32])
+  """
+
+  def __init__(self, units, compression=10.0, structure="kronecker", doped=True,
+               structure_options=None, structure_fraction=0.5, block_size=(4, 1),
+               activation="tanh", recurrent_activation="sigmoid", use_bias=True,
+               kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
+               bias_initializer="zeros", doping_initializer="zeros", unit_forget_bias=True,
+               kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
+               kernel_constraint=None, recurrent_constraint=None, bias_constraint=None,
+               dropout=0.0, recurrent_dropout=0.0, cmr_granularity="matrix", cmr_scaling="none",
+               **kwargs):
+    super().__init__(**kwargs)
+    self.units = check_units(units)
+    self._init_doping(compression, structure, doped, structure_options, structure_fraction,
+                      block_size, doping_initializer, cmr_granularity, cmr_scaling)
+    self.activation = keras.activations.get(activation)
+    self.recurrent_activation = keras.activations.get(recurrent_activation)
+    self.use_bias = use_bias
+    self.kernel_initializer = keras.initializers.get(kernel_initializer)
+    self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+    self.bias_initializer = keras.initializers.get(bias_initializer)
+    self.unit_forget_bias = unit_forget_bias
+    self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+    self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
+    self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+    self.kernel_constraint = keras.constraints.get(kernel_constraint)
+    self.recurrent_constraint = keras.constraints.get(recurrent_constraint)
+    self.bias_constraint = keras.constraints.get(bias_constraint)
+    for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
+      if not 0.0 <= rate < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {rate}")
+    self.dropout, self.recurrent_dropout = float(dropout), float(recurrent_dropout)
+    self.state_size = [self.units, self.units]
+    self.output_size = self.units
+    # Set by DKPLSTM while its RNN loop runs: inputs arrive already projected.
+    self._inputs_projected = False
+    self._create_doping_cache()
+
+  @tf.__internal__.tracking.no_automatic_dependency_tracking
+  def _create_doping_cache(self):
+    # Like Keras' dropout masks: one CMR draw per sequence, shared by all steps.
+    self._doping_cache = backend.ContextValueCache(self._create_doping_kernels)
+
+  def reset_dropout_mask(self):
+    super().reset_dropout_mask()
+    self._doping_cache.clear()
+
+  def _create_doping_kernels(self, training):
+    return {name: self._doping_kernel(matrix, training)
+            for name, matrix in self.doped_matrices.items()}
+
+  def _doping_kernels(self, training):
+    return self._doping_cache.setdefault(kwargs={"training": training})
+
+  def build(self, input_shape):
+    input_dim = tf.TensorShape(input_shape)[-1]
+    if input_dim is None:
+      raise ValueError(f"{self.name}: the input feature dimension must be known, got "
+                       f"shape {input_shape}")
+    input_dim, gates = int(input_dim), 4 * self.units
+    bias_params = gates if self.use_bias else 0
+    budget = structures.layer_weight_budget(gates * (input_dim + self.units), bias_params,
+                                            self.compression)
+    share = input_dim / (input_dim + self.units)
+    self.input_matrix = self._add_doped_matrix(
+        "input_", gates, input_dim, budget * share, self.kernel_initializer,
+        self.kernel_regularizer, self.kernel_constraint)
+    self.recurrent_matrix = self._add_doped_matrix(
+        "recurrent_", gates, self.units, budget * (1.0 - share), self.recurrent_initializer,
+        self.recurrent_regularizer, self.recurrent_constraint)
+    self.bias = None
+    if self.use_bias:
+      self.bias = self.add_weight(name="bias", shape=(gates,), initializer=self._bias_init(),
+                                  regularizer=self.bias_regularizer,
+                                  constraint=self.bias_constraint)
+    self.built = True
+
+  def _bias_init(self):
+    if not self.unit_forget_bias:
+      return self.bias_initializer
+
+    def initializer(_, *args, **kwargs):
+      # Forget-gate bias starts at 1 (Jozefowicz et al.), as in Keras' LSTMCell.
+      units = self.units
+      return tf.concat([self.bias_initializer((units,), *args, **kwargs),
+                        tf.ones((units,), *args, **kwargs),
+                        self.bias_initializer((2 * units,), *args, **kwargs)], 0)
+    return initializer
+
+  def project_inputs(self, inputs, training=None, dropout_mask=None):
+    """``inputs @ input_kernel + bias`` for inputs of any rank (..., input_dim)."""
+    if dropout_mask is not None:
+      inputs = inputs * dropout_mask
+    flat = tf.reshape(inputs, (-1, self.input_matrix.structure.n))
+    z = self.input_matrix.matmul(flat, self._doping_kernels(training).get("input"))
+    if self.bias is not None:
+      z = tf.nn.bias_add(z, self.bias)
+    return tf.reshape(z, tf.concat([tf.shape(inputs)[:-1], [4 * self.units]], 0))
+
+  def call(self, inputs, states, training=None):
+    h_tm1, c_tm1 = states[0], states[1]
+    if self._inputs_projected:
+      z = inputs
+    else:
+      mask = self.get_dropout_mask_for_cell(inputs, training, count=1)
+      z = self.project_inputs(inputs, training, mask)
+    rec_mask = self.get_recurrent_dropout_mask_for_cell(h_tm1, training, count=1)
+    if rec_mask is not None:
+      h_tm1 = h_tm1 * rec_mask
+    z = z + self.recurrent_matrix.matmul(h_tm1, self._doping_kernels(training).get("recurrent"))
+    z_i, z_f, z_c, z_o = tf.split(z, 4, axis=-1)
+    i = self.recurrent_activation(z_i)
+    f = self.recurrent_activation(z_f)
+    c = f * c_tm1 + i * self.activation(z_c)
+    o = self.recurrent_activation(z_o)
+    h = o * self.activation(c)
+    return h, [h, c]
+
+  def get_initial_state(self, inputs=None, batch_size=None, dtype=None):
+    return list(rnn_utils.generate_zero_filled_state_for_cell(self, inputs, batch_size, dtype))
+
+  def dense_kernels(self):
+    """``(kernel, recurrent_kernel, bias)`` of the equivalent `LSTMCell` (numpy)."""
+    bias = None if self.bias is None else keras.backend.get_value(self.bias)
+    return self.input_matrix.dense_kernel(), self.recurrent_matrix.dense_kernel(), bias
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(self._doping_config())
+    config.update({
+        "units": self.units,
+        "activation": keras.activations.serialize(self.activation),
+        "recurrent_activation": keras.activations.serialize(self.recurrent_activation),
+        "use_bias": self.use_bias,
+        "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
+        "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+        "unit_forget_bias": self.unit_forget_bias,
+        "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+        "recurrent_regularizer": keras.regularizers.serialize(self.recurrent_regularizer),
+        "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+        "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+        "recurrent_constraint": keras.constraints.serialize(self.recurrent_constraint),
+        "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+        "dropout": self.dropout,
+        "recurrent_dropout": self.recurrent_dropout,
+    })
+    return config
+
+
+_CELL_ARGS = ("units", "activation", "recurrent_activation", "use_bias", "kernel_initializer",
+              "recurrent_initializer", "bias_initializer", "unit_forget_bias",
+              "kernel_regularizer", "recurrent_regularizer", "bias_regularizer",
+              "kernel_constraint", "recurrent_constraint", "bias_constraint", "dropout",
+              "recurrent_dropout") + _DOPING_ARGS
+
+
+@keras.utils.register_keras_serializable(package="dkp_keras")
+class DKPLSTM(keras.layers.RNN):
+  """`LSTM` with structured + doped weights (a `DKPLSTMCell` in an `RNN`).
+
+  Takes the `LSTM` arguments (``return_sequences``, ``return_state``,
+  ``stateful``, ``go_backwards``, ``unroll``, ``time_major``, ``dropout``,
+  ``recurrent_dropout``, masking) and the compression arguments of
+  `DopedDense`. The input projection of all time steps runs as one batched
+  product before the recurrence. Ragged inputs are not supported.
+
+  >>> x = keras.Input((None, 16))
+  >>> y = DKPLSTM(32, compression=4, return_sequences=True)(x)
+  >>> y.shape
+  TensorShape([None, None, 32])
+  """
+
+  def __init__(self, units, compression=10.0, return_sequences=False, return_state=False,
+               go_backwards=False, stateful=False, unroll=False, time_major=False, **kwargs):
+    cell_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _CELL_ARGS}
+    cell = DKPLSTMCell(units, compression=compression, dtype=kwargs.get("dtype"),
+                       trainable=kwargs.get("trainable", True), name="dkplstm_cell",
+                       **cell_kwargs)
+    super().__init__(cell, return_sequences=return_sequences, return_state=return_state,
+                     go_backwards=go_backwards, stateful=stateful, unroll=unroll,
+                     time_major=time_major, **kwargs)
+    self.input_spec = [keras.layers.InputSpec(ndim=3)]
+
+  def call(self, inputs, mask=None, training=None, initial_state=None):
+    if isinstance(inputs, tf.RaggedTensor):
+      raise ValueError(f"{self.name} does not support ragged inputs; pad them and pass a mask")
+    cell = self.cell
+    dropout_mask = None
+    if training is None:
+      training = keras.backend.learning_phase()
+    if cell.dropout > 0.0:
+      # One mask per sequence, shared by all time steps, as LSTMCell does.
+      first_step = inputs[0] if self.time_major else inputs[:, 0]
+      dropout_mask = tf.expand_dims(cell.get_dropout_mask_for_cell(first_step, training),
+                                    0 if self.time_major else 1)
+    projected = cell.project_inputs(inputs, training, dropout_mask)
+    cell._inputs_projected = True
+    try:
+      return super().call(projected, mask=mask, training=training, initial_state=initial_state)
+    finally:
+      cell._inputs_projected = False
+
+  def get_prunable_weights(self):
+    return self.cell.get_prunable_weights()
+
+  def get_config(self):
+    config = super().get_config()
+    cell_config = config.pop("cell")["config"]
+    for key in _CELL_ARGS:
+      config[key] = cell_config[key]
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**config)
+
+
+# Expose the cell's arguments (units, compression, dropout...) on the layer, as LSTM does.
+for _name in _CELL_ARGS:
+  setattr(DKPLSTM, _name, property(lambda self, _name=_name: getattr(self.cell, _name)))
