@@ -52,7 +52,7 @@ def sparse_bytes(kernel, block_size):
   blocks = kept_blocks(kernel, block_size)
   rows = math.ceil(m / bw)
   values = blocks * bh * bw * FLOAT_BYTES
-  indices = blocks * index_bytes(math.ceil(n / bh))
+  indices = blocks * index_bytes(math.ceil(n / bh) - 1)
   segments = (rows + 1) * index_bytes(blocks)
   return values + indices + segments
 

@@ -70,9 +70,8 @@ class KroneckerShape:
 
   @property
   def rank(self):
-    """Largest rank the KP can reach on the used (m x n) block."""
-    full = min(self.m1, self.n1) * min(self.m2, self.n2)
-    return min(full, self.m, self.n)
+    """The rank the KP surely reaches on the used (m x n) block, for generic factors."""
+    return _reachable_rank(self.m, self.n, self.m1, self.n1, self.m2, self.n2)
 
 
 def _divisor_pairs(k):
@@ -91,7 +90,26 @@ def _candidates(m, n, max_padding):
 
 
 def _reachable_rank(m, n, m1, n1, m2, n2):
+  """rank(A⊗B) = rank(A)·rank(B), capped by the used (m x n) block."""
   return min(min(m1, n1) * min(m2, n2), m, n)
+
+
+def _keeps_rank(m, n, m1, n1, m2, n2, rank, seed=0):
+  """Whether the padded KP cropped to (m x n) keeps ``rank`` for generic factors.
+
+  Cropping usually keeps the reachable rank but not always (a 9x10 block of
+  (3x3) ⊗ (3x4) has rank 8), so padded shapes are checked numerically: first
+  on a random subset of the long side (cheap, and enough when it shows the
+  rank), then on the whole block.
+  """
+  rng = np.random.default_rng(seed)
+  w = kron_dense(rng.standard_normal((m1, n1)), rng.standard_normal((m2, n2)), (m, n))
+  if w.shape[0] > w.shape[1]:
+    w = w.T
+  subset = rng.choice(w.shape[1], size=min(w.shape[1], 2 * w.shape[0]), replace=False)
+  if np.linalg.matrix_rank(w[:, subset]) >= rank:
+    return True
+  return np.linalg.matrix_rank(w) >= rank
 
 
 def choose_kronecker_shape(m, n, max_params=None, max_padding=8):
@@ -112,7 +130,7 @@ def choose_kronecker_shape(m, n, max_params=None, max_padding=8):
     ValueError: when no two-factor shape fits in ``max_params``.
   """
   m, n = _positive_int(m, "m"), _positive_int(n, "n")
-  best, best_key = None, None
+  ranked = []
   for m1, n1, m2, n2 in _candidates(m, n, max_padding):
     params = m1 * n1 + m2 * n2
     if max_params is not None and params > max_params:
@@ -121,14 +139,20 @@ def choose_kronecker_shape(m, n, max_params=None, max_padding=8):
     # SLICE ops to the deployed graph: it must save a clear share of parameters.
     area_ratio = (m1 * m2 * n1 * n2) / (m * n)
     cost = params * area_ratio * (PADDING_PENALTY if area_ratio > 1 else 1.0)
-    key = (-_reachable_rank(m, n, m1, n1, m2, n2), cost, area_ratio)
-    if best_key is None or key < best_key:
-      best, best_key = (m1, n1, m2, n2), key
-  if best is None:
+    rank = _reachable_rank(m, n, m1, n1, m2, n2)
+    ranked.append(((-rank, cost, area_ratio), (m1, n1, m2, n2)))
+  if not ranked:
     raise ValueError(
         f"no Kronecker factorisation of a {m}x{n} matrix fits in {max_params} parameters "
         f"(the smallest needs {smallest_kronecker_params(m, n, max_padding)}); "
         f"ask for a lower compression")
+  ranked.sort()
+  best = ranked[0][1]
+  for (neg_rank, _, area_ratio), factors in ranked:
+    # Unpadded shapes reach their rank exactly; padded ones must show it.
+    if area_ratio == 1 or _keeps_rank(m, n, *factors, rank=-neg_rank):
+      best = factors
+      break
   shape = KroneckerShape(m, n, *best)
   if shape.is_padded:
     logger.info("Kronecker factors for %dx%d are padded to %dx%d: A %s, B %s",

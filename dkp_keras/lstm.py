@@ -227,6 +227,9 @@ class DKPLSTM(keras.layers.RNN):
     if isinstance(inputs, tf.RaggedTensor):
       raise ValueError(f"{self.name} does not support ragged inputs; pad them and pass a mask")
     cell = self.cell
+    # Fresh masks for this sequence (the cached ones belong to the previous call).
+    cell.reset_dropout_mask()
+    cell.reset_recurrent_dropout_mask()
     dropout_mask = None
     if training is None:
       training = keras.backend.learning_phase()

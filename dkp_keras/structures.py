@@ -205,10 +205,16 @@ class HMDStructure(Structure):
   def for_budget(cls, m, n, max_params, dense_rows=None, rank=None, dense_fraction=0.5,
                  **unused):
     """Spends ``dense_fraction`` of the budget on dense rows, the rest on the rank."""
-    if dense_rows is None:
+    fixed_rows = dense_rows is not None
+    if not fixed_rows:
       dense_rows = min(int(max_params * dense_fraction) // n, m - 1)
     if rank is None:
-      rank = (max_params - dense_rows * n) // (m - dense_rows + n)
+      def rank_for(rows):
+        return int((max_params - rows * n) // (m - rows + n))
+      # Give back dense rows until a rank-1 low-rank part fits.
+      while rank_for(dense_rows) < 1 and dense_rows > 0 and not fixed_rows:
+        dense_rows -= 1
+      rank = rank_for(dense_rows)
       if rank < 1:
         raise ValueError(
             f"HMD of a {m}x{n} matrix with {dense_rows} dense rows does not fit in "
@@ -349,6 +355,8 @@ def layer_weight_budget(dense_weight_params, bias_params, compression):
 
 def check_compression(compression):
   try:
+    if isinstance(compression, (str, bytes)):
+      raise TypeError
     value = float(compression)
   except (TypeError, ValueError):
     raise ValueError(f"compression must be a number >= 1, got {compression!r}") from None

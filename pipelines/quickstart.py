@@ -50,6 +50,38 @@ def save_atomically(model, path):
       os.remove(tmp)
 
 
+def run(epochs=4, compression=10.0, tokens=120_000, batch=32, steps=20, cmr=0.5, out=None,
+        verbose=2):
+  """Trains, anneals and finalizes the model; returns perplexities, report and model."""
+  if epochs < 2:
+    raise ValueError(f"epochs must be >= 2 (annealing takes all but the last), got {epochs}")
+  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  keras.utils.set_random_seed(0)
+  corpus = data.generate_corpus(num_tokens=tokens, seed=0)
+  x, y = data.batchify_arrays(corpus.train, batch, steps)
+  vx, vy = data.batchify_arrays(corpus.valid, batch, steps)
+  steps_per_epoch = len(x) // batch
+
+  model = build_model(corpus.vocab_size, compression=compression, num_steps=steps)
+  model = dkp.prepare_for_annealing(model, begin_step=0, end_step=steps_per_epoch * (epochs - 1),
+                                    frequency=max(1, steps_per_epoch // 10))
+  loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  model.compile(keras.optimizers.Adam(3e-3, clipnorm=5.0), loss)
+  start = time.perf_counter()
+  model.fit(x, y, batch_size=batch, epochs=epochs, shuffle=False, verbose=verbose,
+            callbacks=[dkp.SparsityAnnealing(), dkp.CoMatrixDropout(rate=cmr)])
+  train_s = time.perf_counter() - start
+  model = dkp.finalize(model)
+  model.compile(loss=loss)
+  if out:
+    save_atomically(model, out)
+  return {"model": model, "report": dkp.compression_report(model),
+          "perplexity": perplexity(model, vx, vy, batch),
+          "unigram_perplexity": data.unigram_perplexity(corpus.train, corpus.valid,
+                                                        corpus.vocab_size),
+          "optimal_perplexity": corpus.optimal_perplexity, "train_seconds": train_s}
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--epochs", type=int, default=4)
@@ -60,38 +92,17 @@ def main(argv=None):
   parser.add_argument("--cmr", type=float, default=0.5, help="initial co-matrix dropout rate")
   parser.add_argument("--out", help="save the finalized model here (.keras)")
   args = parser.parse_args(argv)
-  if args.epochs < 2:
-    parser.error("--epochs must be >= 2 (annealing takes all but the last epoch)")
-
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
-  keras.utils.set_random_seed(0)
-  corpus = data.generate_corpus(num_tokens=args.tokens, seed=0)
-  x, y = data.batchify_arrays(corpus.train, args.batch, args.steps)
-  vx, vy = data.batchify_arrays(corpus.valid, args.batch, args.steps)
-  steps_per_epoch = len(x) // args.batch
-
-  model = build_model(corpus.vocab_size, compression=args.compression, num_steps=args.steps)
-  model = dkp.prepare_for_annealing(model, begin_step=0,
-                                    end_step=steps_per_epoch * (args.epochs - 1),
-                                    frequency=max(1, steps_per_epoch // 10))
-  loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-  model.compile(keras.optimizers.Adam(3e-3, clipnorm=5.0), loss)
-  start = time.perf_counter()
-  model.fit(x, y, batch_size=args.batch, epochs=args.epochs, shuffle=False, verbose=2,
-            callbacks=[dkp.SparsityAnnealing(), dkp.CoMatrixDropout(rate=args.cmr)])
-  train_s = time.perf_counter() - start
-  model = dkp.finalize(model)
-  model.compile(loss=loss)
-
-  report = dkp.compression_report(model)
+  try:
+    result = run(args.epochs, args.compression, args.tokens, args.batch, args.steps, args.cmr,
+                 args.out)
+  except ValueError as error:
+    parser.error(str(error))
   print("\nCompression report")
-  print(report.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-  ppl = perplexity(model, vx, vy, args.batch)
-  print(f"\nvalidation perplexity {ppl:.2f}   unigram baseline "
-        f"{data.unigram_perplexity(corpus.train, corpus.valid, corpus.vocab_size):.2f}   "
-        f"best achievable {corpus.optimal_perplexity:.2f}   (trained in {train_s:.0f} s)")
+  print(result["report"].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+  print(f"\nvalidation perplexity {result['perplexity']:.2f}   unigram baseline "
+        f"{result['unigram_perplexity']:.2f}   best achievable "
+        f"{result['optimal_perplexity']:.2f}   (trained in {result['train_seconds']:.0f} s)")
   if args.out:
-    save_atomically(model, args.out)
     print(f"saved {args.out}")
   return 0
 

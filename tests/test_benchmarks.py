@@ -1,0 +1,37 @@
+"""Smoke test of the training-step benchmark: tiny sizes, runs in seconds."""
+
+import json
+
+from benchmarks import train_step
+
+
+def test_train_step_quick(tmp_path):
+  out = tmp_path / "results" / "train_step.json"
+  data = train_step.main(["--quick", "--units", "32", "--vocab", "200", "--steps", "6",
+                          "--layers", "1", "--batch", "4", "--compression", "4", "--repeats", "2", "--warmup", "1", "--block", "1",
+                          "--out", str(out)])
+  written = json.loads(out.read_text())
+  assert written["config"] == data["config"]
+  assert set(written["models"]) == set(train_step.MODELS)
+  assert list(tmp_path.joinpath("results").iterdir()) == [out]  # no temp file left behind
+  for name, entry in written["models"].items():
+    assert entry["median_s"] > 0 and entry["min_s"] > 0, name
+    assert len(entry["samples_s"]) == 2
+    assert entry["ratio_to_dense"] > 0
+    lstm = [row for row in entry["lstm_layers"] if row["layer"] != "total"]
+    assert len(lstm) == 1
+    for row in lstm:
+      assert row["dense_params"] > 0 and row["params"] > 0
+      expected = 1.0 if name == "dense" else 4.0
+      assert abs(row["planned_compression"] - expected) / expected < 0.2, (name, row)
+  assert written["models"]["dense"]["ratio_to_dense"] == 1.0
+  assert written["host"]["tensorflow"]
+  assert written["host"]["device"].startswith(("CPU", "GPU"))
+
+
+def test_parse_args_quick_overrides():
+  config, _, models = train_step.parse_args(["--quick", "--units", "16"])
+  assert config["units"] == 16 and config["vocab"] == train_step.QUICK["vocab"]
+  assert models == train_step.MODELS
+  config, _, models = train_step.parse_args(["--models", "dense,dkp"])
+  assert config["units"] == 650 and models == ("dense", "dkp")
