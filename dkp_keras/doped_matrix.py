@@ -18,6 +18,26 @@ from dkp_keras import cmr
 from dkp_keras import structures
 
 
+_KERAS_OBJECTS = {
+    "activation": (keras.activations.get, keras.activations.serialize),
+    "initializer": (keras.initializers.get, keras.initializers.serialize),
+    "regularizer": (keras.regularizers.get, keras.regularizers.serialize),
+    "constraint": (keras.constraints.get, keras.constraints.serialize),
+}
+
+
+def set_keras_objects(layer, **arguments):
+  """Sets ``layer.<name> = keras.<kind>s.get(value)``, the kind read off the name's end."""
+  for name, value in arguments.items():
+    setattr(layer, name, _KERAS_OBJECTS[name.rsplit("_", 1)[-1]][0](value))
+
+
+def serialize_keras_objects(layer, names):
+  """The config entries of attributes set with `set_keras_objects`."""
+  return {name: _KERAS_OBJECTS[name.rsplit("_", 1)[-1]][1](getattr(layer, name))
+          for name in names}
+
+
 def _fresh(initializer):
   """A new instance of a Keras initializer: unseeded instances repeat their draws."""
   initializer = keras.initializers.get(initializer)

@@ -7,7 +7,10 @@ import tf_keras as keras
 from tf_keras.src.engine.base_layer import BaseRandomLayer
 
 from dkp_keras import structures
-from dkp_keras.doped_matrix import DopedLayerMixin
+from dkp_keras.doped_matrix import DopedLayerMixin, serialize_keras_objects, set_keras_objects
+
+_KERAS_ARGS = ("activation", "kernel_initializer", "bias_initializer", "kernel_regularizer",
+               "bias_regularizer", "kernel_constraint", "bias_constraint")
 
 
 def check_units(units):
@@ -63,14 +66,11 @@ class DopedDense(DopedLayerMixin, BaseRandomLayer):
     self.units = check_units(units)
     self._init_doping(compression, structure, doped, structure_options, structure_fraction,
                       block_size, doping_initializer, cmr_granularity, cmr_scaling)
-    self.activation = keras.activations.get(activation)
     self.use_bias = use_bias
-    self.kernel_initializer = keras.initializers.get(kernel_initializer)
-    self.bias_initializer = keras.initializers.get(bias_initializer)
-    self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-    self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-    self.kernel_constraint = keras.constraints.get(kernel_constraint)
-    self.bias_constraint = keras.constraints.get(bias_constraint)
+    set_keras_objects(self, activation=activation, kernel_initializer=kernel_initializer,
+                      bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
+                      bias_regularizer=bias_regularizer, kernel_constraint=kernel_constraint,
+                      bias_constraint=bias_constraint)
     self.input_spec = keras.layers.InputSpec(min_ndim=2)
     self.supports_masking = True
 
@@ -118,16 +118,6 @@ class DopedDense(DopedLayerMixin, BaseRandomLayer):
   def get_config(self):
     config = super().get_config()
     config.update(self._doping_config())
-    config.update({
-        "units": self.units,
-        "activation": keras.activations.serialize(self.activation),
-        "use_bias": self.use_bias,
-        "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-        "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-        "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-        "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-        "activity_regularizer": keras.regularizers.serialize(self.activity_regularizer),
-        "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-        "bias_constraint": keras.constraints.serialize(self.bias_constraint),
-    })
+    config.update(units=self.units, use_bias=self.use_bias)
+    config.update(serialize_keras_objects(self, _KERAS_ARGS + ("activity_regularizer",)))
     return config

@@ -17,9 +17,13 @@ from tf_keras.src.layers.rnn import rnn_utils
 from tf_keras.src.layers.rnn.dropout_rnn_cell_mixin import DropoutRNNCellMixin
 
 from dkp_keras import structures
-from dkp_keras.doped_matrix import DopedLayerMixin
+from dkp_keras.doped_matrix import DopedLayerMixin, serialize_keras_objects, set_keras_objects
 from dkp_keras.layers import check_units
 
+_KERAS_ARGS = ("activation", "recurrent_activation", "kernel_initializer",
+               "recurrent_initializer", "bias_initializer", "kernel_regularizer",
+               "recurrent_regularizer", "bias_regularizer", "kernel_constraint",
+               "recurrent_constraint", "bias_constraint")
 _DOPING_ARGS = ("compression", "structure", "doped", "structure_options", "structure_fraction",
                 "block_size", "doping_initializer", "cmr_granularity", "cmr_scaling")
 
@@ -54,19 +58,14 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
     self.units = check_units(units)
     self._init_doping(compression, structure, doped, structure_options, structure_fraction,
                       block_size, doping_initializer, cmr_granularity, cmr_scaling)
-    self.activation = keras.activations.get(activation)
-    self.recurrent_activation = keras.activations.get(recurrent_activation)
-    self.use_bias = use_bias
-    self.kernel_initializer = keras.initializers.get(kernel_initializer)
-    self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
-    self.bias_initializer = keras.initializers.get(bias_initializer)
-    self.unit_forget_bias = unit_forget_bias
-    self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-    self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
-    self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-    self.kernel_constraint = keras.constraints.get(kernel_constraint)
-    self.recurrent_constraint = keras.constraints.get(recurrent_constraint)
-    self.bias_constraint = keras.constraints.get(bias_constraint)
+    self.use_bias, self.unit_forget_bias = use_bias, unit_forget_bias
+    set_keras_objects(
+        self, activation=activation, recurrent_activation=recurrent_activation,
+        kernel_initializer=kernel_initializer, recurrent_initializer=recurrent_initializer,
+        bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
+        recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
+        kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
+        bias_constraint=bias_constraint)
     for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
       if not 0.0 <= rate < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {rate}")
@@ -168,32 +167,15 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
   def get_config(self):
     config = super().get_config()
     config.update(self._doping_config())
-    config.update({
-        "units": self.units,
-        "activation": keras.activations.serialize(self.activation),
-        "recurrent_activation": keras.activations.serialize(self.recurrent_activation),
-        "use_bias": self.use_bias,
-        "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-        "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
-        "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-        "unit_forget_bias": self.unit_forget_bias,
-        "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-        "recurrent_regularizer": keras.regularizers.serialize(self.recurrent_regularizer),
-        "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-        "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-        "recurrent_constraint": keras.constraints.serialize(self.recurrent_constraint),
-        "bias_constraint": keras.constraints.serialize(self.bias_constraint),
-        "dropout": self.dropout,
-        "recurrent_dropout": self.recurrent_dropout,
-    })
+    config.update(units=self.units, use_bias=self.use_bias,
+                  unit_forget_bias=self.unit_forget_bias, dropout=self.dropout,
+                  recurrent_dropout=self.recurrent_dropout)
+    config.update(serialize_keras_objects(self, _KERAS_ARGS))
     return config
 
 
-_CELL_ARGS = ("units", "activation", "recurrent_activation", "use_bias", "kernel_initializer",
-              "recurrent_initializer", "bias_initializer", "unit_forget_bias",
-              "kernel_regularizer", "recurrent_regularizer", "bias_regularizer",
-              "kernel_constraint", "recurrent_constraint", "bias_constraint", "dropout",
-              "recurrent_dropout") + _DOPING_ARGS
+_CELL_ARGS = ("units", "use_bias", "unit_forget_bias", "dropout", "recurrent_dropout"
+              ) + _KERAS_ARGS + _DOPING_ARGS
 
 
 @keras.utils.register_keras_serializable(package="dkp_keras")

@@ -58,12 +58,17 @@ def test_kron_matmul_matches_dense_float64(m1, n1, m2, n2, batch, seed):
   _assert_close_normwise(y, x @ np.kron(a, b).T, rtol=1e-12)
 
 
-@given(m1=dims, n1=dims, m2=dims, n2=dims, batch=batches, seed=seeds)
-def test_kron_matmul_matches_dense_float32(m1, n1, m2, n2, batch, seed):
+def _float32_problem(m1, n1, m2, n2, batch, seed):
   rng = np.random.default_rng(seed)
   a = rng.standard_normal((m1, n1)).astype(np.float32)
   b = rng.standard_normal((m2, n2)).astype(np.float32)
   x = rng.standard_normal((batch, n1 * n2)).astype(np.float32)
+  return x, a, b
+
+
+@given(m1=dims, n1=dims, m2=dims, n2=dims, batch=batches, seed=seeds)
+def test_kron_matmul_matches_dense_float32(m1, n1, m2, n2, batch, seed):
+  x, a, b = _float32_problem(m1, n1, m2, n2, batch, seed)
   y = kronecker.kron_matmul(x, a, b)
   assert y.dtype == np.float32
   ref = x.astype(np.float64) @ np.kron(a.astype(np.float64), b.astype(np.float64)).T
@@ -73,10 +78,7 @@ def test_kron_matmul_matches_dense_float32(m1, n1, m2, n2, batch, seed):
 @settings(max_examples=5)
 @given(m1=dims, n1=dims, m2=dims, n2=dims, batch=batches, seed=seeds)
 def test_kron_matmul_with_tf_ops(m1, n1, m2, n2, batch, seed):
-  rng = np.random.default_rng(seed)
-  a = rng.standard_normal((m1, n1)).astype(np.float32)
-  b = rng.standard_normal((m2, n2)).astype(np.float32)
-  x = rng.standard_normal((batch, n1 * n2)).astype(np.float32)
+  x, a, b = _float32_problem(m1, n1, m2, n2, batch, seed)
   y = kronecker.kron_matmul(tf.constant(x), tf.constant(a), tf.constant(b), ops=tf)
   assert isinstance(y, tf.Tensor)
   ref = x.astype(np.float64) @ np.kron(a.astype(np.float64), b.astype(np.float64)).T

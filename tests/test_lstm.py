@@ -8,15 +8,9 @@ from hypothesis import given, settings, strategies as st
 
 import dkp_keras as dkp
 from dkp_keras.verify import assert_normwise_close
+from helpers import randomize_doping
 
 STRUCTURES = ["kronecker", "lowrank", "hmd"]
-
-
-def randomize_doping(cell, scale=0.1, seed=0):
-  rng = np.random.default_rng(seed)
-  for matrix in cell.doped_matrices.values():
-    if matrix.doping is not None:
-      matrix.doping.assign(rng.normal(0, scale, matrix.doping.shape))
 
 
 def dense_twin(layer, x, **kwargs):
