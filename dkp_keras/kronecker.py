@@ -41,8 +41,9 @@ class KroneckerShape:
 
   def __post_init__(self):
     for name in ("m", "n", "m1", "n1", "m2", "n2"):
-      if int(getattr(self, name)) < 1:
-        raise ValueError(f"KroneckerShape.{name} must be >= 1, got {getattr(self, name)}")
+      value = getattr(self, name)
+      if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"KroneckerShape.{name} must be a positive integer, got {value!r}")
     if self.m1 * self.m2 < self.m or self.n1 * self.n2 < self.n:
       raise ValueError(
           f"factors ({self.m1}x{self.n1}) ⊗ ({self.m2}x{self.n2}) give a "
@@ -70,7 +71,11 @@ class KroneckerShape:
 
   @property
   def rank(self):
-    """The rank the KP surely reaches on the used (m x n) block, for generic factors."""
+    """rank(A)·rank(B) for generic factors, capped by m and n.
+
+    Cropping a padded product can lower it; `choose_kronecker_shape` only
+    picks padded shapes that it checked numerically to keep it.
+    """
     return _reachable_rank(self.m, self.n, self.m1, self.n1, self.m2, self.n2)
 
 

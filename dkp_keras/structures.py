@@ -210,7 +210,7 @@ class HMDStructure(Structure):
       dense_rows = min(int(max_params * dense_fraction) // n, m - 1)
     if rank is None:
       def rank_for(rows):
-        return int((max_params - rows * n) // (m - rows + n))
+        return min(int((max_params - rows * n) // (m - rows + n)), m - rows, n)
       # Give back dense rows until a rank-1 low-rank part fits.
       while rank_for(dense_rows) < 1 and dense_rows > 0 and not fixed_rows:
         dense_rows -= 1
@@ -330,6 +330,8 @@ def plan_doped_matrix(m, n, max_params, structure="kronecker", doped=True,
 def check_block_size(block_size):
   """Validates a tfmot block size: two positive ints (Keras kernel [in, out] order)."""
   try:
+    if any(isinstance(b, bool) for b in block_size):
+      raise TypeError
     block = tuple(int(b) for b in block_size)
   except (TypeError, ValueError):
     raise ValueError(f"block_size must be two positive integers, got {block_size!r}") from None

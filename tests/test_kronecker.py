@@ -138,7 +138,7 @@ def test_kronecker_shape_properties():
     (4, 4, 2, 2, 2, 0),
 ])
 def test_kronecker_shape_rejects_non_positive(args):
-  with pytest.raises(ValueError, match=">= 1"):
+  with pytest.raises(ValueError, match="positive integer"):
     KroneckerShape(*args)
 
 
@@ -329,3 +329,9 @@ def test_nearest_kronecker_of_zero_is_zero():
   shape = KroneckerShape(6, 4, 2, 2, 3, 2)
   a, b = kronecker.nearest_kronecker(np.zeros((6, 4)), shape)
   assert math.isclose(float(np.abs(np.kron(a, b)).max()), 0.0)
+
+
+@pytest.mark.parametrize("value", [2.5, True, 0])
+def test_kronecker_shape_rejects_non_positive_integers(value):
+  with pytest.raises(ValueError, match="positive integer"):
+    KroneckerShape(value, 2, 2, 2, 2, 2)

@@ -217,7 +217,7 @@ def plan_requests(draw):
               block_size=draw(st.sampled_from(BLOCK_SIZES)))
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(plan_requests())
 def test_plan_doped_matrix_meets_budget(request):
   m, n, max_params = request["m"], request["n"], request["max_params"]
@@ -368,3 +368,13 @@ def test_check_block_size_accepts(block):
 def test_check_block_size_rejects(block):
   with pytest.raises(ValueError, match="block_size"):
     structures.check_block_size(block)
+
+
+def test_hmd_rank_is_capped_by_the_low_rank_block():
+  structure = HMDStructure.for_budget(4, 4, 1000)
+  assert structure.rank <= min(4 - structure.dense_rows, 4)
+
+
+def test_check_block_size_rejects_booleans():
+  with pytest.raises(ValueError, match="block_size"):
+    structures.check_block_size((True, 1))
