@@ -43,14 +43,25 @@ import tf_keras as keras  # noqa: E402  pylint: disable=wrong-import-order
 
 MODELS = ("dense", "dkp", "dkp_all", "dkp_annealing")
 
-DEFAULTS = {"units": 650, "layers": 2, "vocab": 10_000, "batch": 20, "steps": 35,
-            "compression": 25.0, "repeats": 7, "warmup": 2, "block": 5,
-            "lr": 1.0, "clipnorm": 5.0, "seed": 0}
+DEFAULTS = {
+    "units": 650,
+    "layers": 2,
+    "vocab": 10_000,
+    "batch": 20,
+    "steps": 35,
+    "compression": 25.0,
+    "repeats": 7,
+    "warmup": 2,
+    "block": 5,
+    "lr": 1.0,
+    "clipnorm": 5.0,
+    "seed": 0
+}
 QUICK = {"units": 64, "vocab": 500, "steps": 10, "repeats": 3, "warmup": 2, "block": 2}
 DEFAULT_OUT = os.path.join("benchmarks", "results", "train_step.json")
 
-
 # --------------------------------------------------------------------------- models
+
 
 def build_model(kind, units, layers, vocab, steps, compression, seed=0):
   """One of `MODELS`, built and compiled (SGD, clipnorm, sparse CE from logits)."""
@@ -63,8 +74,7 @@ def build_model(kind, units, layers, vocab, steps, compression, seed=0):
     if kind == "dense":
       x = keras.layers.LSTM(units, return_sequences=True, name=f"lstm_{i}")(x)
     else:
-      x = dkp.DKPLSTM(units, compression=compression, return_sequences=True,
-                      name=f"lstm_{i}")(x)
+      x = dkp.DKPLSTM(units, compression=compression, return_sequences=True, name=f"lstm_{i}")(x)
   if kind == "dkp_all":
     logits = dkp.DopedDense(vocab, compression=compression, name="output")(x)
   else:
@@ -109,10 +119,14 @@ def lstm_report(model):
   for row in report.to_dict("records"):
     if not str(row["type"]).endswith("LSTM") and row["layer"] != "total":
       continue
-    entry = {"layer": row["layer"], "type": row["type"], "params": int(row["params"]),
-             "dense_params": int(row["dense_params"]),
-             "compression": _float(row["compression"]),
-             "target_compression": _float(row["target_compression"])}
+    entry = {
+        "layer": row["layer"],
+        "type": row["type"],
+        "params": int(row["params"]),
+        "dense_params": int(row["dense_params"]),
+        "compression": _float(row["compression"]),
+        "target_compression": _float(row["target_compression"])
+    }
     owner = layers.get(row["layer"])
     if owner is not None:
       planned = planned_params(owner)
@@ -126,8 +140,8 @@ def dkp_layers(model):
   """Unwrapped layers of ``model`` (tfmot wrappers opened), by their own names."""
   out = []
   for layer in model.layers:
-    out.append(getattr(layer, "layer", layer) if type(layer).__name__ == "PruneLowMagnitude"
-               else layer)
+    out.append(
+        getattr(layer, "layer", layer) if type(layer).__name__ == "PruneLowMagnitude" else layer)
   return out
 
 
@@ -147,6 +161,7 @@ def _float(value):
 
 
 # --------------------------------------------------------------------------- timing
+
 
 def time_block(model, x, y, block):
   """Seconds for ``block`` consecutive `train_on_batch` steps (each synchronous)."""
@@ -168,8 +183,7 @@ def run_benchmark(config, models=MODELS, log=print):
     start = time.perf_counter()
     model = compile_model(
         build_model(kind, config["units"], config["layers"], config["vocab"], config["steps"],
-                    config["compression"], config["seed"]),
-        config["lr"], config["clipnorm"])
+                    config["compression"], config["seed"]), config["lr"], config["clipnorm"])
     hooks = step_hooks(kind, model)
     for hook in hooks:
       hook.on_train_begin()
@@ -187,18 +201,24 @@ def run_benchmark(config, models=MODELS, log=print):
     for kind in models:
       seconds = time_block(built[kind], x, y, config["block"])
       samples[kind].append(seconds / config["block"])
-    log(f"  repeat {rep + 1}/{config['repeats']}: " + "  ".join(
-        f"{kind} {samples[kind][-1] * 1e3:.1f} ms" for kind in models))
+    log(f"  repeat {rep + 1}/{config['repeats']}: " +
+        "  ".join(f"{kind} {samples[kind][-1] * 1e3:.1f} ms" for kind in models))
 
   results = {}
   base = statistics.median(samples["dense"]) if "dense" in samples else None
   for kind in models:
     times = samples[kind]
     median = statistics.median(times)
-    entry = {"median_s": median, "min_s": min(times), "mean_s": statistics.fmean(times),
-             "samples_s": times, "trainable_params": _trainable(built[kind])}
+    entry = {
+        "median_s": median,
+        "min_s": min(times),
+        "mean_s": statistics.fmean(times),
+        "samples_s": times,
+        "trainable_params": _trainable(built[kind])
+    }
     if base:
       entry["ratio_to_dense"] = median / base
+      entry["ratio_of_mins"] = min(times) / min(samples["dense"])
       # Per-repetition ratios (each against the dense block timed just before).
       entry["median_paired_ratio"] = statistics.median(
           t / d for t, d in zip(times, samples["dense"]))
@@ -212,6 +232,7 @@ def _trainable(model):
 
 
 # --------------------------------------------------------------------------- host / output
+
 
 def host_info():
   gpus = tf.config.list_physical_devices("GPU")
@@ -229,12 +250,18 @@ def host_info():
     usable = len(os.sched_getaffinity(0))
   except AttributeError:
     usable = os.cpu_count()
-  return {"device": device, "cpu_count": os.cpu_count(), "usable_cpus": usable,
-          "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-          "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-          "tensorflow": tf.__version__, "tf_keras": keras.__version__,
-          "dkp_keras": dkp.__version__, "python": platform.python_version(),
-          "platform": platform.platform()}
+  return {
+      "device": device,
+      "cpu_count": os.cpu_count(),
+      "usable_cpus": usable,
+      "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+      "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+      "tensorflow": tf.__version__,
+      "tf_keras": keras.__version__,
+      "dkp_keras": dkp.__version__,
+      "python": platform.python_version(),
+      "platform": platform.platform()
+  }
 
 
 def _cpu_name():
@@ -267,48 +294,61 @@ def write_json_atomic(path, data):
 
 
 def format_table(results):
-  lines = [f"{'model':<15}{'median ms':>11}{'min ms':>10}{'/dense':>9}{'paired':>9}"
-           f"{'LSTM params':>13}{'planned x':>11}"]
+  lines = [
+      f"{'model':<15}{'median ms':>11}{'min ms':>10}{'/dense':>9}{'paired':>9}"
+      f"{'min/min':>9}{'LSTM params':>13}{'planned x':>11}"
+  ]
   for kind, entry in results.items():
     lstm = [r for r in entry["lstm_layers"] if r["layer"] != "total"]
     params = sum(r["planned_params"] for r in lstm)
     dense = sum(r["dense_params"] for r in lstm)
     ratio = entry.get("ratio_to_dense", float("nan"))
     paired = entry.get("median_paired_ratio", float("nan"))
+    of_mins = entry.get("ratio_of_mins", float("nan"))
     lines.append(f"{kind:<15}{entry['median_s'] * 1e3:>11.1f}{entry['min_s'] * 1e3:>10.1f}"
-                 f"{ratio:>8.2f}x{paired:>8.2f}x{params:>13,}{dense / params:>10.1f}x")
+                 f"{ratio:>8.2f}x{paired:>8.2f}x{of_mins:>8.2f}x{params:>13,}"
+                 f"{dense / params:>10.1f}x")
   return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- command line
 
+
 def parse_args(argv=None):
-  parser = argparse.ArgumentParser(
-      prog="python -m benchmarks.train_step", description=__doc__.split("\n\n")[0],
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.train_step",
+                                   description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   parser.add_argument("--units", type=int, help=f"LSTM units (default {DEFAULTS['units']})")
   parser.add_argument("--layers", type=int, help=f"LSTM layers (default {DEFAULTS['layers']})")
   parser.add_argument("--vocab", type=int, help=f"vocabulary (default {DEFAULTS['vocab']})")
   parser.add_argument("--batch", type=int, help=f"batch size (default {DEFAULTS['batch']})")
   parser.add_argument("--steps", type=int, help=f"time steps (default {DEFAULTS['steps']})")
-  parser.add_argument("--compression", type=float,
+  parser.add_argument("--compression",
+                      type=float,
                       help=f"DKP compression factor (default {DEFAULTS['compression']:g})")
-  parser.add_argument("--repeats", type=int,
+  parser.add_argument("--repeats",
+                      type=int,
                       help=f"timed blocks per model (default {DEFAULTS['repeats']})")
-  parser.add_argument("--warmup", type=int,
+  parser.add_argument("--warmup",
+                      type=int,
                       help="untimed interleaved steps per model after tracing "
                       f"(default {DEFAULTS['warmup']})")
-  parser.add_argument("--block", type=int,
+  parser.add_argument("--block",
+                      type=int,
                       help=f"train steps per timed block (default {DEFAULTS['block']})")
   parser.add_argument("--seed", type=int, help=f"seed (default {DEFAULTS['seed']})")
-  parser.add_argument("--threads", type=int, default=None,
+  parser.add_argument("--threads",
+                      type=int,
+                      default=None,
                       help="TF intra-op threads (inter-op 1 when given); default: TF's choice")
-  parser.add_argument("--models", default=",".join(MODELS),
+  parser.add_argument("--models",
+                      default=",".join(MODELS),
                       help="comma-separated subset of " + ",".join(MODELS))
   parser.add_argument("--out", default=DEFAULT_OUT, help="JSON result path")
-  parser.add_argument("--quick", action="store_true",
-                      help="tiny configuration for smoke tests: " + ", ".join(
-                          f"{k} {v}" for k, v in QUICK.items()))
+  parser.add_argument("--quick",
+                      action="store_true",
+                      help="tiny configuration for smoke tests: " +
+                      ", ".join(f"{k} {v}" for k, v in QUICK.items()))
   args = parser.parse_args(argv)
   config = dict(DEFAULTS)
   if args.quick:
@@ -356,12 +396,20 @@ def main(argv=None):
   print(f"  host: {host['device']}, {host['usable_cpus']} CPUs, TF {host['tensorflow']}")
   start = time.perf_counter()
   results = run_benchmark(config, models)
-  data = {"benchmark": "train_step", "config": config, "host": host,
-          "timing": {"method": "train_on_batch blocks, interleaved across models",
-                     "clock": "time.perf_counter", "statistic": "median step time",
-                     "order": list(models)},
-          "models": results, "wall_s": time.perf_counter() - start,
-          "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+  data = {
+      "benchmark": "train_step",
+      "config": config,
+      "host": host,
+      "timing": {
+          "method": "train_on_batch blocks, interleaved across models",
+          "clock": "time.perf_counter",
+          "statistic": "median step time",
+          "order": list(models)
+      },
+      "models": results,
+      "wall_s": time.perf_counter() - start,
+      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")
+  }
   print(format_table(results))
   write_json_atomic(args.out, data)
   print(f"wrote {args.out}")

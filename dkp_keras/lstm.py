@@ -79,18 +79,30 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
   @tf.__internal__.tracking.no_automatic_dependency_tracking
   def _create_doping_cache(self):
     # Like Keras' dropout masks: one CMR draw per sequence, shared by all steps.
-    self._doping_cache = backend.ContextValueCache(self._create_doping_kernels)
+    self._doping_caches = {
+        name: backend.ContextValueCache(
+            lambda training, name=name: self._doping_kernel(self.doped_matrices[name], training))
+        for name in ("input", "recurrent")}
 
   def reset_dropout_mask(self):
     super().reset_dropout_mask()
-    self._doping_cache.clear()
+    for cache in self._doping_caches.values():
+      cache.clear()
 
-  def _create_doping_kernels(self, training):
-    return {name: self._doping_kernel(matrix, training)
-            for name, matrix in self.doped_matrices.items()}
+  def _cached_doping_kernel(self, name, training):
+    """S of one matrix as this sequence uses it (CMR-masked in training), drawn once.
 
-  def _doping_kernels(self, training):
-    return self._doping_cache.setdefault(kwargs={"training": training})
+    The lookup goes through parent graphs: RNN runs time step 0 outside its
+    while loop, and the loop body must reuse that draw, not make its own
+    (`ContextValueCache.setdefault` alone looks at the current graph only).
+    """
+    if name not in self.doped_matrices or self.doped_matrices[name].doping is None:
+      return None
+    cache = self._doping_caches[name]
+    kernel = cache._get_recursive(cache._key())  # pylint: disable=protected-access
+    if kernel is None:
+      kernel = cache.setdefault(kwargs={"training": training})
+    return kernel
 
   def build(self, input_shape):
     input_dim = tf.TensorShape(input_shape)[-1]
@@ -132,7 +144,7 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
     if dropout_mask is not None:
       inputs = inputs * dropout_mask
     flat = tf.reshape(inputs, (-1, self.input_matrix.structure.n))
-    z = self.input_matrix.matmul(flat, self._doping_kernels(training).get("input"))
+    z = self.input_matrix.matmul(flat, self._cached_doping_kernel("input", training))
     if self.bias is not None:
       z = tf.nn.bias_add(z, self.bias)
     return tf.reshape(z, tf.concat([tf.shape(inputs)[:-1], [4 * self.units]], 0))
@@ -147,7 +159,7 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
     rec_mask = self.get_recurrent_dropout_mask_for_cell(h_tm1, training, count=1)
     if rec_mask is not None:
       h_tm1 = h_tm1 * rec_mask
-    z = z + self.recurrent_matrix.matmul(h_tm1, self._doping_kernels(training).get("recurrent"))
+    z = z + self.recurrent_matrix.matmul(h_tm1, self._cached_doping_kernel("recurrent", training))
     z_i, z_f, z_c, z_o = tf.split(z, 4, axis=-1)
     i = self.recurrent_activation(z_i)
     f = self.recurrent_activation(z_f)

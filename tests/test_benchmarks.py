@@ -7,9 +7,11 @@ from benchmarks import train_step
 
 def test_train_step_quick(tmp_path):
   out = tmp_path / "results" / "train_step.json"
-  data = train_step.main(["--quick", "--units", "32", "--vocab", "200", "--steps", "6",
-                          "--layers", "1", "--batch", "4", "--compression", "4", "--repeats", "2", "--warmup", "1", "--block", "1",
-                          "--out", str(out)])
+  data = train_step.main([
+      "--quick", "--units", "32", "--vocab", "200", "--steps", "6", "--layers", "1", "--batch", "4",
+      "--compression", "4", "--repeats", "2", "--warmup", "1", "--block", "1", "--out",
+      str(out)
+  ])
   written = json.loads(out.read_text())
   assert written["config"] == data["config"]
   assert set(written["models"]) == set(train_step.MODELS)
@@ -25,6 +27,7 @@ def test_train_step_quick(tmp_path):
       expected = 1.0 if name == "dense" else 4.0
       assert abs(row["planned_compression"] - expected) / expected < 0.2, (name, row)
   assert written["models"]["dense"]["ratio_to_dense"] == 1.0
+  assert written["models"]["dense"]["ratio_of_mins"] == 1.0
   assert written["host"]["tensorflow"]
   assert written["host"]["device"].startswith(("CPU", "GPU"))
 

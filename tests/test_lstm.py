@@ -199,3 +199,31 @@ def test_input_dimension_mismatch_is_rejected():
 def test_compression_beyond_the_structure_is_rejected():
   with pytest.raises(ValueError, match="compression"):
     dkp.DKPLSTM(8, compression=500)(inputs(dim=8))
+
+
+def test_cmr_draw_is_shared_by_all_time_steps_inside_tf_function():
+  # One draw per sequence also inside the RNN's while loop (graph mode, as in fit).
+  x = inputs(2, 6, 8)
+  layer = dkp.DKPLSTM(8, compression=1.5, return_sequences=True)
+  layer(x)
+  cell = layer.cell
+  for matrix in cell.doped_matrices.values():
+    for weight in matrix.weights.values():
+      weight.assign(tf.zeros_like(weight))
+  cell.input_matrix.doping.assign(tf.zeros_like(cell.input_matrix.doping))
+  cell.recurrent_matrix.doping.assign(
+      np.random.default_rng(0).normal(0, 1.0, cell.recurrent_matrix.doping.shape))
+  state = [tf.fill((2, 8), 0.5), tf.fill((2, 8), 0.5)]
+  kept = layer(x, initial_state=state, training=False).numpy()
+  cell.cmr_rate.assign(0.9999)
+  dropped = layer(x, initial_state=state, training=True).numpy()
+  assert not np.allclose(kept, dropped, atol=1e-4)
+  cell.cmr_rate.assign(0.5)
+  train_call = tf.function(lambda: layer(x, initial_state=state, training=True))
+  outcomes = set()
+  for _ in range(12):
+    out = train_call().numpy()
+    is_kept, is_dropped = np.allclose(out, kept, atol=1e-5), np.allclose(out, dropped, atol=1e-5)
+    assert is_kept or is_dropped, "S was kept for some time steps and dropped for others"
+    outcomes.add(is_kept)
+  assert outcomes == {True, False}
