@@ -1,0 +1,322 @@
+"""Lower a Keras model with DKP layers to a verified `.tflite` file.
+
+``python -m pipelines.convert model.keras --out model.tflite [--mode sequence|step]
+[--seq-len 35] [--batch 1] [--sparse-kernel auto|block|gather|dense]
+[--quantize none|float16|dynamic-int8] [--verify N] [--verify-data x.npy]
+[--report report.json] [--force]``
+
+Accepts a `.keras` / `.h5` file, a SavedModel directory or (from Python) an
+in-memory model. The Kronecker part becomes reshape / FULLY_CONNECTED /
+TRANSPOSE ops and S a sparse kernel (see `tflite_ops`); only TFLite builtin
+ops are allowed. The written file is read back: its ops, bytes per component
+and sparse weights are reported, and it is run with LiteRT against the Keras
+model on ``--verify`` random inputs (and ``--verify-data``). A file that fails
+verification is kept as ``<out>.unverified`` and the command exits 1; nothing
+is ever half-written at ``--out`` (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import dkp_keras as dkp  # registers the DKP layers, sets TF_USE_LEGACY_KERAS
+import tensorflow as tf  # noqa: E402  (after dkp_keras)
+import tf_keras as keras  # noqa: E402
+
+from dkp_keras.verify import normwise_error  # noqa: E402
+from tflite_ops import inspect as tflite_inspect  # noqa: E402
+from tflite_ops import lowering  # noqa: E402
+from tflite_ops import sparse_matmul  # noqa: E402
+
+QUANTIZATIONS = ("none", "float16", "dynamic-int8")
+# Normwise tolerance of the LiteRT output against Keras, per quantization.
+TOLERANCES = {"none": 1e-4, "float16": 1e-2, "dynamic-int8": 1e-1}
+
+
+class ConversionError(RuntimeError):
+  """The model could not be converted or verified; the message says why."""
+
+
+def load_model(path):
+  """Loads a `.keras` / `.h5` file or a SavedModel directory, with clear errors."""
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: no such file or directory (expected a .keras file or "
+                            f"a SavedModel directory)")
+  try:
+    model = keras.models.load_model(path, compile=False)
+  except Exception as error:  # Keras raises many types for a bad file
+    kind = "SavedModel directory" if os.path.isdir(path) else "Keras model file"
+    raise ConversionError(f"{path} is not a readable {kind} ({type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else ''})") from error
+  if not isinstance(model, keras.Model):
+    raise ConversionError(f"{path} holds a {type(model).__name__}, not a Keras model")
+  return model
+
+
+def _check_output(out, force):
+  out = os.path.abspath(os.fspath(out))
+  directory = os.path.dirname(out)
+  if os.path.isdir(out):
+    raise ConversionError(f"{out} is a directory; give a file name for --out")
+  if os.path.exists(out) and not force:
+    raise ConversionError(f"{out} exists; pass --force to overwrite it")
+  if not os.path.isdir(directory):
+    raise ConversionError(f"cannot write {out}: directory {directory} does not exist")
+  if not os.access(directory, os.W_OK):
+    raise ConversionError(f"cannot write {out}: directory {directory} is not writable")
+  return out
+
+
+def _converter(lowered, model, sparse_kernel, quantize):
+  converter = tf.lite.TFLiteConverter.from_concrete_functions([lowered.concrete], model)
+  converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex
+  optimizations = []
+  if quantize != "none":
+    optimizations.append(tf.lite.Optimize.DEFAULT)
+  if quantize == "float16":
+    converter.target_spec.supported_types = [tf.float16]
+  if sparse_kernel != "dense":
+    optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+  converter.optimizations = optimizations
+  return converter
+
+
+def _random_inputs(model, lowered, rng, steps):
+  """Inputs the model accepts: token ids below the embedding's vocabulary, else normals."""
+  spec = lowered.concrete.structured_input_signature[0][0]
+  shape = [s if s is not None else 1 for s in spec.shape.as_list()]
+  shape[1] = steps
+  if spec.dtype.is_integer:
+    first = lowering.model_chain(model)[0]
+    high = getattr(first, "input_dim", 10)
+    return rng.integers(0, high, size=shape).astype(spec.dtype.as_numpy_dtype)
+  return rng.normal(size=shape).astype(np.float32)
+
+
+def _reference(model, x):
+  for layer in model.layers:
+    if getattr(layer, "stateful", False):
+      layer.reset_states()
+  return np.asarray(model(x, training=False))
+
+
+def _run_tflite(runner, lowered, x):
+  if lowered.mode == "sequence":
+    return runner(inputs=x)["outputs"]
+  states = {name: np.zeros(shape, np.float32) for name, shape in lowered.state_shapes.items()}
+  outputs = []
+  for t in range(x.shape[1]):
+    result = runner(inputs=x[:, t:t + 1], **states)
+    outputs.append(result["outputs"])
+    states = {name: result[name] for name in states}
+  return np.concatenate(outputs, axis=1) if outputs[0].ndim >= 3 else outputs[-1]
+
+
+def verify(path, model, lowered, samples=8, data=None, seq_len=35, seed=0):
+  """Max normwise error of the .tflite outputs against Keras over the inputs."""
+  from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
+  interpreter = Interpreter(model_path=path)
+  interpreter.allocate_tensors()
+  runner = interpreter.get_signature_runner()
+  rng = np.random.default_rng(seed)
+  steps = seq_len if lowered.mode == "sequence" else min(seq_len, 8)
+  inputs = [_random_inputs(model, lowered, rng, steps) for _ in range(samples)]
+  if data is not None:
+    inputs += list(_batches(data, lowered, steps))
+  errors = []
+  for x in inputs:
+    # A Keras LSTM passes through as UNIDIRECTIONAL_SEQUENCE_LSTM, whose states
+    # are variable tensors that persist across invocations: start each sequence at zero.
+    interpreter.reset_all_variables()
+    errors.append(normwise_error(_run_tflite(runner, lowered, x), _reference(model, x)))
+  return {"samples": len(inputs), "max_error": max(errors) if errors else None,
+          "errors": errors}
+
+
+def _batches(data, lowered, steps):
+  data = np.asarray(data)
+  spec = lowered.concrete.structured_input_signature[0][0]
+  batch = spec.shape[0] or 1
+  if data.ndim < 2 or data.shape[1] < steps:
+    raise ConversionError(f"--verify-data must be (examples, >= {steps} steps, ...), got "
+                          f"shape {data.shape}")
+  for start in range(0, len(data) - batch + 1, batch):
+    yield data[start:start + batch, :steps].astype(spec.dtype.as_numpy_dtype)
+
+
+def _components(info, lowered, model):
+  """Bytes per component: sparse values / indices from the file, the rest apportioned."""
+  sparse_values = sum(t.sparsity.values_bytes for t in info.sparse_tensors)
+  sparse_indices = sum(t.sparsity.indices_bytes for t in info.sparse_tensors)
+  structure_bytes = sum(m.component_bytes() for m in lowered.matrices()
+                        if m.structure is not None)
+  dense_doping = sum(m.doping.size * 4 for m in lowered.matrices()
+                     if m.doping is not None and m.doping_kernel == "dense")
+  other = max(info.weights_bytes - sparse_values - sparse_indices, 0)
+  kron = min(structure_bytes, other)
+  report = dkp.compression_report(model)
+  dense_bytes = int(report.loc[report["layer"] == "total", "dense_bytes"].iloc[0])
+  return {
+      "file": info.file_bytes, "weights": info.weights_bytes,
+      "structure_factors": kron, "dense_weights": other - kron,
+      "sparse_values": sparse_values, "sparse_indices": sparse_indices,
+      "doping_stored_dense": dense_doping,
+      "dense_model_float32": dense_bytes,
+      "compression_vs_dense": dense_bytes / info.file_bytes if info.file_bytes else None,
+  }
+
+
+def _sparse_check(info, lowered):
+  """Each S lowered as 'block' must be stored sparse, in the fast layout, not densified."""
+  fast = [t for t in info.sparse_tensors if tflite_inspect.is_fast_block_sparse(t)]
+  densified = info.op_counts.get("DENSIFY", 0)
+  block = [m for m in lowered.matrices() if m.doping_kernel == "block"]
+  aligned = [m for m in block if sparse_matmul.is_block_aligned(m.doping)]
+  return {"block_kernels": len(block), "block_aligned": len(aligned),
+          "sparse_tensors": len(info.sparse_tensors), "fast_block_sparse": len(fast),
+          "densify_ops": densified,
+          "all_block_aligned_stored_fast": len(fast) >= len(aligned) and not densified}
+
+
+@dataclasses.dataclass
+class ConversionResult:
+  path: str
+  report: dict
+
+
+def convert(model_or_path, out, mode="sequence", seq_len=35, batch_size=1,
+            sparse_kernel="auto", quantize="none", verify_samples=8, verify_data=None,
+            report_path=None, force=False, tolerance=None):
+  """Converts, writes, inspects and verifies; returns the path and the report dict.
+
+  Raises:
+    FileNotFoundError, ConversionError, lowering.UnsupportedModelError (a
+    ValueError) with a message naming the problem. On a verification failure
+    the file is kept as ``out + '.unverified'``.
+  """
+  if quantize not in QUANTIZATIONS:
+    raise ValueError(f"unknown quantization {quantize!r}; choose one of {QUANTIZATIONS}")
+  if seq_len < 1 or (batch_size is not None and batch_size < 1):
+    raise ValueError(f"seq_len and batch size must be >= 1, got {seq_len}, {batch_size}")
+  out = _check_output(out, force)
+  source = model_or_path if isinstance(model_or_path, keras.Model) else os.fspath(model_or_path)
+  model = model_or_path if isinstance(model_or_path, keras.Model) else load_model(model_or_path)
+  start = time.perf_counter()
+  lowered = lowering.lower_model(model, mode=mode, seq_len=seq_len, batch_size=batch_size,
+                                 sparse_kernel=sparse_kernel)
+  try:
+    flatbuffer = _converter(lowered, model, sparse_kernel, quantize).convert()
+  except Exception as error:
+    raise ConversionError(f"the TFLite converter failed: {str(error).strip()[-2000:]}") from error
+  convert_s = time.perf_counter() - start
+
+  fd, tmp = tempfile.mkstemp(suffix=".tflite.tmp", dir=os.path.dirname(out))
+  with os.fdopen(fd, "wb") as handle:
+    handle.write(flatbuffer)
+  try:
+    info = tflite_inspect.inspect_model(tmp)
+    if info.custom_ops:
+      raise ConversionError(f"the converted model needs non-builtin ops {info.custom_ops}")
+    checked = verify(tmp, model, lowered, verify_samples, verify_data, seq_len) if (
+        verify_samples or verify_data is not None) else {"samples": 0, "max_error": None}
+    limit = TOLERANCES[quantize] if tolerance is None else tolerance
+    report = {
+        "source": source if isinstance(source, str) else model.name, "output": out,
+        "mode": mode, "seq_len": seq_len if mode == "sequence" else 1, "batch": batch_size,
+        "sparse_kernel": sparse_kernel, "quantize": quantize,
+        "kernels": {m.name: m.doping_kernel for m in lowered.matrices()
+                    if m.doping is not None},
+        "inputs": lowered.input_names, "outputs": lowered.output_names,
+        "op_counts": info.op_counts, "bytes": _components(info, lowered, model),
+        "sparsity": _sparse_check(info, lowered),
+        "verification": {**checked, "tolerance": limit}, "convert_seconds": convert_s,
+    }
+    if checked["max_error"] is not None and not checked["max_error"] <= limit:
+      os.replace(tmp, out + ".unverified")
+      report["output"] = out + ".unverified"
+      _write_report(report_path, report)
+      raise ConversionError(
+          f"verification failed: max normwise error {checked['max_error']:.3g} exceeds "
+          f"{limit:.3g}; the file is kept as {out}.unverified")
+    os.replace(tmp, out)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  _write_report(report_path, report)
+  return ConversionResult(out, report)
+
+
+def _write_report(path, report):
+  if not path:
+    return
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(suffix=".json.tmp", dir=directory)
+  with os.fdopen(fd, "w") as handle:
+    json.dump(report, handle, indent=2, default=str)
+  os.replace(tmp, path)
+
+
+def format_report(report):
+  """A short human summary of a conversion report."""
+  sizes = report["bytes"]
+  verification = report["verification"]
+  error = verification["max_error"]
+  lines = [
+      f"wrote {report['output']} ({sizes['file'] / 1024:.1f} KiB, {report['mode']} mode, "
+      f"quantize={report['quantize']}, converted in {report['convert_seconds']:.1f} s)",
+      "ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(report["op_counts"].items())),
+      f"bytes: structure factors {sizes['structure_factors']:,}  dense weights "
+      f"{sizes['dense_weights']:,}  sparse values {sizes['sparse_values']:,}  sparse indices "
+      f"{sizes['sparse_indices']:,}",
+      f"dense float32 model {sizes['dense_model_float32']:,} bytes -> file "
+      f"{sizes['file']:,} bytes: {sizes['compression_vs_dense']:.1f}x smaller",
+      "sparse S: " + ", ".join(f"{k}={v}" for k, v in report["sparsity"].items()),
+      "kernels: " + (", ".join(f"{k}={v}" for k, v in report["kernels"].items()) or "none"),
+      ("verification: skipped" if error is None else
+       f"verification: {verification['samples']} inputs, max normwise error {error:.2e} "
+       f"(tolerance {verification['tolerance']:.0e})"),
+  ]
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(prog="python -m pipelines.convert",
+                                   description=__doc__.splitlines()[0])
+  parser.add_argument("model", help=".keras / .h5 file or SavedModel directory")
+  parser.add_argument("--out", required=True, help="the .tflite file to write")
+  parser.add_argument("--mode", choices=lowering.MODES, default="sequence")
+  parser.add_argument("--seq-len", type=int, default=35)
+  parser.add_argument("--batch", type=int, default=1, help="batch size (0: dynamic)")
+  parser.add_argument("--sparse-kernel", choices=sparse_matmul.KERNELS, default="auto")
+  parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none")
+  parser.add_argument("--verify", type=int, default=8, metavar="N",
+                      help="random inputs to verify on (0: none)")
+  parser.add_argument("--verify-data", help=".npy array of inputs (examples, steps, ...)")
+  parser.add_argument("--tolerance", type=float, help="max normwise error accepted")
+  parser.add_argument("--report", help="write the report as JSON here")
+  parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
+  args = parser.parse_args(argv)
+  try:
+    data = np.load(args.verify_data) if args.verify_data else None
+    result = convert(args.model, args.out, mode=args.mode, seq_len=args.seq_len,
+                     batch_size=args.batch or None, sparse_kernel=args.sparse_kernel,
+                     quantize=args.quantize, verify_samples=args.verify, verify_data=data,
+                     report_path=args.report, force=args.force, tolerance=args.tolerance)
+  except (FileNotFoundError, ValueError, ConversionError, OSError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 1
+  print(format_report(result.report))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,271 @@
+"""Inference graphs of Keras models with DKP layers, ready for the TFLite converter.
+
+A model is lowered layer by layer into one `tf.function`:
+- `DopedDense` / DKP matrices: the structure as reshape / FULLY_CONNECTED /
+  TRANSPOSE ops on constant factors (never the reconstructed matrix), plus S
+  with the chosen sparse kernel (`sparse_matmul`);
+- `DKPLSTM` (and, in step mode, Keras `LSTM`): the input projection of all
+  time steps as one product, then the recurrence unrolled over the fixed
+  sequence length (TFLite runs an unrolled loop faster than a WHILE op);
+- any other layer passes through unchanged (called with ``training=False``, so
+  dropout and CMR are inactive).
+
+Modes:
+- ``sequence``: inputs (batch, seq_len, ...) -> the model's outputs; LSTM
+  states start at zero.
+- ``step``: one time step: inputs (batch, 1, ...) plus the hidden and cell
+  state of every LSTM layer as explicit inputs; outputs the model's outputs
+  and the new states: what a streaming on-device app calls.
+
+Only models that are a chain of layers (Sequential, or functional without
+branches) are supported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+import dkp_keras as dkp
+from tflite_ops import sparse_matmul
+
+MODES = ("sequence", "step")
+
+
+class UnsupportedModelError(ValueError):
+  """The model (or one of its layers) cannot be lowered; the message names it."""
+
+
+@dataclasses.dataclass
+class LoweredMatrix:
+  """One weight matrix as TFLite ops: structure factors (or a dense kernel) plus S."""
+  name: str
+  structure: object | None        # a dkp_keras Structure, or None for a dense kernel
+  values: dict                    # numpy factors, or {"kernel": [n, m]} when dense
+  doping: np.ndarray | None       # S, Keras [n, m] layout
+  doping_kernel: str = "none"
+
+  def __call__(self, x):
+    if self.structure is None:
+      y = tf.matmul(x, tf.constant(self.values["kernel"]))
+    else:
+      y = self.structure.matmul(x, {k: tf.constant(v) for k, v in self.values.items()}, ops=tf)
+    if self.doping is not None:
+      sparse = sparse_matmul.sparse_matmul(x, self.doping, self.doping_kernel)
+      if sparse is not None:
+        y = y + sparse
+    return y
+
+  def component_bytes(self):
+    """Float32 bytes of the structure factors (or dense kernel) before conversion."""
+    return sum(v.size for v in self.values.values()) * 4
+
+
+def _lower_doped_matrix(name, matrix, kernel_choice):
+  values = {k: np.asarray(v, np.float32) for k, v in matrix.structure_values().items()}
+  doping = matrix.doping_values()
+  method = "none"
+  if doping is not None:
+    doping = np.asarray(doping, np.float32)
+    method = sparse_matmul.choose_kernel(doping) if kernel_choice == "auto" else kernel_choice
+    if not np.any(doping):
+      method = "none"
+  return LoweredMatrix(name, matrix.structure, values, doping, method)
+
+
+def _dense_matrix(name, kernel):
+  return LoweredMatrix(name, None, {"kernel": np.asarray(kernel, np.float32)}, None)
+
+
+class _LoweredDense:
+  """`DopedDense` at inference: flatten, lowered matmul, bias, activation."""
+
+  def __init__(self, layer, kernel_choice):
+    self.layer = layer
+    self.matrix = _lower_doped_matrix(layer.name, layer.matrix, kernel_choice)
+    self.bias = None if layer.bias is None else np.asarray(layer.bias.numpy(), np.float32)
+
+  def matrices(self):
+    return [self.matrix]
+
+  def __call__(self, x, states, new_states):
+    n = self.matrix.doping.shape[0] if self.matrix.doping is not None else x.shape[-1]
+    y = self.matrix(tf.reshape(x, (-1, n)))
+    if self.bias is not None:
+      y = y + self.bias
+    y = tf.reshape(y, tf.concat([tf.shape(x)[:-1], [self.layer.units]], 0))
+    return self.layer.activation(y)
+
+
+class _LoweredLSTM:
+  """A DKPLSTM or Keras LSTM at inference, unrolled over time, states explicit."""
+
+  def __init__(self, layer, kernel_choice):
+    cell = layer.cell
+    self.layer, self.units = layer, cell.units
+    if isinstance(layer, dkp.DKPLSTM):
+      self.input_matrix = _lower_doped_matrix(f"{layer.name}/input", cell.input_matrix,
+                                              kernel_choice)
+      self.recurrent_matrix = _lower_doped_matrix(f"{layer.name}/recurrent",
+                                                  cell.recurrent_matrix, kernel_choice)
+    else:
+      self.input_matrix = _dense_matrix(f"{layer.name}/input", cell.kernel.numpy())
+      self.recurrent_matrix = _dense_matrix(f"{layer.name}/recurrent",
+                                            cell.recurrent_kernel.numpy())
+    self.bias = None if cell.bias is None else np.asarray(cell.bias.numpy(), np.float32)
+    self.activation, self.recurrent_activation = cell.activation, cell.recurrent_activation
+
+  def matrices(self):
+    return [self.input_matrix, self.recurrent_matrix]
+
+  @property
+  def state_names(self):
+    return (f"{self.layer.name}_h", f"{self.layer.name}_c")
+
+  def __call__(self, x, states, new_states):
+    batch, steps, features = tf.shape(x)[0], x.shape[1], x.shape[-1]
+    projected = self.input_matrix(tf.reshape(x, (-1, features)))
+    if self.bias is not None:
+      projected = projected + self.bias
+    projected = tf.reshape(projected, (batch, steps, 4 * self.units))
+    h_name, c_name = self.state_names
+    if h_name in states:
+      h, c = states[h_name], states[c_name]
+    else:
+      h = c = tf.zeros((batch, self.units))
+    per_step = tf.unstack(projected, axis=1)
+    if self.layer.go_backwards:
+      per_step = per_step[::-1]
+    outputs = []
+    for z in per_step:
+      z = z + self.recurrent_matrix(h)
+      z_i, z_f, z_c, z_o = tf.split(z, 4, axis=-1)
+      c = self.recurrent_activation(z_f) * c + self.recurrent_activation(z_i) * self.activation(
+          z_c)
+      h = self.recurrent_activation(z_o) * self.activation(c)
+      outputs.append(h)
+    new_states[h_name], new_states[c_name] = h, c
+    return tf.stack(outputs, axis=1) if self.layer.return_sequences else h
+
+
+class _PassThrough:
+
+  def __init__(self, layer):
+    self.layer = layer
+
+  def matrices(self):
+    return []
+
+  def __call__(self, x, states, new_states):
+    return self.layer(x, training=False)
+
+
+def model_chain(model):
+  """The model's layers in order, checking it is a chain (no branches, one input/output)."""
+  if not isinstance(model, keras.Model):
+    raise UnsupportedModelError(f"expected a tf_keras Model, got {type(model).__name__}")
+  if len(model.inputs or []) != 1 or len(model.outputs or []) != 1:
+    raise UnsupportedModelError(
+        f"model {model.name!r} has {len(model.inputs or [])} inputs and "
+        f"{len(model.outputs or [])} outputs; the lowering supports one of each")
+  layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+  if not isinstance(model, keras.Sequential):
+    previous = None
+    for layer in layers:
+      nodes = [n for n in layer.inbound_nodes if n.inbound_layers is not None]
+      inbound = nodes[0].inbound_layers if len(nodes) == 1 else None
+      expected_input = isinstance(inbound, keras.layers.InputLayer) if previous is None else (
+          inbound is previous)
+      if not expected_input:
+        raise UnsupportedModelError(
+            f"layer {layer.name!r} does not simply follow "
+            f"{'the input' if previous is None else repr(previous.name)}: only chains of "
+            f"layers (no branches or shared layers) can be lowered")
+      previous = layer
+  return layers
+
+
+def _check_layer(layer):
+  if getattr(layer, "mask_zero", False) or isinstance(layer, keras.layers.Masking):
+    raise UnsupportedModelError(f"layer {layer.name!r} produces a mask; masking is not "
+                                f"supported by the TFLite lowering")
+  if isinstance(layer, keras.layers.RNN) and not isinstance(
+      layer, (dkp.DKPLSTM, keras.layers.LSTM)):
+    raise UnsupportedModelError(
+        f"layer {layer.name!r} ({type(layer).__name__}) is not supported: only LSTM and "
+        f"DKPLSTM recurrent layers can be lowered")
+  if isinstance(layer, keras.layers.RNN) and (layer.return_state or layer.time_major):
+    raise UnsupportedModelError(f"layer {layer.name!r}: return_state / time_major are not "
+                                f"supported by the lowering")
+
+
+@dataclasses.dataclass
+class LoweredModel:
+  """A model's inference graph: the tf.function, its concrete function and what was lowered."""
+  function: object
+  concrete: object
+  mode: str
+  input_names: list
+  output_names: list
+  state_shapes: dict
+  steps: list
+
+  def matrices(self):
+    return [m for step in self.steps for m in step.matrices()]
+
+
+def lower_model(model, mode="sequence", seq_len=35, batch_size=1, sparse_kernel="auto"):
+  """Builds the TFLite-ready inference function of ``model`` (see the module doc)."""
+  if mode not in MODES:
+    raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+  if sparse_kernel not in sparse_matmul.KERNELS:
+    raise ValueError(f"unknown sparse kernel {sparse_kernel!r}; choose one of "
+                     f"{sparse_matmul.KERNELS}")
+  layers = model_chain(model)
+  steps = []
+  for layer in layers:
+    _check_layer(layer)
+    if isinstance(layer, dkp.DopedDense):
+      steps.append(_LoweredDense(layer, sparse_kernel))
+    elif isinstance(layer, dkp.DKPLSTM) or (mode == "step" and
+                                            isinstance(layer, keras.layers.LSTM)):
+      steps.append(_LoweredLSTM(layer, sparse_kernel))
+    else:
+      steps.append(_PassThrough(layer))
+  lstm_steps = [s for s in steps if isinstance(s, _LoweredLSTM)]
+  if mode == "step" and not lstm_steps:
+    raise UnsupportedModelError("step mode needs at least one LSTM / DKPLSTM layer")
+
+  model_input = model.inputs[0]
+  time_steps = 1 if mode == "step" else seq_len
+  shape = [batch_size, time_steps] + model_input.shape.as_list()[2:]
+  if len(model_input.shape) < 2:
+    raise UnsupportedModelError("the model input must be (batch, time, ...) for the lowering")
+  specs = [tf.TensorSpec(shape, model_input.dtype, name="inputs")]
+  state_shapes = {}
+  if mode == "step":
+    for step in lstm_steps:
+      for name in step.state_names:
+        state_shapes[name] = (batch_size, step.units)
+        specs.append(tf.TensorSpec((batch_size, step.units), tf.float32, name=name))
+  state_names = list(state_shapes)
+
+  def run(inputs, *state_values):
+    states = dict(zip(state_names, state_values))
+    new_states = {}
+    x = inputs
+    for step in steps:
+      x = step(x, states, new_states)
+    outputs = {"outputs": x}
+    if mode == "step":
+      outputs.update({name: new_states[name] for name in state_names})
+    return outputs
+
+  function = tf.function(run, input_signature=specs, autograph=False)
+  concrete = function.get_concrete_function()
+  return LoweredModel(function, concrete, mode, ["inputs"] + state_names,
+                      ["outputs"] + (state_names if mode == "step" else []), state_shapes,
+                      steps)

@@ -1,0 +1,90 @@
+"""The doping matrix S as TFLite builtin ops: block-sparse FC, gather kernel, or dense.
+
+Kernels (``x @ S`` for ``x`` (batch, n) and S the Keras [n, m] kernel):
+
+- ``block``: ``x @ S`` as a FULLY_CONNECTED with a constant weight; with
+  ``Optimize.EXPERIMENTAL_SPARSITY`` the converter stores it sparse. S in
+  (4, 1) Keras blocks (4 consecutive inputs of one output) becomes TFLite's
+  1x4 block-sparse weight, which the optimized sparse kernel runs ~9x faster
+  than dense at 4% density; unstructured S is stored sparse only below ~3.5%
+  density (above, it is densified at load and runs at dense speed).
+- ``gather``: GATHER + MUL + UNSORTED_SEGMENT_SUM over S's nonzeros: works
+  for any pattern, but measured ~1 ms at 4% density on a 2600x1300 matrix.
+- ``dense``: a plain dense FULLY_CONNECTED (convert without the sparsity
+  optimization to keep it dense).
+
+``choose_kernel`` is the ``auto`` rule, backed by the measurements in
+DESIGN.md (2-vCPU x86, 1 thread): block-aligned S -> ``block``; unstructured S
+sparse enough to be stored sparse -> ``block``; otherwise ``dense``. The gather
+kernel is never the fastest there; it is kept for patterns and runtimes where
+the sparse FC path is missing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+KERNELS = ("auto", "block", "gather", "dense")
+# Unstructured FULLY_CONNECTED weights at or above this density are densified
+# at load (measured with TF 2.21 / LiteRT, see DESIGN.md).
+RANDOM_SPARSE_MAX_DENSITY = 0.03
+# TFLite's optimized sparse FC kernel: blocks of 4 consecutive inputs = Keras (4, 1).
+FAST_BLOCK = (4, 1)
+
+
+def is_block_aligned(kernel, block_size=FAST_BLOCK):
+  """Whether every ``block_size`` block of the [n, m] kernel is all-zero or all-nonzero-free of gaps.
+
+  That is: the nonzero pattern is a union of whole blocks (edge blocks padded).
+  """
+  bh, bw = block_size
+  n, m = kernel.shape
+  nonzero = np.zeros((math.ceil(n / bh) * bh, math.ceil(m / bw) * bw), dtype=bool)
+  nonzero[:n, :m] = kernel != 0
+  blocks = nonzero.reshape(nonzero.shape[0] // bh, bh, nonzero.shape[1] // bw, bw)
+  counts = blocks.sum(axis=(1, 3))
+  full = np.zeros_like(nonzero)
+  full[:n, :m] = True
+  capacity = full.reshape(blocks.shape).sum(axis=(1, 3))
+  return bool(np.all((counts == 0) | (counts == capacity)))
+
+
+def density(kernel):
+  kernel = np.asarray(kernel)
+  return float(np.count_nonzero(kernel)) / kernel.size if kernel.size else 0.0
+
+
+def choose_kernel(kernel):
+  """The ``auto`` choice for one S: 'block' when TFLite stores it sparse and fast, else 'dense'."""
+  if not np.any(kernel):
+    return "none"
+  if is_block_aligned(kernel) or density(kernel) < RANDOM_SPARSE_MAX_DENSITY:
+    return "block"
+  return "dense"
+
+
+def sparse_matmul(x, kernel, method):
+  """``x @ kernel`` for a 2-D ``x`` with the chosen TFLite lowering of S."""
+  kernel = np.asarray(kernel, np.float32)
+  if method == "none":  # S pruned away entirely: nothing to add
+    return None
+  if method in ("block", "dense"):
+    # TFLite's sparse FULLY_CONNECTED gives wrong results when the input size
+    # is not a multiple of 4 (measured: 37 -> 64 at 5% density, 85% error), and
+    # the converter may sparsify any constant weight: pad the inputs to a multiple of 4.
+    pad = -kernel.shape[0] % 4
+    if pad:
+      x = tf.pad(x, [[0, 0], [0, pad]])
+      kernel = np.concatenate([kernel, np.zeros((pad, kernel.shape[1]), np.float32)])
+    return tf.matmul(x, tf.constant(kernel))
+  if method == "gather":
+    rows, cols = np.nonzero(kernel)
+    picked = tf.gather(x, tf.constant(rows.astype(np.int32)), axis=1)
+    products = picked * tf.constant(kernel[rows, cols])
+    summed = tf.math.unsorted_segment_sum(tf.transpose(products),
+                                          tf.constant(cols.astype(np.int32)), kernel.shape[1])
+    return tf.transpose(summed)
+  raise ValueError(f"unknown sparse kernel {method!r}; choose one of {KERNELS}")
