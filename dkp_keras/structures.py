@@ -297,9 +297,10 @@ def plan_doped_matrix(m, n, max_params, structure="kronecker", doped=True,
   """Plans a structure (+ sparse S) for an (m x n) matrix within ``max_params``.
 
   Without doping the structure gets the whole budget. With doping it gets at
-  most ``structure_fraction`` of it and S the rest, in whole ``block_size``
-  blocks of its [n, m] Keras kernel ((4, 1) = 4 consecutive inputs of one
-  output, TFLite's fast 1x4 sparse layout).
+  most ``structure_fraction`` of it (more only when no structure fits in that
+  share, as for small matrices, leaving S at least one block) and S the rest,
+  in whole ``block_size`` blocks of its [n, m] Keras kernel ((4, 1) = 4
+  consecutive inputs of one output, TFLite's fast 1x4 sparse layout).
 
   >>> plan = plan_doped_matrix(2600, 650, max_params=67_600)
   >>> plan.structure.params, plan.doping_max_nnz
@@ -312,8 +313,12 @@ def plan_doped_matrix(m, n, max_params, structure="kronecker", doped=True,
   cls = structure_class(structure)
   if not doped:
     return MatrixPlan(cls.for_budget(m, n, int(max_params), **options), None, 0, block_size)
-  built = cls.for_budget(m, n, int(max_params * structure_fraction), **options)
   block_elems = block_size[0] * block_size[1]
+  try:
+    built = cls.for_budget(m, n, int(max_params * structure_fraction), **options)
+  except ValueError:
+    # Small matrices: the structure may need more than its share; S keeps >= 1 block.
+    built = cls.for_budget(m, n, int(max_params) - block_elems, **options)
   num_blocks = math.ceil(n / block_size[0]) * math.ceil(m / block_size[1])
   kept_blocks = min(int(max_params - built.params) // block_elems, num_blocks)
   if kept_blocks < 1:

@@ -224,15 +224,17 @@ def test_plan_doped_matrix_meets_budget(request):
   cls = structures.structure_class(request["structure"])
   bh, bw = request["block_size"]
   block_elems = bh * bw
-  structure_budget = int(max_params * 0.5) if request["doped"] else int(max_params)
+  share = int(max_params * 0.5) if request["doped"] else int(max_params)
+  # Doped: the structure takes its share, or more when nothing fits in it, leaving S a block.
+  structure_budget = share if not request["doped"] or _min_params(cls, m, n) <= share else (
+      int(max_params) - block_elems)
   try:
     plan = structures.plan_doped_matrix(**request)
   except ValueError as e:
     assert "compression" in str(e)
-    # Infeasible only when the structure itself cannot fit: with at least half the
-    # budget left (>= 4 params), S always gets one block.
-    assert (structure_budget < _min_params(cls, m, n)
-            or (request["doped"] and max_params < 2 * block_elems))
+    # Infeasible only when the structure itself cannot fit in its budget.
+    assert structure_budget < _min_params(cls, m, n) or (
+        request["doped"] and int(max_params) - _min_params(cls, m, n) < block_elems)
     return
   assert isinstance(plan.structure, cls)
   assert (plan.structure.m, plan.structure.n) == (m, n)
@@ -292,7 +294,10 @@ def test_plan_doped_matrix_infeasible_messages():
   with pytest.raises(ValueError, match="compression"):
     structures.plan_doped_matrix(100, 100, max_params=30, structure="lowrank")
   with pytest.raises(ValueError, match="compression"):
-    structures.plan_doped_matrix(37, 37, max_params=100, structure="kronecker")
+    structures.plan_doped_matrix(37, 37, max_params=70, structure="kronecker")
+  # The structure may exceed its share on small matrices, but S keeps one block.
+  plan = structures.plan_doped_matrix(37, 37, max_params=100, structure="kronecker")
+  assert plan.structure.params == 89 and plan.doping_max_nnz == 8
 
 
 def test_plan_doped_matrix_rejects_bad_arguments():

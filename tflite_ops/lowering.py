@@ -33,6 +33,7 @@ import dkp_keras as dkp
 from tflite_ops import sparse_matmul
 
 MODES = ("sequence", "step")
+DEFAULT_SEQ_LEN = 35  # PTB's unroll length
 
 
 class UnsupportedModelError(ValueError):
@@ -173,18 +174,23 @@ def model_chain(model):
         f"{len(model.outputs or [])} outputs; the lowering supports one of each")
   layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
   if not isinstance(model, keras.Sequential):
+    # The model's own config lists each layer's inputs in this model (a layer
+    # object may also sit in other models, e.g. after annealing's clones).
+    config = model.get_config()
+    inputs = {entry[0] for entry in config["input_layers"]}
     previous = None
-    for layer in layers:
-      nodes = [n for n in layer.inbound_nodes if n.inbound_layers is not None]
-      inbound = nodes[0].inbound_layers if len(nodes) == 1 else None
-      expected_input = isinstance(inbound, keras.layers.InputLayer) if previous is None else (
-          inbound is previous)
-      if not expected_input:
+    for entry in config["layers"]:
+      if entry["name"] in inputs:
+        continue
+      nodes = entry["inbound_nodes"]
+      sources = [inbound[0] for node in nodes for inbound in node]
+      expected = sorted(inputs) if previous is None else [previous]
+      if len(nodes) != 1 or sources != expected:
         raise UnsupportedModelError(
-            f"layer {layer.name!r} does not simply follow "
-            f"{'the input' if previous is None else repr(previous.name)}: only chains of "
-            f"layers (no branches or shared layers) can be lowered")
-      previous = layer
+            f"layer {entry['name']!r} does not simply follow "
+            f"{'the input' if previous is None else repr(previous)}: only chains of layers "
+            f"(no branches or shared layers) can be lowered")
+      previous = entry["name"]
   return layers
 
 
@@ -208,6 +214,7 @@ class LoweredModel:
   function: object
   concrete: object
   mode: str
+  seq_len: int
   input_names: list
   output_names: list
   state_shapes: dict
@@ -217,8 +224,12 @@ class LoweredModel:
     return [m for step in self.steps for m in step.matrices()]
 
 
-def lower_model(model, mode="sequence", seq_len=35, batch_size=1, sparse_kernel="auto"):
-  """Builds the TFLite-ready inference function of ``model`` (see the module doc)."""
+def lower_model(model, mode="sequence", seq_len=None, batch_size=1, sparse_kernel="auto"):
+  """Builds the TFLite-ready inference function of ``model`` (see the module doc).
+
+  ``seq_len`` (sequence mode) defaults to the model's fixed input length, else
+  `DEFAULT_SEQ_LEN`; ``batch_size=None`` gives a dynamic batch.
+  """
   if mode not in MODES:
     raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
   if sparse_kernel not in sparse_matmul.KERNELS:
@@ -240,10 +251,16 @@ def lower_model(model, mode="sequence", seq_len=35, batch_size=1, sparse_kernel=
     raise UnsupportedModelError("step mode needs at least one LSTM / DKPLSTM layer")
 
   model_input = model.inputs[0]
-  time_steps = 1 if mode == "step" else seq_len
-  shape = [batch_size, time_steps] + model_input.shape.as_list()[2:]
   if len(model_input.shape) < 2:
     raise UnsupportedModelError("the model input must be (batch, time, ...) for the lowering")
+  fixed_steps = model_input.shape[1]
+  if seq_len is None:
+    seq_len = fixed_steps or DEFAULT_SEQ_LEN
+  if mode == "sequence" and fixed_steps is not None and fixed_steps != seq_len:
+    raise UnsupportedModelError(f"the model's input has a fixed length of {fixed_steps} "
+                                f"steps; convert with seq_len={fixed_steps}")
+  time_steps = 1 if mode == "step" else seq_len
+  shape = [batch_size, time_steps] + model_input.shape.as_list()[2:]
   specs = [tf.TensorSpec(shape, model_input.dtype, name="inputs")]
   state_shapes = {}
   if mode == "step":
@@ -266,6 +283,6 @@ def lower_model(model, mode="sequence", seq_len=35, batch_size=1, sparse_kernel=
 
   function = tf.function(run, input_signature=specs, autograph=False)
   concrete = function.get_concrete_function()
-  return LoweredModel(function, concrete, mode, ["inputs"] + state_names,
+  return LoweredModel(function, concrete, mode, seq_len, ["inputs"] + state_names,
                       ["outputs"] + (state_names if mode == "step" else []), state_shapes,
                       steps)

@@ -13,9 +13,10 @@ Kernels (``x @ S`` for ``x`` (batch, n) and S the Keras [n, m] kernel):
 - ``dense``: a plain dense FULLY_CONNECTED (convert without the sparsity
   optimization to keep it dense).
 
-``choose_kernel`` is the ``auto`` rule, backed by the measurements in
-DESIGN.md (2-vCPU x86, 1 thread): block-aligned S -> ``block``; unstructured S
-sparse enough to be stored sparse -> ``block``; otherwise ``dense``. The gather
+``choose_kernel`` is the ``auto`` rule, backed by measurements (DESIGN.md and
+`benchmarks/sparse_kernels.py`; 2-vCPU x86, 1 thread): block-aligned S below
+``BLOCK_MAX_DENSITY`` -> ``block``; unstructured S sparse enough to be stored
+sparse -> ``block``; otherwise ``dense``. The gather
 kernel is never the fastest there; it is kept for patterns and runtimes where
 the sparse FC path is missing.
 """
@@ -31,6 +32,10 @@ KERNELS = ("auto", "block", "gather", "dense")
 # Unstructured FULLY_CONNECTED weights at or above this density are densified
 # at load (measured with TF 2.21 / LiteRT, see DESIGN.md).
 RANDOM_SPARSE_MAX_DENSITY = 0.03
+# 1x4 block-sparse FC beats dense below this density (1300 -> 2600, 1 thread,
+# no XNNPack, medians: 4% 9.0x, 10% 3.7x, 20% 1.9x, 30% 1.5x, 40% 0.88x, 50% 0.62x;
+# `python -m benchmarks.sparse_kernels` re-measures it).
+BLOCK_MAX_DENSITY = 0.35
 # TFLite's optimized sparse FC kernel: blocks of 4 consecutive inputs = Keras (4, 1).
 FAST_BLOCK = (4, 1)
 
@@ -61,7 +66,8 @@ def choose_kernel(kernel):
   """The ``auto`` choice for one S: 'block' when TFLite stores it sparse and fast, else 'dense'."""
   if not np.any(kernel):
     return "none"
-  if is_block_aligned(kernel) or density(kernel) < RANDOM_SPARSE_MAX_DENSITY:
+  fill = density(kernel)
+  if fill < RANDOM_SPARSE_MAX_DENSITY or (fill <= BLOCK_MAX_DENSITY and is_block_aligned(kernel)):
     return "block"
   return "dense"
 

@@ -1,0 +1,209 @@
+"""pipelines.convert: verified .tflite files for DKP / LMF / HMD / dense models, clear failures."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+from ai_edge_litert.interpreter import Interpreter
+
+import dkp_keras as dkp
+from dkp_keras import annealing
+from dkp_keras.verify import normwise_error
+from pipelines import convert
+from tflite_ops import inspect as tflite_inspect
+
+STEPS = 6
+
+
+def anneal_now(model, x, y):
+  """Real tfmot annealing squeezed into four steps: S ends at its target sparsity."""
+  model = dkp.prepare_for_annealing(model, begin_step=0, end_step=3, frequency=1)
+  model.compile("sgd", "mse")
+  model.fit(x, y, batch_size=len(x), epochs=4, verbose=0, callbacks=[dkp.SparsityAnnealing()])
+  return dkp.finalize(model)
+
+
+def odd_stack():
+  """37 inputs, 300 units, compression 10 and 25: sizes that factor badly."""
+  inputs = keras.Input((STEPS, 37))
+  x = dkp.DKPLSTM(300, compression=10, return_sequences=True)(inputs)
+  x = dkp.DKPLSTM(300, compression=25, return_sequences=True)(x)
+  model = keras.Model(inputs, dkp.DopedDense(11, compression=2)(x))
+  x = np.random.default_rng(0).normal(size=(2, STEPS, 37)).astype(np.float32)
+  return anneal_now(model, x, np.zeros((2, STEPS, 11), np.float32))
+
+
+def every_structure(doped):
+  inputs = keras.Input((STEPS, 9))
+  x = inputs
+  for structure in ("kronecker", "lowrank", "hmd"):
+    x = dkp.DKPLSTM(16, compression=1.5, structure=structure, doped=doped,
+                    return_sequences=True)(x)
+  x = keras.layers.LSTM(8, return_sequences=True)(x)
+  for structure in ("kronecker", "lowrank", "hmd"):
+    x = dkp.DopedDense(8, compression=1.2, structure=structure, doped=doped,
+                       activation="tanh")(x)
+  model = keras.Model(inputs, x)
+  if doped:
+    x = np.random.default_rng(1).normal(size=(2, STEPS, 9)).astype(np.float32)
+    model = anneal_now(model, x, np.zeros((2, STEPS, 8), np.float32))
+  return model
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  return tmp_path_factory.mktemp("convert")
+
+
+def run_step_file(path, x, state_shapes):
+  runner = Interpreter(model_path=str(path)).get_signature_runner()
+  states = {name: np.zeros(shape, np.float32) for name, shape in state_shapes.items()}
+  outputs = []
+  for t in range(x.shape[1]):
+    result = runner(inputs=x[:, t:t + 1], **states)
+    outputs.append(result["outputs"])
+    states = {name: result[name] for name in states}
+  return np.concatenate(outputs, axis=1)
+
+
+@pytest.mark.parametrize("build", [odd_stack, lambda: every_structure(True),
+                                   lambda: every_structure(False)],
+                         ids=["odd-sizes", "structures-doped", "structures-plain"])
+def test_both_modes_verify_and_step_equals_sequence(build, workdir):
+  model = build()
+  name = f"m{len(list(workdir.iterdir()))}"
+  sequence = convert.convert(model, workdir / f"{name}_seq.tflite", seq_len=STEPS,
+                             verify_samples=3)
+  step = convert.convert(model, workdir / f"{name}_step.tflite", mode="step", seq_len=STEPS,
+                         verify_samples=3)
+  for result in (sequence, step):
+    assert result.report["verification"]["max_error"] < 1e-4
+    assert result.report["sparsity"]["all_block_aligned_stored_fast"]
+  x = np.random.default_rng(5).normal(size=(1, STEPS) + tuple(model.input_shape[2:]))
+  x = x.astype(np.float32)
+  seq_out = Interpreter(model_path=sequence.path).get_signature_runner()(inputs=x)["outputs"]
+  state_shapes = {k: (1, v[1]) for k, v in _state_shapes(model).items()}
+  assert normwise_error(run_step_file(step.path, x, state_shapes), seq_out) < 1e-5
+
+
+def _state_shapes(model):
+  return {f"{layer.name}_{s}": (1, layer.cell.units) for layer in model.layers
+          if isinstance(layer, (dkp.DKPLSTM, keras.layers.LSTM)) for s in "hc"}
+
+
+def test_650_unit_layer_at_25x_is_20x_smaller_with_s_stored_sparse(workdir):
+  inputs = keras.Input((None, 650))
+  model = keras.Model(inputs, dkp.DKPLSTM(650, compression=25)(inputs))
+  x = np.random.default_rng(0).normal(size=(2, 3, 650)).astype(np.float32)  # S_rec needs h != 0
+  model = anneal_now(model, x, np.zeros((2, 650), np.float32))
+  result = convert.convert(model, workdir / "big.tflite", mode="step", seq_len=2,
+                           verify_samples=2)
+  dense_lstm_bytes = 4 * (4 * 650 * (650 + 650) + 4 * 650)
+  info = tflite_inspect.inspect_model(result.path)
+  assert dense_lstm_bytes / info.file_bytes >= 20
+  fast = [t for t in info.sparse_tensors if tflite_inspect.is_fast_block_sparse(t)]
+  assert len(fast) == 2                                     # input and recurrent S
+  assert all(t.sparsity.density < 0.05 for t in fast)
+  assert result.report["sparsity"]["all_block_aligned_stored_fast"]
+
+
+@pytest.mark.parametrize("kernel, op", [("block", "FULLY_CONNECTED"),
+                                        ("gather", "UNSORTED_SEGMENT_SUM"),
+                                        ("dense", "FULLY_CONNECTED")])
+def test_each_sparse_kernel_verifies(kernel, op, workdir):
+  inputs = keras.Input((STEPS, 40))
+  model = keras.Model(inputs, dkp.DopedDense(64, compression=6)(inputs))
+  x = np.random.default_rng(2).normal(size=(4, STEPS, 40)).astype(np.float32)
+  model = anneal_now(model, x, np.zeros((4, STEPS, 64), np.float32))
+  result = convert.convert(model, workdir / f"kernel_{kernel}.tflite", seq_len=STEPS,
+                           sparse_kernel=kernel, verify_samples=2)
+  assert result.report["verification"]["max_error"] < 1e-4
+  assert op in result.report["op_counts"]
+  sparse = tflite_inspect.inspect_model(result.path).sparse_tensors
+  assert bool(sparse) == (kernel == "block")
+
+
+@pytest.mark.parametrize("quantize", ["float16", "dynamic-int8"])
+def test_quantization_keeps_s_sparse_and_verifies(quantize, workdir):
+  model = every_structure(True)
+  plain = convert.convert(model, workdir / f"plain_{quantize}.tflite", seq_len=STEPS,
+                          verify_samples=1)
+  result = convert.convert(model, workdir / f"q_{quantize}.tflite", seq_len=STEPS,
+                           quantize=quantize, verify_samples=2)
+  assert result.report["verification"]["max_error"] <= convert.TOLERANCES[quantize]
+  # int8 keeps S sparse (int8 1x16 blocks); float16 must store it dense (LiteRT
+  # returns NaN from sparse float16 weights).
+  assert (result.report["bytes"]["sparse_values"] > 0) == (quantize == "dynamic-int8")
+  assert result.report["bytes"]["file"] < plain.report["bytes"]["file"]
+
+
+# ---------------------------------------------------------------- bad input, via the CLI
+
+
+@pytest.fixture(scope="module")
+def saved_model_file(workdir):
+  inputs = keras.Input((STEPS, 8))
+  model = keras.Model(inputs, dkp.DKPLSTM(8, compression=1.5, return_sequences=True)(inputs))
+  path = workdir / "small.keras"
+  model.save(path)
+  return path
+
+
+def cli(argv, capsys):
+  code = convert.main([str(a) for a in argv])
+  return code, capsys.readouterr()
+
+
+def test_cli_converts_and_writes_a_json_report(saved_model_file, workdir, capsys):
+  out, report = workdir / "cli.tflite", workdir / "cli.json"
+  code, captured = cli([saved_model_file, "--out", out, "--seq-len", STEPS, "--verify", 2,
+                        "--report", report], capsys)
+  assert code == 0 and out.exists() and report.exists()
+  assert "verification: 2 inputs" in captured.out and "smaller" in captured.out
+  code, captured = cli([saved_model_file, "--out", out, "--seq-len", STEPS], capsys)
+  assert code == 1 and "exists" in captured.err and "--force" in captured.err
+  code, _ = cli([saved_model_file, "--out", out, "--seq-len", STEPS, "--force", "--verify",
+                 1], capsys)
+  assert code == 0
+
+
+def test_cli_failed_verification_keeps_unverified_file(saved_model_file, workdir, capsys):
+  out = workdir / "strict.tflite"
+  code, captured = cli([saved_model_file, "--out", out, "--seq-len", STEPS, "--verify", 1,
+                        "--tolerance", "0"], capsys)
+  assert code == 1 and "verification failed" in captured.err
+  assert not out.exists() and (workdir / "strict.tflite.unverified").exists()
+
+
+@pytest.mark.parametrize("make_input, message", [
+    (lambda d: d / "missing.keras", "no such file"),
+    (lambda d: _write(d / "notes.keras", b"just some text"), "not a readable"),
+    (lambda d: _write(d / "cut.keras", (d / "small.keras").read_bytes()[:500]),
+     "not a readable"),
+])
+def test_cli_rejects_bad_models(make_input, message, saved_model_file, workdir, capsys):
+  before = set(os.listdir(workdir))
+  code, captured = cli([make_input(workdir), "--out", workdir / "never.tflite"], capsys)
+  assert code == 1 and message in captured.err and "Traceback" not in captured.err
+  assert not (workdir / "never.tflite").exists()
+  assert not [f for f in set(os.listdir(workdir)) - before if f.endswith(".tmp")]
+
+
+def test_cli_names_the_unsupported_layer(workdir, capsys):
+  inputs = keras.Input((STEPS, 4))
+  path = workdir / "gru.keras"
+  keras.Model(inputs, keras.layers.GRU(4, name="my_gru")(inputs)).save(path)
+  code, captured = cli([path, "--out", workdir / "gru.tflite"], capsys)
+  assert code == 1 and "my_gru" in captured.err
+
+
+def test_cli_rejects_unwritable_output(saved_model_file, workdir, capsys):
+  code, captured = cli([saved_model_file, "--out", workdir / "no_dir" / "m.tflite"], capsys)
+  assert code == 1 and "does not exist" in captured.err
+
+
+def _write(path, data):
+  path.write_bytes(data)
+  return path
