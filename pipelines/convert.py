@@ -34,6 +34,7 @@ import tf_keras as keras  # noqa: E402
 from dkp_keras.verify import normwise_error  # noqa: E402
 from tflite_ops import inspect as tflite_inspect  # noqa: E402
 from tflite_ops import lowering  # noqa: E402
+from tflite_ops import quantize as quantize_weights  # noqa: E402
 from tflite_ops import sparse_matmul  # noqa: E402
 
 QUANTIZATIONS = ("none", "float16", "dynamic-int8")
@@ -80,13 +81,11 @@ def _converter(lowered, model, sparse_kernel, quantize):
   converter = tf.lite.TFLiteConverter.from_concrete_functions([lowered.concrete], model)
   converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex
   optimizations = []
-  if quantize != "none":
+  # float16 is applied afterwards (`quantize.float16_weights`) so that S stays a
+  # sparse float32 weight: LiteRT computes NaN from sparse float16 weights.
+  if quantize == "dynamic-int8":
     optimizations.append(tf.lite.Optimize.DEFAULT)
-  if quantize == "float16":
-    converter.target_spec.supported_types = [tf.float16]
-  # LiteRT computes NaN from a sparse float16 weight (DEQUANTIZE of a sparse
-  # tensor, measured with ai-edge-litert 2.3): with float16, S is stored dense.
-  if sparse_kernel != "dense" and quantize != "float16":
+  if sparse_kernel != "dense":
     optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
   converter.optimizations = optimizations
   return converter
@@ -236,6 +235,8 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
                                  sparse_kernel=sparse_kernel)
   try:
     flatbuffer = _converter(lowered, model, sparse_kernel, quantize).convert()
+    if quantize == "float16":
+      flatbuffer = quantize_weights.float16_weights(flatbuffer, min_elements=64)
   except Exception as error:
     raise ConversionError(f"the TFLite converter failed: {str(error).strip()[-2000:]}") from error
   convert_s = time.perf_counter() - start
