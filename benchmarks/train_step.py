@@ -25,13 +25,10 @@ dense's median from the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
 import statistics
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -40,6 +37,8 @@ import dkp_keras as dkp  # sets TF_USE_LEGACY_KERAS before TensorFlow is importe
 
 import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-order
 import tf_keras as keras  # noqa: E402  pylint: disable=wrong-import-order
+
+from benchmarks import common  # noqa: E402
 
 MODELS = ("dense", "dkp", "dkp_all", "dkp_annealing")
 
@@ -234,65 +233,6 @@ def _trainable(model):
 # --------------------------------------------------------------------------- host / output
 
 
-def host_info():
-  gpus = tf.config.list_physical_devices("GPU")
-  if gpus:
-    names = []
-    for gpu in gpus:
-      try:
-        names.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
-      except (ValueError, RuntimeError):
-        names.append(gpu.name)
-    device = "GPU: " + ", ".join(names)
-  else:
-    device = "CPU: " + _cpu_name()
-  try:
-    usable = len(os.sched_getaffinity(0))
-  except AttributeError:
-    usable = os.cpu_count()
-  return {
-      "device": device,
-      "cpu_count": os.cpu_count(),
-      "usable_cpus": usable,
-      "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-      "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-      "tensorflow": tf.__version__,
-      "tf_keras": keras.__version__,
-      "dkp_keras": dkp.__version__,
-      "python": platform.python_version(),
-      "platform": platform.platform()
-  }
-
-
-def _cpu_name():
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
-
-
-def write_json_atomic(path, data):
-  """Writes ``data`` as JSON to ``path`` via a temp file in the same directory."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".train_step.", suffix=".json.tmp", dir=directory)
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      json.dump(data, f, indent=2, sort_keys=False)
-      f.write("\n")
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def format_table(results):
   lines = [
       f"{'model':<15}{'median ms':>11}{'min ms':>10}{'/dense':>9}{'paired':>9}"
@@ -345,21 +285,10 @@ def parse_args(argv=None):
                       default=",".join(MODELS),
                       help="comma-separated subset of " + ",".join(MODELS))
   parser.add_argument("--out", default=DEFAULT_OUT, help="JSON result path")
-  parser.add_argument("--quick",
-                      action="store_true",
-                      help="tiny configuration for smoke tests: " +
-                      ", ".join(f"{k} {v}" for k, v in QUICK.items()))
+  common.add_quick_flag(parser, QUICK)
   args = parser.parse_args(argv)
-  config = dict(DEFAULTS)
-  if args.quick:
-    config.update(QUICK)
-  for key in DEFAULTS:
-    value = getattr(args, key, None)
-    if value is not None:
-      config[key] = value
-  for key in ("units", "layers", "vocab", "batch", "steps", "repeats", "block"):
-    if config[key] < 1:
-      parser.error(f"--{key} must be >= 1, got {config[key]}")
+  config = common.resolve_config(parser, args, DEFAULTS, QUICK,
+                                 positive=("units", "layers", "vocab", "batch", "steps", "repeats", "block"))
   if config["warmup"] < 0:
     parser.error("--warmup must be >= 0")
   models = tuple(m.strip() for m in args.models.split(",") if m.strip())
@@ -392,7 +321,7 @@ def main(argv=None):
   print(f"train_step benchmark: {config['layers']}x{config['units']} LSTM, vocab "
         f"{config['vocab']}, batch {config['batch']}, {config['steps']} steps, compression "
         f"{config['compression']:g}, {config['repeats']} x {config['block']} steps per model")
-  host = host_info()
+  host = common.host_info()
   print(f"  host: {host['device']}, {host['usable_cpus']} CPUs, TF {host['tensorflow']}")
   start = time.perf_counter()
   results = run_benchmark(config, models)
@@ -411,7 +340,7 @@ def main(argv=None):
       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")
   }
   print(format_table(results))
-  write_json_atomic(args.out, data)
+  common.write_json_atomic(args.out, data)
   print(f"wrote {args.out}")
   return data
 

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -32,6 +30,7 @@ import tensorflow as tf  # noqa: E402  (after dkp_keras)
 import tf_keras as keras  # noqa: E402
 
 from dkp_keras.verify import normwise_error  # noqa: E402
+from tflite_ops import files  # noqa: E402
 from tflite_ops import inspect as tflite_inspect  # noqa: E402
 from tflite_ops import lowering  # noqa: E402
 from tflite_ops import quantize as quantize_weights  # noqa: E402
@@ -77,7 +76,7 @@ def _check_output(out, force):
   return out
 
 
-def _converter(lowered, model, sparse_kernel, quantize):
+def _converter(lowered, model, quantize):
   converter = tf.lite.TFLiteConverter.from_concrete_functions([lowered.concrete], model)
   converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex
   optimizations = []
@@ -85,7 +84,10 @@ def _converter(lowered, model, sparse_kernel, quantize):
   # sparse float32 weight: LiteRT computes NaN from sparse float16 weights.
   if quantize == "dynamic-int8":
     optimizations.append(tf.lite.Optimize.DEFAULT)
-  if sparse_kernel != "dense":
+  # Only when some S runs the sparse FC: the flag would also store a 'dense'
+  # S (or a pruned plain layer) sparse, and block-aligned ones then run the
+  # sparse kernel even where dense is faster.
+  if any(m.doping_kernel == "block" for m in lowered.matrices()):
     optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
   converter.optimizations = optimizations
   return converter
@@ -234,15 +236,15 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
   lowered = lowering.lower_model(model, mode=mode, seq_len=seq_len, batch_size=batch_size,
                                  sparse_kernel=sparse_kernel)
   try:
-    flatbuffer = _converter(lowered, model, sparse_kernel, quantize).convert()
+    flatbuffer = _converter(lowered, model, quantize).convert()
     if quantize == "float16":
       flatbuffer = quantize_weights.float16_weights(flatbuffer, min_elements=64)
   except Exception as error:
     raise ConversionError(f"the TFLite converter failed: {str(error).strip()[-2000:]}") from error
   convert_s = time.perf_counter() - start
 
-  fd, tmp = tempfile.mkstemp(suffix=".tflite.tmp", dir=os.path.dirname(out))
-  with os.fdopen(fd, "wb") as handle:
+  tmp = files.temp_beside(out)
+  with open(tmp, "wb") as handle:
     handle.write(flatbuffer)
   try:
     info = tflite_inspect.inspect_model(tmp)
@@ -264,13 +266,13 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
         "verification": {**checked, "tolerance": limit}, "convert_seconds": convert_s,
     }
     if checked["max_error"] is not None and not checked["max_error"] <= limit:
-      os.replace(tmp, out + ".unverified")
+      files.publish(tmp, out + ".unverified")
       report["output"] = out + ".unverified"
       _write_report(report_path, report)
       raise ConversionError(
           f"verification failed: max normwise error {checked['max_error']:.3g} exceeds "
           f"{limit:.3g}; the file is kept as {out}.unverified")
-    os.replace(tmp, out)
+    files.publish(tmp, out)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
@@ -279,13 +281,8 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
 
 
 def _write_report(path, report):
-  if not path:
-    return
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(suffix=".json.tmp", dir=directory)
-  with os.fdopen(fd, "w") as handle:
-    json.dump(report, handle, indent=2, default=str)
-  os.replace(tmp, path)
+  if path:
+    files.write_json_atomic(path, report)
 
 
 def format_report(report):

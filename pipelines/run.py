@@ -14,23 +14,15 @@ CPU cores.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 
 import dkp_keras as dkp
 from pipelines import convert
 from pipelines import data
 from pipelines import train
+from tflite_ops import files
 from tflite_ops import timing
-
-
-def _atomic_write(path, text, mode="w"):
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-  with os.fdopen(fd, mode) as handle:
-    handle.write(text)
-  os.replace(tmp, path)
 
 
 def _prepare_run_dir(out, force):
@@ -114,7 +106,7 @@ def format_table(report):
 
 
 def _write_outputs(out, report):
-  _atomic_write(os.path.join(out, "report.json"), json.dumps(report, indent=2, default=str))
+  files.write_json_atomic(os.path.join(out, "report.json"), report)
   settings = report["settings"]
   markdown = [
       "# dkp-keras demo run", "",
@@ -124,7 +116,7 @@ def _write_outputs(out, report):
       f"layer); step latency on {settings['latency_threads']} thread, median of "
       f"{settings['latency_repeats']} interleaved repetitions.", "",
       "```", format_table(report), "```", "", "![perplexity vs size](report.png)", ""]
-  _atomic_write(os.path.join(out, "report.md"), "\n".join(markdown))
+  files.write_atomic(os.path.join(out, "report.md"), "\n".join(markdown))
   _plot(os.path.join(out, "report.png"), report)
 
 
@@ -147,11 +139,9 @@ def _plot(path, report):
   ax.set_title("perplexity vs size (marker area ~ step latency)")
   ax.legend()
   fig.tight_layout()
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".png")
-  os.close(fd)
-  fig.savefig(tmp, dpi=100)
+  with files.atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=100)
   plt.close(fig)
-  os.replace(tmp, path)
 
 
 def main(argv=None):

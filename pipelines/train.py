@@ -10,13 +10,13 @@ recipes are still to come (issue 5).
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 
 import numpy as np
 
 import dkp_keras as dkp
 from pipelines import data
+from tflite_ops import files
 
 KINDS = ("dense", "dkp")
 
@@ -75,14 +75,7 @@ def train_lm(model, corpus, epochs=4, batch=32, steps=20, cmr=0.5, learning_rate
 
 
 def save_atomically(model, path):
-  """Saves to a temporary file beside ``path`` and renames it: no half-written model."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(suffix=".keras", dir=directory)
-  os.close(fd)
-  try:
+  """Saves ``model`` beside ``path`` and renames it: no half-written model."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with files.atomic_path(path) as tmp:
     model.save(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)

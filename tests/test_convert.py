@@ -129,9 +129,9 @@ def test_each_sparse_kernel_verifies(kernel, op, workdir):
 def test_quantization_keeps_s_sparse_and_verifies(quantize, workdir):
   model = every_structure(True)
   plain = convert.convert(model, workdir / f"plain_{quantize}.tflite", seq_len=STEPS,
-                          verify_samples=1)
+                          sparse_kernel="block", verify_samples=1)
   result = convert.convert(model, workdir / f"q_{quantize}.tflite", seq_len=STEPS,
-                           quantize=quantize, verify_samples=2)
+                           quantize=quantize, sparse_kernel="block", verify_samples=2)
   assert result.report["verification"]["max_error"] <= convert.TOLERANCES[quantize]
   # S stays sparse: int8 1x16 blocks, or float32 1x4 beside float16 dense weights.
   assert result.report["bytes"]["sparse_values"] > 0

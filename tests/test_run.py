@@ -10,7 +10,7 @@ from pipelines import run
 def test_main_job_writes_a_complete_report(tmp_path, capsys):
   out = tmp_path / "demo"
   code = run.main(["--out", str(out), "--epochs", "2", "--tokens", "30000", "--units", "32",
-                   "--compression", "4"])
+                   "--compression", "10"])
   assert code == 0
   report = json.loads((out / "report.json").read_text())
   models = {row["model"]: row for row in report["models"]}

@@ -37,12 +37,12 @@ import argparse
 import collections
 import dataclasses
 import functools
-import json
 import math
 import os
 import sys
-import tempfile
 from typing import NamedTuple
+
+from tflite_ops import files
 
 # Bytes 4..8 of every TFLite flatbuffer (schema.fbs `file_identifier "TFL3"`).
 TFLITE_IDENTIFIER = b"TFL3"
@@ -475,27 +475,6 @@ def format_model_info(info):
   return "\n".join(lines)
 
 
-def _write_json_atomic(path, payload):
-  """Write JSON so a reader never sees half a file: temp file beside it + os.replace."""
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      json.dump(payload, f, indent=2)
-      f.write("\n")
-      f.flush()
-      os.fsync(f.fileno())
-    # mkstemp makes the file 0600; give it the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
 def main(argv=None):
   """Command line: print the table of a .tflite file, optionally write JSON.
 
@@ -521,7 +500,7 @@ def main(argv=None):
   print(format_model_info(info))
   if args.json:
     try:
-      _write_json_atomic(args.json, info.summary())
+      files.write_json_atomic(args.json, info.summary())
     except OSError as e:
       parser.exit(1, f"error: cannot write {args.json}: {e.strerror or e}\n")
     print(f"\nwrote {args.json}")

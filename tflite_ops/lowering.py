@@ -49,15 +49,19 @@ class LoweredMatrix:
   doping: np.ndarray | None       # S, Keras [n, m] layout
   doping_kernel: str = "none"
 
+  def bind(self):
+    """Creates the constants in the graph being traced: once, shared by all time steps."""
+    self._constants = {k: tf.constant(v) for k, v in self.values.items()}
+    self._sparse = None if self.doping is None else sparse_matmul.sparse_matmul_fn(
+        self.doping, self.doping_kernel)
+
   def __call__(self, x):
     if self.structure is None:
-      y = tf.matmul(x, tf.constant(self.values["kernel"]))
+      y = tf.matmul(x, self._constants["kernel"])
     else:
-      y = self.structure.matmul(x, {k: tf.constant(v) for k, v in self.values.items()}, ops=tf)
-    if self.doping is not None:
-      sparse = sparse_matmul.sparse_matmul(x, self.doping, self.doping_kernel)
-      if sparse is not None:
-        y = y + sparse
+      y = self.structure.matmul(x, self._constants, ops=tf)
+    if self._sparse is not None:
+      y = y + self._sparse(x)
     return y
 
   def component_bytes(self):
@@ -270,7 +274,11 @@ def lower_model(model, mode="sequence", seq_len=None, batch_size=1, sparse_kerne
         specs.append(tf.TensorSpec((batch_size, step.units), tf.float32, name=name))
   state_names = list(state_shapes)
 
+  matrices = [m for step in steps for m in step.matrices()]
+
   def run(inputs, *state_values):
+    for matrix in matrices:
+      matrix.bind()
     states = dict(zip(state_names, state_values))
     new_states = {}
     x = inputs

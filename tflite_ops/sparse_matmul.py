@@ -32,10 +32,11 @@ KERNELS = ("auto", "block", "gather", "dense")
 # Unstructured FULLY_CONNECTED weights at or above this density are densified
 # at load (measured with TF 2.21 / LiteRT, see DESIGN.md).
 RANDOM_SPARSE_MAX_DENSITY = 0.03
-# 1x4 block-sparse FC beats dense below this density (1300 -> 2600, 1 thread,
-# no XNNPack, medians: 4% 9.0x, 10% 3.7x, 20% 1.9x, 30% 1.5x, 40% 0.88x, 50% 0.62x;
-# `python -m benchmarks.sparse_kernels` re-measures it).
-BLOCK_MAX_DENSITY = 0.35
+# 1x4 block-sparse FC beats dense below this density. 1300 -> 2600, 1 thread,
+# medians (`python -m benchmarks.sparse_kernels`): against dense with XNNPack
+# (LiteRT's default) 4% 5.4x, 10% 2.3x, 20% 1.12x, 30% 0.72x; against the
+# builtin dense kernel 4% 9.1x, 10% 3.6x, 20% 1.7x, 30% 1.16x, 40% 0.81x.
+BLOCK_MAX_DENSITY = 0.2
 # TFLite's optimized sparse FC kernel: blocks of 4 consecutive inputs = Keras (4, 1).
 FAST_BLOCK = (4, 1)
 
@@ -72,10 +73,16 @@ def choose_kernel(kernel):
   return "dense"
 
 
-def sparse_matmul(x, kernel, method):
-  """``x @ kernel`` for a 2-D ``x`` with the chosen TFLite lowering of S."""
+def sparse_matmul_fn(kernel, method):
+  """A function ``x -> x @ kernel`` (2-D ``x``) with the chosen TFLite lowering of S.
+
+  Its constants are created here, once: call it once per traced graph and
+  reuse the function for every time step (an unrolled LSTM would otherwise
+  embed S once per step and the converter would slow to a crawl).
+  Returns None for ``method='none'`` (S pruned away: nothing to add).
+  """
   kernel = np.asarray(kernel, np.float32)
-  if method == "none":  # S pruned away entirely: nothing to add
+  if method == "none":
     return None
   if method in ("block", "dense"):
     # TFLite's sparse FULLY_CONNECTED gives wrong results when the input size
@@ -83,14 +90,26 @@ def sparse_matmul(x, kernel, method):
     # the converter may sparsify any constant weight: pad the inputs to a multiple of 4.
     pad = -kernel.shape[0] % 4
     if pad:
-      x = tf.pad(x, [[0, 0], [0, pad]])
       kernel = np.concatenate([kernel, np.zeros((pad, kernel.shape[1]), np.float32)])
-    return tf.matmul(x, tf.constant(kernel))
+    weight = tf.constant(kernel)
+    if not pad:
+      return lambda x: tf.matmul(x, weight)
+    return lambda x: tf.matmul(tf.pad(x, [[0, 0], [0, pad]]), weight)
   if method == "gather":
     rows, cols = np.nonzero(kernel)
-    picked = tf.gather(x, tf.constant(rows.astype(np.int32)), axis=1)
-    products = picked * tf.constant(kernel[rows, cols])
-    summed = tf.math.unsorted_segment_sum(tf.transpose(products),
-                                          tf.constant(cols.astype(np.int32)), kernel.shape[1])
-    return tf.transpose(summed)
+    rows_t = tf.constant(rows.astype(np.int32))
+    cols_t = tf.constant(cols.astype(np.int32))
+    values = tf.constant(kernel[rows, cols])
+    outputs = kernel.shape[1]
+
+    def gather(x):
+      products = tf.gather(x, rows_t, axis=1) * values
+      return tf.transpose(tf.math.unsorted_segment_sum(tf.transpose(products), cols_t, outputs))
+    return gather
   raise ValueError(f"unknown sparse kernel {method!r}; choose one of {KERNELS}")
+
+
+def sparse_matmul(x, kernel, method):
+  """``x @ kernel`` for a 2-D ``x`` with the chosen TFLite lowering of S."""
+  fn = sparse_matmul_fn(kernel, method)
+  return None if fn is None else fn(x)

@@ -1,0 +1,80 @@
+"""What the benchmarks share: host description, configuration, atomic JSON output."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import dkp_keras as dkp  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported
+import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-order
+import tf_keras as keras  # noqa: E402  pylint: disable=wrong-import-order
+
+from tflite_ops import files  # noqa: E402
+
+
+def host_info():
+  gpus = tf.config.list_physical_devices("GPU")
+  if gpus:
+    names = []
+    for gpu in gpus:
+      try:
+        names.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
+      except (ValueError, RuntimeError):
+        names.append(gpu.name)
+    device = "GPU: " + ", ".join(names)
+  else:
+    device = "CPU: " + _cpu_name()
+  try:
+    usable = len(os.sched_getaffinity(0))
+  except AttributeError:
+    usable = os.cpu_count()
+  return {
+      "device": device,
+      "cpu_count": os.cpu_count(),
+      "usable_cpus": usable,
+      "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+      "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+      "tensorflow": tf.__version__,
+      "tf_keras": keras.__version__,
+      "dkp_keras": dkp.__version__,
+      "python": platform.python_version(),
+      "platform": platform.platform()
+  }
+
+
+def _cpu_name():
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def write_json_atomic(path, data):
+  """Writes ``data`` as JSON to ``path`` via a temp file in the same directory."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  files.write_json_atomic(path, data)
+
+
+def add_quick_flag(parser, quick):
+  parser.add_argument("--quick", action="store_true",
+                      help="tiny configuration for smoke tests: " +
+                      ", ".join(f"{k} {v}" for k, v in quick.items()))
+
+
+def resolve_config(parser, args, defaults, quick, positive=()):
+  """Defaults, then the --quick overrides, then explicit options; checks positive ones."""
+  config = dict(defaults)
+  if args.quick:
+    config.update(quick)
+  for key in defaults:
+    value = getattr(args, key, None)
+    if value is not None:
+      config[key] = value
+  for key in positive:
+    if config[key] < 1:
+      parser.error(f"--{key.replace('_', '-')} must be >= 1, got {config[key]}")
+  return config
