@@ -37,6 +37,7 @@ from tflite_ops import quantize as quantize_weights  # noqa: E402
 from tflite_ops import sparse_matmul  # noqa: E402
 
 QUANTIZATIONS = ("none", "float16", "dynamic-int8")
+WEIGHT_BYTES = {"none": 4, "float16": 2, "dynamic-int8": 1}
 # Normwise tolerance of the LiteRT output against Keras, per quantization.
 TOLERANCES = {"none": 1e-4, "float16": 1e-2, "dynamic-int8": 1e-1}
 
@@ -175,23 +176,27 @@ def _batches(data, lowered, steps):
     yield data[start:start + batch, :steps].astype(spec.dtype.as_numpy_dtype)
 
 
-def _components(info, lowered, model):
-  """Bytes per component: sparse values / indices from the file, the rest apportioned."""
+def _components(info, lowered, model, quantize):
+  """Bytes per component. Sparse values / indices and totals are read from the file;
+  structure factors and S stored dense are the lowering's sizes at the quantized width
+  (an estimate); dense weights are the rest of the constants.
+  """
   sparse_values = sum(t.sparsity.values_bytes for t in info.sparse_tensors)
   sparse_indices = sum(t.sparsity.indices_bytes for t in info.sparse_tensors)
-  structure_bytes = sum(m.component_bytes() for m in lowered.matrices()
-                        if m.structure is not None)
-  dense_doping = sum(m.doping.size * 4 for m in lowered.matrices()
-                     if m.doping is not None and m.doping_kernel == "dense")
+  width = WEIGHT_BYTES[quantize] / 4
   other = max(info.weights_bytes - sparse_values - sparse_indices, 0)
-  kron = min(structure_bytes, other)
+  structure = min(other, int(width * sum(m.component_bytes() for m in lowered.matrices()
+                                         if m.structure is not None)))
+  doping_dense = min(other - structure, int(width * sum(
+      m.doping.size * 4 for m in lowered.matrices()
+      if m.doping is not None and m.doping_kernel == "dense")))
   report = dkp.compression_report(model)
   dense_bytes = int(report.loc[report["layer"] == "total", "dense_bytes"].iloc[0])
   return {
       "file": info.file_bytes, "weights": info.weights_bytes,
-      "structure_factors": kron, "dense_weights": other - kron,
+      "structure_factors": structure, "doping_stored_dense": doping_dense,
+      "dense_weights": other - structure - doping_dense,
       "sparse_values": sparse_values, "sparse_indices": sparse_indices,
-      "doping_stored_dense": dense_doping,
       "dense_model_float32": dense_bytes,
       "compression_vs_dense": dense_bytes / info.file_bytes if info.file_bytes else None,
   }
@@ -261,7 +266,7 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
         "kernels": {m.name: m.doping_kernel for m in lowered.matrices()
                     if m.doping is not None},
         "inputs": lowered.input_names, "outputs": lowered.output_names,
-        "op_counts": info.op_counts, "bytes": _components(info, lowered, model),
+        "op_counts": info.op_counts, "bytes": _components(info, lowered, model, quantize),
         "sparsity": _sparse_check(info, lowered),
         "verification": {**checked, "tolerance": limit}, "convert_seconds": convert_s,
     }
@@ -295,8 +300,8 @@ def format_report(report):
       f"quantize={report['quantize']}, converted in {report['convert_seconds']:.1f} s)",
       "ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(report["op_counts"].items())),
       f"bytes: structure factors {sizes['structure_factors']:,}  dense weights "
-      f"{sizes['dense_weights']:,}  sparse values {sizes['sparse_values']:,}  sparse indices "
-      f"{sizes['sparse_indices']:,}",
+      f"{sizes['dense_weights']:,}  S stored dense {sizes['doping_stored_dense']:,}  sparse "
+      f"values {sizes['sparse_values']:,}  sparse indices {sizes['sparse_indices']:,}",
       f"dense float32 model {sizes['dense_model_float32']:,} bytes -> file "
       f"{sizes['file']:,} bytes: {sizes['compression_vs_dense']:.1f}x smaller",
       "sparse S: " + ", ".join(f"{k}={v}" for k, v in report["sparsity"].items()),
