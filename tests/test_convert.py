@@ -4,12 +4,10 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import tf_keras as keras
 from ai_edge_litert.interpreter import Interpreter
 
 import dkp_keras as dkp
-from dkp_keras import annealing
 from dkp_keras.verify import normwise_error
 from pipelines import convert
 from tflite_ops import inspect as tflite_inspect
