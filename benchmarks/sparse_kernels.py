@@ -209,7 +209,9 @@ def build_variants(config, log=print):
       pick = sparse_matmul.choose_kernel(kernel)
       for method in METHODS:
         add(f"{pattern}/{target:g}/{method}", pattern, target, kernel, method, method != "dense")
-      if pick == "dense":  # what `pipelines.convert --sparse-kernel auto` writes for this S
+      # What pipelines.convert writes for a 'dense' S when another S of the model
+      # runs 'block': the converter's sparsity flag is global.
+      if pick == "dense":
         add(f"{pattern}/{target:g}/auto", pattern, target, kernel, "dense", True)
       log(f"  converted {pattern:<8} density {target:<5g} auto={pick:<6} "
           + "  ".join(f"{v['method']}{'+flag' if v['name'].endswith('auto') else ''}: "
@@ -394,7 +396,8 @@ def parse_args(argv=None):
   common.add_quick_flag(parser, QUICK)
   args = parser.parse_args(argv)
   config = common.resolve_config(parser, args, DEFAULTS, QUICK,
-                                 positive=("in_features", "out_features", "threads", "repeats", "invokes"))
+                                 positive=("in_features", "out_features", "threads", "repeats",
+                                           "invokes"))
   if config["warmup"] < 0 or config["max_block_s"] <= 0 or config["tolerance"] < 0:
     parser.error("--warmup and --tolerance must be >= 0, --max-block-s > 0")
   config["densities"] = list(config["densities"])

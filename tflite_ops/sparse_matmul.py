@@ -42,9 +42,10 @@ FAST_BLOCK = (4, 1)
 
 
 def is_block_aligned(kernel, block_size=FAST_BLOCK):
-  """Whether every ``block_size`` block of the [n, m] kernel is all-zero or all-nonzero-free of gaps.
+  """Whether every ``block_size`` block of the [n, m] kernel is all zero or all nonzero.
 
-  That is: the nonzero pattern is a union of whole blocks (edge blocks padded).
+  That is: the nonzero pattern is a union of whole blocks (edge blocks count
+  only their cells inside the kernel).
   """
   bh, bw = block_size
   n, m = kernel.shape
