@@ -204,3 +204,14 @@ def test_cli_rejects_unwritable_output(saved_model_file, workdir, capsys):
 def _write(path, data):
   path.write_bytes(data)
   return path
+
+
+def test_cli_converts_a_savedmodel_directory(workdir, capsys):
+  inputs = keras.Input((STEPS, 8))
+  model = keras.Model(inputs, dkp.DKPLSTM(8, compression=1.5, return_sequences=True)(inputs))
+  path = workdir / "small_savedmodel"
+  model.save(path, save_format="tf")
+  code, captured = cli([path, "--out", workdir / "from_sm.tflite", "--mode", "step",
+                        "--verify", 1], capsys)
+  assert code == 0, captured.err
+  assert "verification: 1 inputs" in captured.out
