@@ -533,7 +533,7 @@ def read_ptb(data_dir: str | os.PathLike) -> Corpus:
 
     Example::
 
-        corpus = read_ptb("/work/shared/data/ptb")
+        corpus = read_ptb("../shared/data/ptb")
         corpus.train.size, len(corpus.vocab)   # (929589, 10000)
     """
   data_dir = Path(data_dir)
