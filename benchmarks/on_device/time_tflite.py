@@ -1,0 +1,68 @@
+"""Times one .tflite model with LiteRT's Interpreter; prints one JSON line (µs).
+
+Standalone (no project imports), for boards without the LiteRT benchmark tool:
+
+    python3 time_tflite.py --model m.tflite --num_threads 1 --xnnpack on --num_runs 300
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def percentile(values, q):
+  """Linear-interpolated percentile of a list (numpy's default)."""
+  return float(np.percentile(values, q))
+
+
+def time_model(path, num_threads=1, xnnpack=True, num_runs=300, warmup_runs=10):
+  """Per-invoke times in µs of ``path`` with zero inputs; a dict."""
+  # pylint: disable=import-outside-toplevel
+  from ai_edge_litert.interpreter import Interpreter, OpResolverType
+  options = {} if xnnpack else {
+      "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+  interpreter = Interpreter(model_path=str(path), num_threads=num_threads, **options)
+  interpreter.allocate_tensors()
+  for detail in interpreter.get_input_details():
+    interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+  for _ in range(warmup_runs):
+    interpreter.invoke()
+  samples = []
+  for _ in range(num_runs):
+    start = time.perf_counter()
+    interpreter.invoke()
+    samples.append((time.perf_counter() - start) * 1e6)
+  return {"model": str(path), "num_threads": num_threads, "xnnpack": xnnpack,
+          "runs": num_runs, "warmup_runs": warmup_runs,
+          "latency_us_median": percentile(samples, 50),
+          "latency_us_p10": percentile(samples, 10), "latency_us_p90": percentile(samples, 90),
+          "latency_us_mean": statistics.fmean(samples), "latency_us_min": min(samples),
+          "latency_us_max": max(samples),
+          "latency_us_std": statistics.pstdev(samples) if len(samples) > 1 else 0.0}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+  parser.add_argument("--model", required=True)
+  parser.add_argument("--num_threads", type=int, default=1)
+  parser.add_argument("--xnnpack", choices=("on", "off"), default="on")
+  parser.add_argument("--num_runs", type=int, default=300)
+  parser.add_argument("--warmup_runs", type=int, default=10)
+  parser.add_argument("--result_json", help="also write the JSON here")
+  args = parser.parse_args(argv)
+  result = time_model(args.model, args.num_threads, args.xnnpack == "on", args.num_runs,
+                      args.warmup_runs)
+  line = json.dumps(result)
+  if args.result_json:
+    with open(args.result_json, "w", encoding="utf-8") as handle:
+      handle.write(line + "\n")
+  print(line)
+  sys.stdout.flush()
+
+
+if __name__ == "__main__":
+  main()
