@@ -311,6 +311,22 @@ def headline(frame, config):
     result[f"speedup_xnnpack_{'on' if xnnpack else 'off'}"] = speedup
     lines.append(f"  dense / dkp latency, XNNPack {'on ' if xnnpack else 'off'}: {speedup:5.2f}x "
                  f"(target >= {TARGET_SPEEDUP:g}x): {'met' if met else 'missed'}")
+  # The strongest dense baselines: XNNPack on the most threads (step mode), and
+  # Keras' fused LSTM (sequence mode, per whole sequence).
+  best_dkp = float(rows["latency_us_median"].min())
+  dense_mt = frame[(frame["structure"] == "dense") & (frame["mode"] == "step") &
+                   frame["xnnpack"] & (frame["threads"] == frame["threads"].max())]
+  if not dense_mt.empty:
+    ratio = float(dense_mt["latency_us_median"].iloc[0]) / best_dkp
+    result["speedup_vs_dense_xnnpack_most_threads"] = ratio
+    lines.append(f"  dense (XNNPack, {int(dense_mt['threads'].iloc[0])} threads) / best dkp "
+                 f"({threads} thread): {ratio:5.2f}x")
+  fused = frame[(frame["structure"] == "dkp") & (frame["mode"] == "sequence") &
+                (frame["compression"] == compression) & (frame["threads"] == threads)]
+  if not fused.empty:
+    ratio = float(fused["speedup_vs_dense"].max())
+    result["speedup_vs_fused_lstm_sequence"] = ratio
+    lines.append(f"  fused LSTM / dkp, sequence mode (best of XNNPack on/off): {ratio:5.2f}x")
   ratio = float(rows["weights_ratio_vs_dense"].iloc[0])
   result["weights_ratio"] = ratio
   lines.append(f"  .tflite LSTM weights, dense / dkp: {ratio:5.1f}x (target >= "
