@@ -64,7 +64,7 @@ INFO: - VmRSS              : 17 MB
 """
 
 LITERT_JSON = {
-    "model": "/home/pi/models/dkp_25x_step.tflite", "model_size_mb": 0.18,
+    "model": "models/dkp_25x_step.tflite", "model_size_mb": 0.18,
     "accelerators": ["CPU"], "signature": "serving_default", "fully_accelerated": True,
     "num_threads": 1,
     "latency": {"init_ms": 3.1, "warmup_first_ms": 0.61, "warmup_avg_ms": 0.43,

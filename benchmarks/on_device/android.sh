@@ -3,6 +3,8 @@
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$SCRIPT_DIR/common.sh"
 REMOTE_DIR="/data/local/tmp/dkp"
 
 usage() {
@@ -73,15 +75,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-[[ -n "$MODEL_DIR" ]] || { usage >&2; die "MODEL_DIR is required"; }
-[[ -d "$MODEL_DIR" ]] || die "MODEL_DIR '$MODEL_DIR' is not a directory"
-[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer, got '$RUNS'"
-[[ "$THREADS" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--threads must be like 1,2, got '$THREADS'"
-IFS=',' read -r -a THREAD_LIST <<< "$THREADS"
-IFS=',' read -r -a XNN_LIST <<< "$XNNPACK"
-for x in "${XNN_LIST[@]}"; do
-  [[ "$x" == on || "$x" == off ]] || die "--xnnpack takes on,off; got '$x'"
-done
+check_common_args
 if [[ -z "$MASK" ]]; then
   case "$CORES" in
     big) MASK="f0" ;;

@@ -3,6 +3,8 @@
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$SCRIPT_DIR/common.sh"
 
 usage() {
   cat <<'USAGE'
@@ -68,15 +70,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-[[ -n "$MODEL_DIR" ]] || { usage >&2; die "MODEL_DIR is required"; }
-[[ -d "$MODEL_DIR" ]] || die "MODEL_DIR '$MODEL_DIR' is not a directory"
-[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer, got '$RUNS'"
-[[ "$THREADS" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--threads must be like 1,2, got '$THREADS'"
-IFS=',' read -r -a THREAD_LIST <<< "$THREADS"
-IFS=',' read -r -a XNN_LIST <<< "$XNNPACK"
-for x in "${XNN_LIST[@]}"; do
-  [[ "$x" == on || "$x" == off ]] || die "--xnnpack takes on,off; got '$x'"
-done
+check_common_args
 case "$TIMER" in auto|litert|python) ;; *) die "--timer must be auto, litert or python" ;; esac
 [[ -z "$TASKSET" || "$TASKSET" =~ ^[0-9,-]+$ ]] || die "--taskset takes a CPU list like 3 or 2-3"
 
