@@ -51,7 +51,7 @@ def target_sparsity(owner):
 
 
 def prepare_for_annealing(model, begin_step=0, end_step=1000, frequency=100, power=3,
-                          block_pooling_type="AVG"):
+                          block_pooling_type="AVG", start_at_target=False):
   """Wraps every doped DKP layer of a built model for sparsity annealing of S.
 
   S is pruned from dense (before ``begin_step``) to its layer's target sparsity
@@ -59,6 +59,10 @@ def prepare_for_annealing(model, begin_step=0, end_step=1000, frequency=100, pow
   updated every ``frequency`` steps, in the layer's ``block_size`` blocks.
   Steps count training batches. Other layers are shared with ``model``, not
   copied. Train with the `SparsityAnnealing` callback, then call `finalize`.
+
+  ``start_at_target=True`` holds every S at its target sparsity from the
+  first step (fine-tuning an S that is already sparse, as `pipelines.compress`
+  does); the window then only paces `CoMatrixDropout`.
 
   Returns:
     A new model (same layers) whose doped layers are tfmot pruning wrappers.
@@ -79,8 +83,10 @@ def prepare_for_annealing(model, begin_step=0, end_step=1000, frequency=100, pow
     if owner is None or isinstance(layer, pruning_wrapper.PruneLowMagnitude):
       return layer
     found.append(layer.name)
+    target = target_sparsity(owner)
     schedule = tfmot_sparsity.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=target_sparsity(owner), begin_step=begin_step,
+        initial_sparsity=target if start_at_target else 0.0, final_sparsity=target,
+        begin_step=begin_step,
         end_step=end_step, power=power, frequency=frequency)
     return tfmot_sparsity.prune_low_magnitude(
         layer, pruning_schedule=schedule, block_size=owner.block_size,
@@ -124,6 +130,16 @@ def doping_sparsity(owner):
   return zeros / total if total else 0.0
 
 
+def _pruned_fraction(wrapper):
+  """The fraction of zeros over the weights a wrapper prunes (S, or a plain layer's kernels)."""
+  owner = _doped_owner(wrapper.layer)
+  if owner is not None:
+    return doping_sparsity(owner)
+  values = [keras.backend.get_value(w) for w in wrapper.prunable_weights]
+  total = sum(v.size for v in values)
+  return sum(int(np.sum(v == 0)) for v in values) / total if total else 0.0
+
+
 class SparsityAnnealing(tfmot_sparsity.UpdatePruningStep):
   """Advances the annealing schedule and logs each doped layer's S sparsity.
 
@@ -150,8 +166,7 @@ class SparsityAnnealing(tfmot_sparsity.UpdatePruningStep):
 
   def on_epoch_end(self, epoch, logs=None):
     super().on_epoch_end(epoch, logs)
-    values = {f"sparsity/{w.layer.name}": doping_sparsity(_doped_owner(w.layer))
-              for w in self.prunable_layers}
+    values = {f"sparsity/{w.layer.name}": _pruned_fraction(w) for w in self.prunable_layers}
     if logs is not None:
       logs.update(values)
     if self._writer is not None:

@@ -63,15 +63,34 @@ def _owner(layer):
   return getattr(layer, "cell", layer), layer
 
 
+def _plain_counts(layer):
+  """Counts of a layer without doping; a pruned matrix (mostly zeros) counts as sparse.
+
+  A >= 2-D weight at least half zeros (what magnitude pruning leaves) is
+  counted by its nonzeros and stored as 1x1-block sparse; anything else dense.
+  """
+  dense_params = params = nbytes = 0
+  for weight in layer.weights:
+    size = int(np.prod(weight.shape))
+    dense_params += size
+    values = keras.backend.get_value(weight) if len(weight.shape) >= 2 else None
+    if values is not None and np.count_nonzero(values) <= size // 2:
+      kernel = values.reshape(-1, values.shape[-1])
+      params += int(np.count_nonzero(kernel))
+      nbytes += min(sparse_bytes(kernel, (1, 1)), size * FLOAT_BYTES)
+    else:
+      params += size
+      nbytes += size * FLOAT_BYTES
+  return {"dense_params": dense_params, "params": params, "nnz_doping": 0,
+          "doping_density": np.nan, "bytes": nbytes, "dense_bytes": dense_params * FLOAT_BYTES}
+
+
 def _layer_row(layer):
   owner, inner = _owner(layer)
   row = {"layer": inner.name, "type": type(inner).__name__, "structure": "dense",
          "doped": False, "target_compression": 1.0}
   if not isinstance(owner, DopedLayerMixin):
-    params = int(sum(np.prod(w.shape) for w in inner.weights))
-    return {**row, "dense_params": params, "params": params, "nnz_doping": 0,
-            "doping_density": np.nan, "bytes": params * FLOAT_BYTES,
-            "dense_bytes": params * FLOAT_BYTES}
+    return {**row, **_plain_counts(inner)}
   dense_params = params = nnz = size = nbytes = 0
   for matrix in owner.doped_matrices.values():
     structure = matrix.structure
@@ -95,7 +114,8 @@ def compression_report(model):
   """Per-layer and whole-model compression of ``model`` as a pandas DataFrame.
 
   One row per layer with weights (DKP layers, wrapped or not, and plain
-  layers, which count as uncompressed) and a final ``total`` row. Columns:
+  layers, counted dense unless a matrix is at least half zeros, as magnitude
+  pruning leaves it: then by its nonzeros) and a final ``total`` row. Columns:
   ``layer``, ``type``, ``structure``, ``doped``, ``dense_params`` (the dense
   twin's count), ``params`` (structure + nonzeros of S + bias),
   ``nnz_doping``, ``doping_density``, ``bytes`` (as TFLite stores them, S

@@ -162,6 +162,10 @@ class DopedLayerMixin(PrunableLayer):
     return tf.__internal__.smart_cond.smart_cond(training, dropped, lambda: matrix.doping)
 
   def _uniform(self, shape):
+    if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+      # The layer's generator breaks gradients across replicas (its state update
+      # synchronizes the replica threads mid-layer): plain random ops there.
+      return tf.random.uniform(shape)
     return self._random_generator.random_uniform(shape)
 
   def get_prunable_weights(self):

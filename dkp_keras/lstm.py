@@ -9,6 +9,8 @@ recurrence (as Keras' own LSTM does), so only the recurrent matrix runs per step
 
 from __future__ import annotations
 
+import threading
+
 import tensorflow as tf
 import tf_keras as keras
 from tf_keras.src import backend
@@ -26,6 +28,14 @@ _KERAS_ARGS = ("activation", "recurrent_activation", "kernel_initializer",
                "recurrent_constraint", "bias_constraint")
 _DOPING_ARGS = ("compression", "structure", "doped", "structure_options", "structure_fraction",
                 "block_size", "doping_initializer", "cmr_granularity", "cmr_scaling")
+
+
+def _replica_id():
+  """This replica's index under a tf.distribute strategy (0 outside one)."""
+  context = tf.distribute.get_replica_context()
+  replica_id = None if context is None else tf.get_static_value(
+      context.replica_id_in_sync_group)
+  return 0 if replica_id is None else int(replica_id)
 
 
 @keras.utils.register_keras_serializable(package="dkp_keras")
@@ -72,22 +82,40 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
     self.dropout, self.recurrent_dropout = float(dropout), float(recurrent_dropout)
     self.state_size = [self.units, self.units]
     self.output_size = self.units
-    # Set by DKPLSTM while its RNN loop runs: inputs arrive already projected.
-    self._inputs_projected = False
     self._create_doping_cache()
 
   @tf.__internal__.tracking.no_automatic_dependency_tracking
   def _create_doping_cache(self):
     # Like Keras' dropout masks: one CMR draw per sequence, shared by all steps.
-    self._doping_caches = {
-        name: backend.ContextValueCache(
-            lambda training, name=name: self._doping_kernel(self.doped_matrices[name], training))
-        for name in ("input", "recurrent")}
+    # One cache per (matrix, replica): under MirroredStrategy the replicas trace
+    # into one graph, and a replica must mask its own copy of S, or its S gets
+    # no gradient.
+    self._doping_caches = {}
+    # Set by DKPLSTM while its RNN loop runs: inputs arrive already projected.
+    # Per thread: MirroredStrategy traces each replica in its own thread.
+    self._projection_flag = threading.local()
+
+  @property
+  def _inputs_projected(self):
+    return getattr(self._projection_flag, "value", False)
+
+  @_inputs_projected.setter
+  def _inputs_projected(self, value):
+    self._projection_flag.value = value
+
+  def _doping_cache(self, name):
+    key = (name, _replica_id())
+    if key not in self._doping_caches:
+      self._doping_caches[key] = backend.ContextValueCache(
+          lambda training: self._doping_kernel(self.doped_matrices[name], training))
+    return self._doping_caches[key]
 
   def reset_dropout_mask(self):
     super().reset_dropout_mask()
-    for cache in self._doping_caches.values():
-      cache.clear()
+    replica = _replica_id()
+    for (_, cache_replica), cache in self._doping_caches.items():
+      if cache_replica == replica:
+        cache.clear()
 
   def _cached_doping_kernel(self, name, training):
     """S of one matrix as this sequence uses it (CMR-masked in training), drawn once.
@@ -98,7 +126,7 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
     """
     if name not in self.doped_matrices or self.doped_matrices[name].doping is None:
       return None
-    cache = self._doping_caches[name]
+    cache = self._doping_cache(name)
     kernel = cache._get_recursive(cache._key())  # pylint: disable=protected-access
     if kernel is None:
       kernel = cache.setdefault(kwargs={"training": training})
@@ -147,7 +175,10 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
     z = self.input_matrix.matmul(flat, self._cached_doping_kernel("input", training))
     if self.bias is not None:
       z = tf.nn.bias_add(z, self.bias)
-    return tf.reshape(z, tf.concat([tf.shape(inputs)[:-1], [4 * self.units]], 0))
+    z = tf.reshape(z, tf.concat([tf.shape(inputs)[:-1], [4 * self.units]], 0))
+    # Keep the static batch size: a stateful RNN needs it.
+    z.set_shape(inputs.shape[:-1].concatenate([4 * self.units]))
+    return z
 
   def call(self, inputs, states, training=None):
     h_tm1, c_tm1 = states[0], states[1]

@@ -16,18 +16,17 @@ import sys
 
 import dkp_keras as dkp
 from pipelines import data
+from pipelines import presets
 from pipelines import train
 
 
 def run(epochs=4, compression=10.0, tokens=120_000, batch=32, steps=20, cmr=0.5, out=None,
         verbose=2):
   """Trains, anneals and finalizes the model; returns perplexities, report and model."""
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
-  keras.utils.set_random_seed(0)
-  corpus = data.generate_corpus(num_tokens=tokens, seed=0)
-  model = train.build_lm(corpus.vocab_size, "dkp", compression=compression, num_steps=steps)
-  result = train.train_lm(model, corpus, epochs=epochs, batch=batch, steps=steps, cmr=cmr,
-                          verbose=verbose)
+  recipe = presets.get_preset("demo").replace(
+      units=128, epochs=epochs, corpus_tokens=tokens, batch_size=batch, num_steps=steps, cmr=cmr)
+  corpus = train.load_corpus(None, recipe)
+  result = train.fit_lm(corpus, recipe, "dkp", compression, verbose=verbose)
   if out:
     train.save_atomically(result["model"], out)
   return {**result, "report": dkp.compression_report(result["model"]),

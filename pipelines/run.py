@@ -21,9 +21,12 @@ import sys
 import dkp_keras as dkp
 from pipelines import convert
 from pipelines import data
+from pipelines import presets
 from pipelines import train
 from tflite_ops import files
 from tflite_ops import timing
+
+KINDS = ("dense", "dkp")
 
 
 def _prepare_run_dir(out, force):
@@ -35,21 +38,23 @@ def _prepare_run_dir(out, force):
   os.makedirs(out, exist_ok=True)
 
 
-def run(out="runs/demo", epochs=4, compression=25.0, tokens=120_000, batch=32, steps=20,
-        units=512, cmr=0.5, force=False, repeats=7, verbose=2):
-  """Runs the whole job and returns the report dict (also written to ``out``)."""
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+def run(out="runs/demo", epochs=4, compression=25.0, tokens=120_000, units=512, cmr=0.5,
+        force=False, repeats=7, verbose=2):
+  """Runs the whole job and returns the report dict (also written to ``out``).
+
+  Both models follow the ``demo`` preset (`pipelines.presets`), with the
+  arguments given here replacing its values.
+  """
   _prepare_run_dir(out, force)
-  corpus = data.generate_corpus(num_tokens=tokens, seed=0)
+  recipe = presets.get_preset("demo").replace(epochs=epochs, units=units, cmr=cmr,
+                                              corpus_tokens=tokens)
+  corpus = train.load_corpus(None, recipe)
   rows, invokers = [], {}
-  for kind in train.KINDS:
-    keras.utils.set_random_seed(0)
-    model = train.build_lm(corpus.vocab_size, kind, units=units, compression=compression,
-                           num_steps=steps)
+  for kind in KINDS:
     if verbose:
       print(f"\n== training the {kind} model ==")
-    result = train.train_lm(model, corpus, epochs=epochs, batch=batch, steps=steps, cmr=cmr,
-                            verbose=verbose)
+    result = train.fit_lm(corpus, recipe, kind, compression if kind == "dkp" else 1.0,
+                          verbose=verbose)
     model = result["model"]
     train.save_atomically(model, os.path.join(out, f"{kind}.keras"))
     tflite_path = os.path.join(out, f"{kind}_step.tflite")
@@ -82,8 +87,9 @@ def run(out="runs/demo", epochs=4, compression=25.0, tokens=120_000, batch=32, s
       "unigram_perplexity": data.unigram_perplexity(corpus.train, corpus.test,
                                                     corpus.vocab_size),
       "optimal_perplexity": corpus.optimal_perplexity,
-      "settings": {"epochs": epochs, "compression": compression, "units": units,
-                   "batch": batch, "steps": steps, "cmr": cmr, "latency_threads": 1,
+      "settings": {"preset": "demo", "recipe": recipe.to_dict(), "epochs": epochs,
+                   "compression": compression, "units": units, "batch": recipe.batch_size,
+                   "steps": recipe.num_steps, "cmr": cmr, "latency_threads": 1,
                    "latency_repeats": repeats},
       "models": rows,
   }

@@ -1,77 +1,248 @@
-"""Language-model building and training shared by the pipelines.
+"""Train a (compressed) LSTM language model: ``python -m pipelines.train``.
 
-`build_lm` makes the dense baseline or its DKP twin (same shapes), `train_lm`
-trains either (the DKP one with sparsity annealing and co-matrix dropout over
-all but the last epoch) and returns the finalized model with its perplexities.
-This is the seed of ``python -m pipelines.train``: presets, resume and PTB
-recipes are still to come (issue 5).
+``python -m pipelines.train [--data DIR] [--preset demo|ptb-small|ptb-medium]
+[--structure dkp|kp|lmf|hmd|dense|prune|...] [--compression 25] [--cmr RATE]
+[--epochs N] [--out runs/NAME] [--resume | --force] [--strategy mirrored|multiworker]``
+
+Without ``--data`` it trains on the embedded Markov corpus; ``--data DIR``
+reads Mikolov's ``ptb.{train,valid,test}.txt`` (plain or .gz). The run
+directory gets ``run.json`` (the settings), ``vocab.json``, TensorBoard logs
+(``logs/``: loss, perplexity, validation perplexity, S sparsity per layer,
+CMR rate), a checkpoint per epoch (``backup/``, Keras `BackupAndRestore`:
+``--resume`` continues a killed run to the same result), and at the end
+``model.keras`` and ``metrics.json``. Perplexity is per word, <eos> included,
+with LSTM states carried across batches (`evaluate_perplexity`).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import shutil
+import sys
 import time
 
 import numpy as np
 
 import dkp_keras as dkp
 from pipelines import data
+from pipelines import models
+from pipelines import presets
 from tflite_ops import files
 
-KINDS = ("dense", "dkp")
+STRATEGIES = ("default", "mirrored", "multiworker")
+RUN_FILES = ("run.json", "vocab.json", "model.keras", "metrics.json", "backup", "logs")
 
 
-def build_lm(vocab_size, kind="dkp", units=128, embedding=64, compression=10.0, num_steps=20):
-  """Embedding -> LSTM -> Dense, or Embedding -> DKPLSTM -> DopedDense (output at c/2)."""
+def load_corpus(data_dir=None, recipe=None, seed=0):
+  """PTB from ``data_dir``, else the embedded corpus sized by ``recipe``."""
+  if data_dir:
+    return data.read_ptb(data_dir)
+  tokens = (recipe or presets.get_preset("demo")).corpus_tokens
+  return data.generate_corpus(num_tokens=tokens, seed=seed)
+
+
+def make_strategy(name="default"):
+  """The `tf.distribute` strategy called ``name`` (multiworker reads ``TF_CONFIG``)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "mirrored":
+    # Reduce through one device: with collective all-reduce, tfmot's per-layer
+    # mask-update reductions and the gradient reduction can pair up out of order
+    # between replicas ("Shape mismatch in the collective instance").
+    return tf.distribute.MirroredStrategy(
+        cross_device_ops=tf.distribute.ReductionToOneDevice())
+  if name == "multiworker":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
+
+
+def evaluate_perplexity(model, ids, batch_size, num_steps):
+  """Per-word perplexity of ``ids``: states carried across consecutive windows.
+
+  The stream is cut into ``batch_size`` rows read ``num_steps`` at a time (the
+  tail that fills no row is dropped, as Zaremba et al. do); every scored token
+  has the same weight.
+  """
   import tf_keras as keras  # pylint: disable=import-outside-toplevel
-  if kind not in KINDS:
-    raise ValueError(f"unknown model kind {kind!r}; choose one of {KINDS}")
-  inputs = keras.Input((num_steps,), dtype="int32")
-  x = keras.layers.Embedding(vocab_size, embedding)(inputs)
-  if kind == "dense":
-    x = keras.layers.LSTM(units, return_sequences=True)(x)
-    outputs = keras.layers.Dense(vocab_size)(x)
-  else:
-    x = dkp.DKPLSTM(units, compression=compression, return_sequences=True)(x)
-    # The output layer is smaller than the LSTM's matrices: compress it less.
-    outputs = dkp.DopedDense(vocab_size, compression=max(1.0, compression / 2))(x)
-  return keras.Model(inputs, outputs, name=f"{kind}_lm")
+  from tensorflow_model_optimization.sparsity import keras as tfmot_sparsity  # pylint: disable=import-outside-toplevel
+  x, y = data.batchify_arrays(ids, batch_size, num_steps)
+  twin = models.stateful_twin(tfmot_sparsity.strip_pruning(model), batch_size)
+  twin.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  twin.reset_states()
+  return float(np.exp(twin.evaluate(x, y, batch_size=batch_size, verbose=0)))
 
 
-def perplexity(model, x, y, batch_size):
-  """exp(mean cross-entropy per token) over every window (<eos> tokens included)."""
-  return float(np.exp(model.evaluate(x, y, batch_size=batch_size, verbose=0)))
-
-
-def train_lm(model, corpus, epochs=4, batch=32, steps=20, cmr=0.5, learning_rate=3e-3,
-             verbose=2):
-  """Trains ``model`` on ``corpus``; DKP models anneal S and use CMR. Returns a dict."""
+def _callbacks_module():
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
   import tf_keras as keras  # pylint: disable=import-outside-toplevel
-  if epochs < 2:
-    raise ValueError(f"epochs must be >= 2 (annealing takes all but the last), got {epochs}")
-  x, y = data.batchify_arrays(corpus.train, batch, steps)
-  steps_per_epoch = len(x) // batch
-  doped = bool(dkp.doped_matrix.find_doped_owners(model))
-  callbacks = []
-  if doped:
-    model = dkp.prepare_for_annealing(model, begin_step=0,
-                                      end_step=steps_per_epoch * (epochs - 1),
-                                      frequency=max(1, steps_per_epoch // 10))
-    callbacks = [dkp.SparsityAnnealing(), dkp.CoMatrixDropout(rate=cmr)]
-  loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-  model.compile(keras.optimizers.Adam(learning_rate, clipnorm=5.0), loss)
+
+  class ResetStates(keras.callbacks.Callback):
+    """Starts every epoch from zero LSTM states (stateful training)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+      # Model.reset_states misses RNNs inside pruning wrappers.
+      for layer in dkp.doped_matrix.all_layers(self.model):
+        if isinstance(layer, keras.layers.RNN) and layer.stateful:
+          layer.reset_states()
+
+  class Perplexity(keras.callbacks.Callback):
+    """Adds ``perplexity`` (training) and ``val_perplexity`` (stateful) to the logs."""
+
+    def __init__(self, valid_ids, batch_size, num_steps):
+      super().__init__()
+      self.valid_ids, self.batch_size, self.num_steps = valid_ids, batch_size, num_steps
+
+    def on_epoch_end(self, epoch, logs=None):
+      if logs is None:
+        return
+      if "loss" in logs:
+        logs["perplexity"] = float(np.exp(min(logs["loss"], 50.0)))
+      # Stateful evaluation cannot run inside a multi-replica fit (Keras refuses
+      # stateful RNNs there): such runs report validation perplexity at the end.
+      if self.valid_ids is not None and tf.distribute.get_strategy().num_replicas_in_sync == 1:
+        logs["val_perplexity"] = evaluate_perplexity(self.model, self.valid_ids,
+                                                     self.batch_size, self.num_steps)
+
+  class Reseed(keras.callbacks.Callback):
+    """Reseeds every layer's random generator (dropout, CMR) from (seed, layer, epoch).
+
+    Checkpoints do not hold the generators of weightless layers, so this makes
+    an epoch's draws the same whether the run was resumed before it or not.
+    """
+
+    def __init__(self, seed):
+      super().__init__()
+      self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+      for index, generator in enumerate(random_generators(self.model)):
+        generator.reset_from_seed(self.seed * 1_000_003 + epoch * 10_007 + index)
+
+  return ResetStates, Perplexity, Reseed
+
+
+def random_generators(model):
+  """The `tf.random.Generator` of every layer that has made one (in layer order)."""
+  generators = []
+  for layer in dkp.doped_matrix.all_layers(model):
+    generator = getattr(getattr(layer, "_random_generator", None), "_generator", None)
+    if generator is not None:
+      generators.append(generator)
+  return generators
+
+
+def _compile(model, recipe):
+  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  optimizers = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}
+  if recipe.optimizer not in optimizers:
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; choose one of {list(optimizers)}")
+  optimizer = optimizers[recipe.optimizer](recipe.learning_rate,
+                                           global_clipnorm=recipe.clip_norm or None)
+  model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+
+def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0,
+           run_dir=None, verbose=2, callbacks=(), initial_model=None):
+  """Builds and trains one language model; returns a dict with the finalized model.
+
+  ``initial_model`` (a callable returning a stateless model, called under the
+  strategy) replaces the freshly built one: `pipelines.compress` fine-tunes
+  its projected model this way, S's mask fixed at its target from the start.
+
+  With ``run_dir``, checkpoints go to ``run_dir/backup`` (a later call with the
+  same arguments resumes from the last finished epoch) and TensorBoard logs to
+  ``run_dir/logs``. ``callbacks`` are appended (tests use them to interrupt).
+  """
+  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  method = models.get_method(method) if isinstance(method, str) else method
+  strategy = strategy or make_strategy()
+  # Stateful RNNs cannot run under tf.distribute: several replicas train on
+  # independent windows (noted in the result).
+  carry_state = recipe.carry_state and strategy.num_replicas_in_sync == 1
+  # Generator-backed random layers: their state is checkpointed, so dropout and
+  # CMR draws continue exactly after --resume.
+  keras.backend.experimental.enable_tf_random_generator()
+  keras.utils.set_random_seed(seed)
+  x, y = data.batchify_arrays(corpus.train, recipe.batch_size, recipe.num_steps)
+  steps_per_epoch = len(x) // recipe.batch_size
+  end_step = max(1, round(steps_per_epoch * recipe.epochs * recipe.anneal_end))
+  frequency = max(1, steps_per_epoch // recipe.anneal_updates)
+  ResetStates, Perplexity, Reseed = _callbacks_module()
+  with strategy.scope():
+    if initial_model is None:
+      model = models.build_lm(corpus.vocab_size, recipe, method, compression,
+                              stateful=carry_state)
+    else:
+      model = initial_model()
+      if carry_state:
+        model = models.stateful_twin(model, recipe.batch_size)
+    annealed = method.doped or method.name == "prune"
+    if method.doped:
+      model = dkp.prepare_for_annealing(model, 0, end_step, frequency,
+                                        start_at_target=initial_model is not None)
+    elif method.name == "prune":
+      model = models.prepare_for_pruning(model, compression, 0, end_step, frequency)
+    _compile(model, recipe)
+    for layer in dkp.doped_matrix.all_layers(model):
+      if hasattr(layer, "_random_generator"):
+        # Keras makes generators lazily; `Reseed` needs them now.
+        layer._random_generator._maybe_init()  # pylint: disable=protected-access
+  fit_callbacks = [keras.callbacks.LearningRateScheduler(recipe.learning_rate_at),
+                   Reseed(seed)]
+  if carry_state:
+    fit_callbacks.append(ResetStates())
+  if annealed:
+    fit_callbacks.append(dkp.SparsityAnnealing())
+  if method.cmr and recipe.cmr > 0:
+    fit_callbacks.append(dkp.CoMatrixDropout(rate=recipe.cmr))
+  fit_callbacks.append(Perplexity(corpus.valid, recipe.batch_size, recipe.num_steps))
+  if run_dir:
+    # After SparsityAnnealing: the checkpoint holds the weights it re-masks at epoch end.
+    fit_callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")))
+    fit_callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
+                                                     update_freq="epoch"))
+  fit_callbacks.extend(callbacks)
   start = time.perf_counter()
-  model.fit(x, y, batch_size=batch, epochs=epochs, shuffle=False, verbose=verbose,
-            callbacks=callbacks)
-  train_s = time.perf_counter() - start
-  if doped:
-    model = dkp.finalize(model)
-  model.compile(loss=loss)
-  results = {"model": model, "train_seconds": train_s}
+  history = model.fit(x, y, batch_size=recipe.batch_size, epochs=recipe.epochs, shuffle=False,
+                      verbose=verbose, callbacks=fit_callbacks)
+  train_seconds = time.perf_counter() - start
+  if annealed:
+    with strategy.scope():  # the final re-mask assigns mirrored variables
+      model = dkp.finalize(model)
+  if method.name == "int8":
+    models.quantize_lstm_weights(model, bits=8)
+  _compile(model, recipe)
+  result = {"model": model, "train_seconds": train_seconds, "carry_state": carry_state,
+            "steps_per_epoch": steps_per_epoch, "annealing_end_step": end_step,
+            "history": {k: [float(v) for v in values] for k, values in history.history.items()}}
   for split in ("valid", "test"):
-    sx, sy = data.batchify_arrays(getattr(corpus, split), batch, steps)
-    results[f"{split}_perplexity"] = perplexity(model, sx, sy, batch)
-  return results
+    result[f"{split}_perplexity"] = evaluate_perplexity(
+        model, getattr(corpus, split), recipe.batch_size, recipe.num_steps)
+  return result
+
+
+def lstm_compression(model, recipe, method):
+  """Parameters, bytes and compression of the recurrent layers (`compression_report`).
+
+  Every factor is against the recipe's dense LSTM stack, so a narrower
+  ``small-dense`` stack counts as compressed; ``int8`` counts by bytes.
+  """
+  report = dkp.compression_report(model)
+  names = {layer.name for layer in models.recurrent_layers(model)}
+  rows = report[report["layer"].isin(names)]
+  dense_params = models.dense_lstm_params(recipe)
+  params, nbytes = int(rows["params"].sum()), int(rows["bytes"].sum())
+  if method.name == "int8":
+    nbytes = models.quantized_lstm_bytes(model, bits=8)
+  compression = dense_params * 4 / nbytes if method.name == "int8" else dense_params / params
+  return {"lstm_dense_params": dense_params, "lstm_params": params,
+          "lstm_compression": compression, "lstm_bytes": nbytes,
+          "lstm_byte_compression": dense_params * 4 / nbytes,
+          "model_params": int(report["params"].iloc[-1]),
+          "model_bytes": int(report["bytes"].iloc[-1]) - int(rows["bytes"].sum()) + nbytes}
 
 
 def save_atomically(model, path):
@@ -79,3 +250,133 @@ def save_atomically(model, path):
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with files.atomic_path(path) as tmp:
     model.save(tmp)
+
+
+def _read_json(path):
+  try:
+    with open(path, encoding="utf-8") as handle:
+      return json.load(handle)
+  except (OSError, ValueError) as error:
+    raise ValueError(f"{path} is not a readable run file: {error}") from error
+
+
+def prepare_run_dir(out, settings, resume=False, force=False):
+  """Creates or checks the run directory. Returns the finished metrics when there are any.
+
+  A directory holding another run is refused unless ``resume`` (same settings,
+  continue) or ``force`` (start over: our run files are deleted, others kept).
+  """
+  if resume and force:
+    raise ValueError("--resume and --force exclude each other")
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise ValueError(f"{out} is a file; --out must be a run directory")
+  run_json = os.path.join(out, "run.json")
+  existing = os.path.isdir(out) and bool(os.listdir(out))
+  if existing and force:
+    for name in RUN_FILES:
+      path = os.path.join(out, name)
+      if os.path.isdir(path):
+        shutil.rmtree(path)
+      elif os.path.exists(path):
+        os.remove(path)
+  elif existing and resume:
+    if not os.path.exists(run_json):
+      raise ValueError(f"{out} holds no run to resume (no run.json)")
+    previous = _read_json(run_json)["settings"]
+    if previous != settings:
+      changed = sorted(k for k in set(previous) | set(settings)
+                       if previous.get(k) != settings.get(k))
+      raise ValueError(f"{out} holds a run with other settings ({', '.join(changed)} differ); "
+                       f"resume it with the same options or choose another --out")
+    metrics = os.path.join(out, "metrics.json")
+    return _read_json(metrics) if os.path.exists(metrics) else None
+  elif existing:
+    raise ValueError(f"{out} already holds a run; pass --resume to continue it, --force to "
+                     f"start over, or choose another --out")
+  elif resume:
+    raise ValueError(f"nothing to resume: {out} does not exist or is empty")
+  os.makedirs(out, exist_ok=True)
+  files.write_json_atomic(run_json, {"settings": settings})
+  return None
+
+
+def train_run(out, preset="demo", data_dir=None, method="dkp", compression=25.0, cmr=None,
+              epochs=None, seed=0, strategy="default", resume=False, force=False, verbose=2,
+              callbacks=()):
+  """The CLI's work: trains into run directory ``out`` and returns the metrics dict."""
+  recipe = presets.get_preset(preset)
+  method = models.get_method(method)
+  if method.name in ("dense", "int8"):
+    compression = 1.0 if method.name == "dense" else models.INT8_COMPRESSION
+  models.check_method_compression(method, compression)
+  if cmr is not None:
+    if not 0.0 <= cmr < 1.0:
+      raise ValueError(f"--cmr must be in [0, 1), got {cmr}")
+    recipe = recipe.replace(cmr=float(cmr))
+  if epochs is not None:
+    if epochs < 1:
+      raise ValueError(f"--epochs must be >= 1, got {epochs}")
+    recipe = recipe.replace(epochs=int(epochs))
+  if strategy not in STRATEGIES:
+    raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+  corpus = load_corpus(data_dir, recipe, seed=0)
+  settings = {"preset": preset, "recipe": recipe.to_dict(), "method": method.name,
+              "compression": float(compression), "seed": int(seed), "strategy": strategy,
+              "data": os.path.abspath(data_dir) if data_dir else "embedded",
+              "vocab_size": corpus.vocab_size}
+  finished = prepare_run_dir(out, settings, resume=resume, force=force)
+  if finished is not None:
+    return finished
+  corpus.vocab.save(os.path.join(out, "vocab.json"))
+  result = fit_lm(corpus, recipe, method, compression, make_strategy(strategy), seed, out,
+                  verbose, callbacks)
+  model = result["model"]
+  save_atomically(model, os.path.join(out, "model.keras"))
+  metrics = {"method": method.name, "preset": preset, "compression": float(compression),
+             "seed": int(seed), "valid_perplexity": result["valid_perplexity"],
+             "test_perplexity": result["test_perplexity"],
+             "train_seconds": result["train_seconds"], "epochs": recipe.epochs,
+             "carry_state": result["carry_state"], "history": result["history"],
+             **lstm_compression(model, recipe, method)}
+  files.write_json_atomic(os.path.join(out, "metrics.json"), metrics)
+  shutil.rmtree(os.path.join(out, "backup"), ignore_errors=True)
+  return metrics
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(prog="python -m pipelines.train",
+                                   description=__doc__.splitlines()[0])
+  parser.add_argument("--data", help="directory with ptb.{train,valid,test}.txt[.gz]; "
+                      "default: the embedded corpus")
+  parser.add_argument("--preset", default="demo", help=f"one of {sorted(presets.PRESETS)}")
+  parser.add_argument("--structure", default="dkp",
+                      help=f"compression method, one of {list(models.METHODS)}")
+  parser.add_argument("--compression", type=float, default=25.0,
+                      help="factor for the LSTM layers (ignored by dense; int8 is 4x)")
+  parser.add_argument("--cmr", type=float, help="initial co-matrix dropout rate (dkp)")
+  parser.add_argument("--epochs", type=int, help="override the preset's epochs")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--out", help="run directory (default runs/<preset>-<structure>-<c>x)")
+  parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+  parser.add_argument("--force", action="store_true", help="start --out over")
+  parser.add_argument("--strategy", default="default", choices=STRATEGIES)
+  parser.add_argument("--quiet", action="store_true", help="no progress bars")
+  args = parser.parse_args(argv)
+  out = args.out or f"runs/{args.preset}-{args.structure}-{args.compression:g}x"
+  try:
+    metrics = train_run(out, args.preset, args.data, args.structure, args.compression, args.cmr,
+                        args.epochs, args.seed, args.strategy, args.resume, args.force,
+                        verbose=0 if args.quiet else 1)
+  except (ValueError, OSError, UnicodeDecodeError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  print(f"\n{metrics['method']} ({metrics['preset']}): LSTM {metrics['lstm_compression']:.1f}x "
+        f"smaller ({metrics['lstm_params']:,} of {metrics['lstm_dense_params']:,} parameters); "
+        f"valid perplexity {metrics['valid_perplexity']:.2f}, test "
+        f"{metrics['test_perplexity']:.2f}; trained in {metrics['train_seconds']:.0f} s")
+  print(f"run directory: {out} (model.keras, metrics.json, logs/ for TensorBoard)")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

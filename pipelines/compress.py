@@ -1,0 +1,229 @@
+"""Post-training compression of a trained dense model: ``python -m pipelines.compress``.
+
+``python -m pipelines.compress trained_dense.keras --compression 25 --out compressed.keras
+[--finetune-epochs N] [--data DIR] [--preset demo] [--structure kronecker|lowrank]``
+
+Every LSTM (and, with ``--include-dense``, every hidden Dense) layer becomes
+its DKP twin, initialized from the trained weights: the nearest Kronecker
+product of each matrix (Van Loan–Pitsianis; truncated SVD for ``lowrank``)
+plus S = the largest residual blocks, as many as the factor allows. The model
+is then fine-tuned for N epochs with S's mask held at its target and
+co-matrix dropout, and the perplexity is reported before (dense), right after
+the projection, and after fine-tuning (``<out>.json`` beside the model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+import dkp_keras as dkp
+from dkp_keras import annealing
+from dkp_keras import kronecker
+from pipelines import models
+from pipelines import presets
+from pipelines import train
+from tflite_ops import files
+
+STRUCTURES = ("kronecker", "lowrank")
+
+
+def load_dense_model(path):
+  """The Keras model at ``path``, with a clear error when it is not one."""
+  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  if not os.path.isfile(path):
+    raise ValueError(f"{path}: no such model file")
+  try:
+    return keras.models.load_model(path, compile=False)
+  except Exception as error:  # Keras raises many types for a bad file
+    raise ValueError(f"{path} is not a readable Keras model ({type(error).__name__}: "
+                     f"{str(error)[:200]})") from error
+
+
+def _chain_layers(model):
+  """The layers of a chain model in order (each called once, on its predecessor)."""
+  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  config = model.get_config()
+  for layer in config.get("layers", []):
+    nodes = layer.get("inbound_nodes", [])
+    if len(nodes) > 1 or (nodes and len(nodes[0]) > 1):
+      raise ValueError(f"compress handles chains of layers; {layer['name']} has several "
+                       f"inputs or calls")
+  return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def top_blocks(residual, keep_fraction, block_size):
+  """``residual`` (Keras [in, out]) with only its largest-mean-|value| blocks kept."""
+  bh, bw = block_size
+  n, m = residual.shape
+  padded = np.zeros((-(-n // bh) * bh, -(-m // bw) * bw))
+  padded[:n, :m] = residual
+  blocks = np.abs(padded).reshape(padded.shape[0] // bh, bh, padded.shape[1] // bw, bw)
+  scores = blocks.mean(axis=(1, 3))
+  keep = int(round(keep_fraction * scores.size))
+  mask = np.zeros(scores.size, dtype=bool)
+  if keep:
+    mask[np.argsort(scores, axis=None)[-keep:]] = True
+  full = np.repeat(np.repeat(mask.reshape(scores.shape), bh, axis=0), bw, axis=1)[:n, :m]
+  return np.where(full, residual, 0.0)
+
+
+def project_matrix(matrix, kernel, keep_fraction):
+  """Sets a `DopedMatrix` to the nearest structure of ``kernel`` ([in, out]) + top residual."""
+  w = np.asarray(kernel, dtype=np.float64).T
+  structure = matrix.structure
+  if structure.name == "kronecker":
+    a, b = kronecker.nearest_kronecker(w, structure.shape)
+    values = {"kron_a": a, "kron_b": b}
+  elif structure.name == "lowrank":
+    u, s, vt = np.linalg.svd(w, full_matrices=False)
+    rank = structure.weight_shapes["lowrank_u"][1]
+    values = {"lowrank_u": u[:, :rank] * s[:rank], "lowrank_v": vt[:rank]}
+  else:
+    raise ValueError(f"compress projects onto {STRUCTURES}, not {structure.name!r}")
+  for name, value in values.items():
+    matrix.weights[name].assign(value.astype(np.float32))
+  if matrix.doping is not None:
+    residual = w - structure.dense_matrix(values)
+    matrix.doping.assign(top_blocks(residual.T, keep_fraction, matrix.plan.block_size)
+                         .astype(np.float32))
+
+
+def project_model(model, compression, structure="kronecker", include_dense=False):
+  """A stateless DKP twin of chain ``model``, initialized by projection (no training)."""
+  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  if structure not in STRUCTURES:
+    raise ValueError(f"unknown structure {structure!r}; choose one of {STRUCTURES}")
+  layers = _chain_layers(model)
+  hidden_dense = [layer for layer in layers[:-1] if isinstance(layer, keras.layers.Dense)]
+  targets = {layer.name for layer in layers if isinstance(layer, keras.layers.LSTM)}
+  if include_dense:
+    targets |= {layer.name for layer in hidden_dense}
+  if not targets:
+    raise ValueError(f"{model.name} has no LSTM{' or hidden Dense' if include_dense else ''} "
+                     f"layer to compress")
+  inputs = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype)
+  x, sources = inputs, {}
+  for layer in layers:
+    if layer.name in targets and isinstance(layer, keras.layers.LSTM):
+      new = dkp.DKPLSTM(layer.units, compression=compression, structure=structure,
+                        return_sequences=layer.return_sequences, activation=layer.activation,
+                        recurrent_activation=layer.recurrent_activation,
+                        use_bias=layer.use_bias, dropout=layer.dropout,
+                        recurrent_dropout=layer.recurrent_dropout, name=layer.name)
+    elif layer.name in targets:
+      new = dkp.DopedDense(layer.units, compression=compression, structure=structure,
+                           activation=layer.activation, use_bias=layer.use_bias,
+                           name=layer.name)
+    else:
+      config = layer.get_config()
+      config.pop("stateful", None)
+      new = type(layer).from_config(config)
+    x = new(x)
+    sources[layer.name] = (layer, new)
+  projected = keras.Model(inputs, x, name=f"{model.name}_dkp")
+  for name, (old, new) in sources.items():
+    if name not in targets:
+      new.set_weights(old.get_weights())
+      continue
+    owner = getattr(new, "cell", new)
+    keep = 1.0 - annealing.target_sparsity(owner)
+    cell = getattr(old, "cell", old)
+    kernels = {"kernel": cell.kernel, "input": cell.kernel}
+    if hasattr(cell, "recurrent_kernel"):
+      kernels["recurrent"] = cell.recurrent_kernel
+    for key, matrix in owner.doped_matrices.items():
+      project_matrix(matrix, kernels[key].numpy(), keep)
+    if owner.bias is not None:
+      owner.bias.assign(cell.bias.numpy())
+  return projected
+
+
+def _vocab_size(model):
+  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.Embedding):
+      return layer.input_dim
+  return None
+
+
+def compress(model_path, out, compression=25.0, finetune_epochs=1, data_dir=None,
+             preset="demo", structure="kronecker", include_dense=False, force=False, verbose=2):
+  """Projects, fine-tunes and saves; returns the report dict (also in ``<out>.json``)."""
+  if os.path.exists(out) and not force:
+    raise ValueError(f"{out} exists; pass --force to overwrite it")
+  if finetune_epochs < 0:
+    raise ValueError(f"--finetune-epochs must be >= 0, got {finetune_epochs}")
+  recipe = presets.get_preset(preset)
+  dense = load_dense_model(model_path)
+  corpus = train.load_corpus(data_dir, recipe)
+  vocab_size = _vocab_size(dense)
+  if vocab_size is not None and vocab_size != corpus.vocab_size:
+    raise ValueError(f"vocabulary mismatch: {model_path} has {vocab_size} words, the data "
+                     f"{corpus.vocab_size}; give the --data / --preset it was trained on")
+  recipe = recipe.replace(num_steps=dense.input_shape[1] or recipe.num_steps)
+
+  def perplexity(model, split):
+    return train.evaluate_perplexity(model, getattr(corpus, split), recipe.batch_size,
+                                     recipe.num_steps)
+
+  projected = project_model(dense, compression, structure, include_dense)
+  report = {"model": os.path.abspath(model_path), "compression": compression,
+            "structure": structure, "finetune_epochs": finetune_epochs, "preset": preset,
+            "perplexity": {}}
+  for stage, model in (("dense", dense), ("projected", projected)):
+    report["perplexity"][stage] = {s: perplexity(model, s) for s in ("valid", "test")}
+  final = projected
+  if finetune_epochs:
+    method = models.Method("dkp", structure, doped=True, cmr=True)
+    result = train.fit_lm(corpus, recipe.replace(epochs=finetune_epochs), method, compression,
+                          verbose=verbose, initial_model=lambda: project_model(
+                              dense, compression, structure, include_dense))
+    final = result["model"]
+    report["perplexity"]["finetuned"] = {"valid": result["valid_perplexity"],
+                                         "test": result["test_perplexity"]}
+    report["finetune_seconds"] = result["train_seconds"]
+  table = dkp.compression_report(final)
+  report["model_compression"] = float(table["compression"].iloc[-1])
+  layers = table[table["doped"] & (table["layer"] != "total")]
+  report["layers"] = layers[["layer", "compression"]].to_dict("records")
+  train.save_atomically(final, out)
+  files.write_json_atomic(os.path.splitext(out)[0] + ".json", report)
+  return report
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(prog="python -m pipelines.compress",
+                                   description=__doc__.splitlines()[0])
+  parser.add_argument("model", help="trained dense .keras model")
+  parser.add_argument("--compression", type=float, default=25.0)
+  parser.add_argument("--out", required=True, help="compressed .keras model to write")
+  parser.add_argument("--finetune-epochs", type=int, default=1)
+  parser.add_argument("--data", help="PTB directory (default: the embedded corpus)")
+  parser.add_argument("--preset", default="demo", help="recipe for fine-tuning and batching")
+  parser.add_argument("--structure", default="kronecker", choices=STRUCTURES)
+  parser.add_argument("--include-dense", action="store_true",
+                      help="also compress hidden Dense layers (never the last layer)")
+  parser.add_argument("--force", action="store_true", help="overwrite --out")
+  parser.add_argument("--quiet", action="store_true")
+  args = parser.parse_args(argv)
+  try:
+    report = compress(args.model, args.out, args.compression, args.finetune_epochs, args.data,
+                      args.preset, args.structure, args.include_dense, args.force,
+                      verbose=0 if args.quiet else 1)
+  except (ValueError, OSError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  for stage, values in report["perplexity"].items():
+    print(f"{stage:>10}: valid perplexity {values['valid']:.2f}, test {values['test']:.2f}")
+  print("compressed layers: " + ", ".join(
+      f"{row['layer']} {row['compression']:.1f}x" for row in report["layers"]))
+  print(f"saved {args.out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

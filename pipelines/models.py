@@ -1,0 +1,233 @@
+"""The language model and the compression methods it can be built with.
+
+``build_lm(vocab_size, recipe, method, compression)`` makes Embedding ->
+``recipe.layers`` LSTM-like layers -> Dense softmax, the LSTM layers built by
+``method``:
+
+* ``dense``: Keras `LSTM` (the baseline); ``small-dense``: a narrower `LSTM`
+  with the compressed parameter count; ``prune``: `LSTM` magnitude-pruned by
+  tfmot (1x1) to the factor; ``int8``: the dense model with its LSTM weights
+  rounded to 8 bits per output channel after training (4x by bytes);
+* ``kp``, ``lmf``, ``hmd``: `DKPLSTM` with that structure and no S;
+  ``doped-lmf``, ``doped-hmd``, ``dkp-nocmr``, ``dkp``: with S annealed
+  (``dkp`` alone uses co-matrix dropout).
+
+The compression factor applies to the LSTM layers (weights and biases) and is
+counted by `dkp_keras.compression_report` for every method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+import dkp_keras as dkp
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  name: str
+  structure: str | None = None  # DKPLSTM structure; None = Keras LSTM
+  doped: bool = False
+  cmr: bool = False
+  description: str = ""
+
+
+METHODS = {m.name: m for m in (
+    Method("dense", description="uncompressed LSTM"),
+    Method("small-dense", description="narrower LSTM with the compressed parameter count"),
+    Method("prune", description="tfmot magnitude pruning (1x1), same annealing schedule"),
+    Method("int8", description="post-training 8-bit weights per output channel"),
+    Method("kp", "kronecker", description="Kronecker product, no S"),
+    Method("lmf", "lowrank", description="low-rank factorization, no S"),
+    Method("hmd", "hmd", description="hybrid matrix decomposition, no S"),
+    Method("doped-lmf", "lowrank", doped=True, description="low-rank + annealed S, no CMR"),
+    Method("doped-hmd", "hmd", doped=True, description="HMD + annealed S, no CMR"),
+    Method("dkp-nocmr", "kronecker", doped=True, description="DKP without co-matrix dropout"),
+    Method("dkp", "kronecker", doped=True, cmr=True, description="DKP with co-matrix dropout"),
+)}
+INT8_COMPRESSION = 4.0  # float32 -> int8 bytes, the nominal factor (scales cost a little)
+
+
+def get_method(name):
+  if name not in METHODS:
+    raise ValueError(f"unknown method {name!r}; choose one of {list(METHODS)}")
+  return METHODS[name]
+
+
+def check_method_compression(method, compression):
+  """A clear error for a factor ``method`` cannot be asked for."""
+  compression = float(compression)
+  if not math.isfinite(compression) or compression < 1.0:
+    raise ValueError(f"compression must be a finite factor >= 1, got {compression}")
+  if method.name == "int8" and compression != INT8_COMPRESSION:
+    raise ValueError(f"int8 quantization compresses by {INT8_COMPRESSION:g}x (bytes) only; "
+                     f"it cannot reach {compression:g}x")
+  if method.name == "dense" and compression != 1.0:
+    raise ValueError(f"the dense method is uncompressed; got compression {compression:g}")
+  return compression
+
+
+def lstm_params(units, input_dim):
+  return 4 * units * (input_dim + units + 1)
+
+
+def small_dense_units(recipe, compression):
+  """The width whose LSTM stack has at most 1/compression of the dense stack's parameters."""
+  budget = dense_lstm_params(recipe) / compression
+  units = recipe.units
+  while units > 1 and dense_lstm_params(recipe.replace(units=units)) > budget:
+    units -= 1
+  return units
+
+
+def _uniform(recipe):
+  """A fresh U(±init_scale) initializer (one instance per weight: a reused one repeats)."""
+  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  return keras.initializers.RandomUniform(-recipe.init_scale, recipe.init_scale)
+
+
+def _initializer(recipe):
+  if recipe.init_scale is None:
+    return {}
+  return {"kernel_initializer": _uniform(recipe), "recurrent_initializer": _uniform(recipe)}
+
+
+def dense_lstm_params(recipe):
+  """Parameters of the recipe's dense LSTM stack: the reference every factor is against."""
+  dims = [recipe.embedding] + [recipe.units] * (recipe.layers - 1)
+  return sum(lstm_params(recipe.units, d) for d in dims)
+
+
+def _recurrent_layer(method, recipe, compression, index, stateful):
+  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  common = dict(return_sequences=True, stateful=stateful, name=f"lstm_{index}",
+                **_initializer(recipe))
+  if method.structure is None:
+    units = recipe.units
+    if method.name == "small-dense":
+      units = small_dense_units(recipe, compression)
+    return keras.layers.LSTM(units, **common)
+  return dkp.DKPLSTM(recipe.units, compression=compression, structure=method.structure,
+                     doped=method.doped, **common)
+
+
+def build_lm(vocab_size, recipe, method="dkp", compression=25.0, stateful=None, batch_size=None):
+  """Embedding -> LSTM-like layers (built by ``method``) -> Dense, for ``recipe``.
+
+  ``stateful`` defaults to ``recipe.carry_state`` (then the batch size is fixed
+  to ``batch_size`` or the recipe's).
+  """
+  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  method = get_method(method) if isinstance(method, str) else method
+  compression = 1.0 if method.name in ("dense", "int8") else check_method_compression(
+      method, compression)
+  stateful = recipe.carry_state if stateful is None else stateful
+  batch = (batch_size or recipe.batch_size) if stateful else None
+  def init():
+    return "uniform" if recipe.init_scale is None else _uniform(recipe)
+
+  inputs = keras.Input((recipe.num_steps,), batch_size=batch, dtype="int32", name="tokens")
+  x = keras.layers.Embedding(vocab_size, recipe.embedding, embeddings_initializer=init(),
+                             name="embedding")(inputs)
+  for index in range(recipe.layers):
+    if recipe.dropout:
+      x = keras.layers.Dropout(recipe.dropout, name=f"dropout_{index}")(x)
+    x = _recurrent_layer(method, recipe, compression, index, stateful)(x)
+  if recipe.dropout:
+    x = keras.layers.Dropout(recipe.dropout, name="dropout_out")(x)
+  output_options = {"kernel_initializer": init()} if recipe.init_scale is not None else {}
+  if recipe.compress_output and method.structure is not None:
+    # The softmax matrix is smaller than the LSTM's: compress it less.
+    outputs = dkp.DopedDense(vocab_size, compression=max(1.0, compression / 2),
+                             structure=method.structure, doped=method.doped, name="softmax",
+                             **output_options)(x)
+  else:
+    outputs = keras.layers.Dense(vocab_size, name="softmax", **output_options)(x)
+  return keras.Model(inputs, outputs, name=f"{method.name}_lm")
+
+
+def recurrent_layers(model):
+  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  return [layer for layer in model.layers if isinstance(layer, keras.layers.RNN)]
+
+
+def pruning_sparsity(layer, compression):
+  """The sparsity of kernel + recurrent kernel that makes a plain LSTM ``compression``x smaller."""
+  kernels = sum(int(np.prod(w.shape)) for w in layer.cell.weights if len(w.shape) == 2)
+  total = sum(int(np.prod(w.shape)) for w in layer.weights)
+  keep = total / compression - (total - kernels)
+  if keep < 1:
+    raise ValueError(f"{layer.name}: {compression:g}x leaves no kernel weight after its bias")
+  return 1.0 - keep / kernels
+
+
+def prepare_for_pruning(model, compression, begin_step, end_step, frequency):
+  """Wraps the LSTM layers for tfmot magnitude pruning to ``compression`` (1x1 blocks)."""
+  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  from tensorflow_model_optimization.sparsity import keras as tfmot_sparsity  # pylint: disable=import-outside-toplevel
+
+  def wrap(layer):
+    if not isinstance(layer, keras.layers.LSTM):
+      return layer
+    schedule = tfmot_sparsity.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=pruning_sparsity(layer, compression),
+        begin_step=begin_step, end_step=end_step, power=3, frequency=frequency)
+    return tfmot_sparsity.prune_low_magnitude(layer, pruning_schedule=schedule)
+
+  return keras.models.clone_model(model, clone_function=wrap)
+
+
+def quantize_per_channel(kernel, bits=8):
+  """Symmetric per-output-channel rounding of a Keras [in, out] kernel (what int8 stores)."""
+  levels = 2 ** (bits - 1) - 1
+  scale = np.max(np.abs(kernel), axis=0, keepdims=True) / levels
+  scale = np.where(scale == 0, 1.0, scale)
+  return (np.clip(np.round(kernel / scale), -levels, levels) * scale).astype(kernel.dtype)
+
+
+def quantized_lstm_bytes(model, bits=8):
+  """Bytes of the LSTM layers stored as `quantize_lstm_weights` leaves them.
+
+  Kernels at ``bits`` per entry plus a float32 scale per output channel;
+  biases stay float32.
+  """
+  nbytes = 0
+  for layer in recurrent_layers(model):
+    for weight in layer.cell.weights:
+      size = int(np.prod(weight.shape))
+      if len(weight.shape) == 2:
+        nbytes += math.ceil(size * bits / 8) + 4 * int(weight.shape[-1])
+      else:
+        nbytes += 4 * size
+  return nbytes
+
+
+def quantize_lstm_weights(model, bits=8):
+  """Rounds every LSTM kernel of ``model`` in place to ``bits`` bits per output channel."""
+  for layer in recurrent_layers(model):
+    for weight in layer.cell.weights:
+      if len(weight.shape) == 2:
+        weight.assign(quantize_per_channel(weight.numpy(), bits))
+
+
+def stateful_twin(model, batch_size):
+  """A copy of ``model`` whose RNN layers carry state across batches of ``batch_size``.
+
+  Built from the config (any chain of registered layers) with the weights copied.
+  """
+  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  config = model.get_config()
+  for layer in config["layers"]:
+    layer.pop("build_config", None)  # its batch-less shape would build a stateful RNN early
+    cfg = layer["config"]
+    if layer["class_name"] == "InputLayer":
+      cfg["batch_input_shape"] = [batch_size] + list(cfg["batch_input_shape"][1:])
+      cfg.pop("batch_shape", None)
+    elif "stateful" in cfg:
+      cfg["stateful"] = True
+  twin = keras.Model.from_config(config)
+  twin.set_weights(model.get_weights())
+  return twin

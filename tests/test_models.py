@@ -1,0 +1,84 @@
+"""`pipelines.models` and `pipelines.presets`: methods, equal-compression accounting."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipelines import models
+from pipelines import presets
+from pipelines import train
+
+RECIPE = presets.Recipe("t", layers=2, units=24, embedding=12, num_steps=5, batch_size=4,
+                        init_scale=0.1)
+
+
+def test_presets():
+  medium = presets.get_preset("ptb-medium")
+  assert (medium.layers, medium.units, medium.num_steps, medium.batch_size, medium.epochs,
+          medium.dropout, medium.init_scale) == (2, 650, 35, 20, 39, 0.5, 0.05)
+  # SGD lr 1.0, x0.8 per epoch after epoch 6 (epochs counted from 0 here).
+  assert [round(medium.learning_rate_at(e), 4) for e in (0, 5, 6, 7)] == [1.0, 1.0, 0.8, 0.64]
+  with pytest.raises(ValueError, match="unknown preset 'large'"):
+    presets.get_preset("large")
+  with pytest.raises(ValueError, match="unknown recipe fields"):
+    medium.replace(colour=1)
+
+
+@given(st.floats(1.5, 60))
+def test_small_dense_has_at_most_the_compressed_parameter_count(compression):
+  units = models.small_dense_units(RECIPE, compression)
+  budget = models.dense_lstm_params(RECIPE) / compression
+  assert models.dense_lstm_params(RECIPE.replace(units=units)) <= budget or units == 1
+  assert models.dense_lstm_params(RECIPE.replace(units=units + 1)) > budget
+
+
+def test_method_compression_checks():
+  with pytest.raises(ValueError, match="unknown method"):
+    models.get_method("svd")
+  with pytest.raises(ValueError, match="int8 .* cannot reach 25x"):
+    models.check_method_compression(models.get_method("int8"), 25)
+  with pytest.raises(ValueError, match=">= 1"):
+    models.check_method_compression(models.get_method("dkp"), 0.5)
+
+
+def test_quantize_per_channel_error_bound():
+  kernel = np.random.default_rng(0).normal(size=(30, 7)).astype(np.float32)
+  quantized = models.quantize_per_channel(kernel, bits=8)
+  step = np.abs(kernel).max(axis=0) / 127
+  assert np.all(np.abs(quantized - kernel) <= step / 2 + 1e-6)
+  assert all(len(np.unique(quantized[:, j])) <= 255 for j in range(7))
+
+
+@pytest.mark.parametrize("method", ["dense", "small-dense", "prune", "int8", "kp", "lmf", "hmd",
+                                    "doped-lmf", "doped-hmd", "dkp-nocmr", "dkp"])
+def test_every_method_builds_and_is_counted_against_the_same_dense_stack(method):
+  compression = 4.0 if method != "dense" else 1.0
+  model = models.build_lm(50, RECIPE, method, compression, stateful=False)
+  counts = train.lstm_compression(model, RECIPE, models.get_method(method))
+  assert counts["lstm_dense_params"] == models.dense_lstm_params(RECIPE)
+  if method in ("dense", "prune"):  # prune reaches its factor only once pruned
+    assert counts["lstm_compression"] == 1.0
+  elif method == "int8":  # biases and per-channel scales stay float32
+    assert 3.0 < counts["lstm_compression"] < 4.0
+  elif method == "kp":  # undoped KP keeps the highest-rank factors: smaller than asked
+    assert counts["lstm_compression"] >= 4.0
+  elif models.get_method(method).doped:  # S starts at zero: only the structure counts yet
+    assert counts["lstm_compression"] > 4.0
+  elif method in ("lmf", "hmd", "small-dense"):
+    assert counts["lstm_compression"] == pytest.approx(4.0, rel=0.25)
+
+
+def test_pruned_lstm_counts_its_nonzeros():
+  model = models.build_lm(50, RECIPE, "dense", stateful=False)
+  layer = model.get_layer("lstm_0")
+  sparsity = models.pruning_sparsity(layer, 10.0)
+  for weight in layer.cell.weights:
+    if len(weight.shape) == 2:
+      values = weight.numpy()
+      cut = np.quantile(np.abs(values), sparsity)
+      weight.assign(np.where(np.abs(values) > cut, values, 0.0))
+  report = train.lstm_compression(model, RECIPE, models.get_method("prune"))
+  first = models.lstm_params(24, 12)
+  second = models.lstm_params(24, 24)
+  assert report["lstm_params"] == pytest.approx(first / 10 + second, rel=0.02)

@@ -1,0 +1,170 @@
+"""`pipelines.train`: run directories, resume, logs, stateful evaluation, the CLI's errors."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from pipelines import models
+from pipelines import presets
+from pipelines import train
+
+TINY = presets.Recipe("tiny", layers=1, units=16, embedding=8, num_steps=8, batch_size=8,
+                      epochs=3, optimizer="adam", learning_rate=3e-3, dropout=0.2,
+                      corpus_tokens=6000, anneal_updates=4)
+
+
+@pytest.fixture(name="tiny")
+def _tiny(monkeypatch):
+  monkeypatch.setitem(presets.PRESETS, "tiny", TINY)
+  return TINY
+
+
+class Interrupt(keras.callbacks.Callback):
+  """Kills training at the end of ``epoch`` (after the epoch's checkpoint)."""
+
+  def __init__(self, epoch):
+    super().__init__()
+    self.epoch = epoch
+
+  def on_epoch_end(self, epoch, logs=None):
+    if epoch == self.epoch:
+      raise KeyboardInterrupt("simulated kill")
+
+
+def test_resumed_run_equals_uninterrupted(tiny, tmp_path):
+  options = dict(preset="tiny", method="dkp", compression=4.0, verbose=0)
+  whole = train.train_run(str(tmp_path / "whole"), **options)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_run(str(tmp_path / "killed"), callbacks=[Interrupt(1)], **options)
+  assert not (tmp_path / "killed" / "model.keras").exists()
+  resumed = train.train_run(str(tmp_path / "killed"), resume=True, **options)
+  # Dropout, CMR draws, annealing masks, optimizer and LSTM states all continue.
+  assert resumed["test_perplexity"] == pytest.approx(whole["test_perplexity"], rel=1e-6)
+  assert resumed["valid_perplexity"] == pytest.approx(whole["valid_perplexity"], rel=1e-6)
+  assert resumed["history"]["loss"] == pytest.approx(whole["history"]["loss"][2:], rel=1e-6)
+  # A finished run resumes to its metrics without training again.
+  again = train.train_run(str(tmp_path / "killed"), resume=True, **options)
+  assert again["test_perplexity"] == resumed["test_perplexity"]
+
+
+def test_run_directory_logs_and_metrics(tiny, tmp_path):
+  out = tmp_path / "run"
+  metrics = train.train_run(str(out), "tiny", method="dkp", compression=4.0, verbose=0)
+  history = metrics["history"]
+  for key in ("loss", "perplexity", "val_perplexity", "sparsity/lstm_0", "cmr_rate", "lr"):
+    assert len(history[key]) == TINY.epochs, key
+  assert history["cmr_rate"][0] > 0 and history["cmr_rate"][-1] == 0  # decays with annealing
+  assert history["sparsity/lstm_0"][-1] > 0.5
+  assert metrics["lstm_compression"] == pytest.approx(4.0, rel=0.1)
+  events = [f for _, _, files in os.walk(out / "logs") for f in files if "tfevents" in f]
+  assert events, "no TensorBoard event files"
+  assert not (out / "backup").exists()  # removed once the run finished
+  saved = json.loads((out / "metrics.json").read_text())
+  assert saved["test_perplexity"] == metrics["test_perplexity"]
+  assert keras.models.load_model(out / "model.keras").count_params() > 0
+  assert json.loads((out / "vocab.json").read_text())
+
+
+def test_run_directory_refusals(tiny, tmp_path):
+  out = tmp_path / "run"
+  settings = {"a": 1}
+  train.prepare_run_dir(str(out), settings)
+  (out / "notes.txt").write_text("mine")
+  with pytest.raises(ValueError, match="already holds a run"):
+    train.prepare_run_dir(str(out), settings)
+  with pytest.raises(ValueError, match="other settings .*a differ"):
+    train.prepare_run_dir(str(out), {"a": 2}, resume=True)
+  with pytest.raises(ValueError, match="exclude"):
+    train.prepare_run_dir(str(out), settings, resume=True, force=True)
+  with pytest.raises(ValueError, match="nothing to resume"):
+    train.prepare_run_dir(str(tmp_path / "new"), settings, resume=True)
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(ValueError, match="is a file"):
+    train.prepare_run_dir(str(tmp_path / "file"), settings)
+  assert train.prepare_run_dir(str(out), settings, resume=True) is None  # unfinished
+  train.prepare_run_dir(str(out), {"a": 3}, force=True)
+  assert (out / "notes.txt").read_text() == "mine"  # --force only clears our files
+  assert json.loads((out / "run.json").read_text()) == {"settings": {"a": 3}}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset", "nope"], "unknown preset 'nope'"),
+    (["--structure", "magic"], "unknown method 'magic'"),
+    (["--structure", "dkp", "--compression", "0.5"], "compression"),
+    (["--structure", "dkp", "--compression", "1e6"], "compression"),
+    (["--cmr", "1.5"], "--cmr"),
+    (["--data", "/nonexistent/ptb"], "PTB data directory not found"),
+])
+def test_cli_errors(tiny, tmp_path, capsys, argv, message):
+  code = train.main(argv + ["--preset" if "--preset" not in argv else "--seed",
+                            "tiny" if "--preset" not in argv else "0",
+                            "--out", str(tmp_path / "run"), "--quiet"])
+  assert code == 2
+  assert message in capsys.readouterr().err
+
+
+def test_cli_refuses_an_existing_run(tiny, tmp_path, capsys):
+  out = tmp_path / "run"
+  out.mkdir()
+  (out / "run.json").write_text('{"settings": {}}')
+  assert train.main(["--preset", "tiny", "--out", str(out), "--quiet"]) == 2
+  assert "already holds a run" in capsys.readouterr().err
+  assert (out / "run.json").read_text() == '{"settings": {}}'
+
+
+def test_evaluation_carries_state_across_windows(tiny):
+  """Windows of 8 with carried states score a stream exactly as one long window does."""
+  corpus = train.load_corpus(None, TINY)
+  model = models.build_lm(corpus.vocab_size, TINY, "dkp", 4.0, stateful=False)
+  ids = corpus.train[:8 * 8 * 5 + 1]
+  windowed = train.evaluate_perplexity(model, ids, batch_size=1, num_steps=8)
+  long = models.build_lm(corpus.vocab_size, TINY.replace(num_steps=8 * 8 * 5), "dkp", 4.0,
+                         stateful=False)
+  long.set_weights(model.get_weights())
+  logits = long.predict(ids[None, :-1], verbose=0)[0].astype(np.float64)
+  logits -= logits.max(axis=-1, keepdims=True)
+  log_probs = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+  expected = np.exp(-np.mean(log_probs[np.arange(len(ids) - 1), ids[1:]]))
+  assert windowed == pytest.approx(expected, rel=1e-4)
+
+
+DISTRIBUTED = textwrap.dedent("""
+    import json, sys
+    import dkp_keras
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from pipelines import presets, train
+    recipe = presets.Recipe("tiny", layers=1, units=16, embedding=8, num_steps=8, batch_size=8,
+                            epochs=2, optimizer="adam", learning_rate=3e-3, carry_state=False,
+                            corpus_tokens=6000)
+    corpus = train.load_corpus(None, recipe)
+    out = {}
+    for method in ("dense", "dkp-nocmr", "dkp"):
+      for name in ("default", "mirrored"):
+        strategy = train.make_strategy(name)
+        result = train.fit_lm(corpus, recipe, method, 4.0, strategy, verbose=0)
+        out[f"{method}/{name}"] = [strategy.num_replicas_in_sync, result["valid_perplexity"]]
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def test_mirrored_strategy_matches_one_device():
+  """Two logical CPU devices (a fresh process: devices are fixed at TF start)."""
+  done = subprocess.run([sys.executable, "-c", DISTRIBUTED], capture_output=True, text=True,
+                        timeout=600, check=False)
+  lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
+  assert lines, done.stderr[-3000:]
+  result = json.loads(lines[0][len("RESULT"):])
+  for method in ("dense", "dkp-nocmr"):
+    single, mirrored = result[f"{method}/default"], result[f"{method}/mirrored"]
+    assert (single[0], mirrored[0]) == (1, 2)
+    assert mirrored[1] == pytest.approx(single[1], rel=1e-3), method
+  # With CMR each replica draws its own masks: it trains, to a similar result.
+  assert result["dkp/mirrored"][1] == pytest.approx(result["dkp/default"][1], rel=0.2)
