@@ -1,0 +1,210 @@
+"""Accuracy at equal compression on PTB: every method, one CSV row per run.
+
+``python -m benchmarks.accuracy --data ../shared/data/ptb --preset ptb-small
+--methods dense,small-dense,prune,int8,lmf,doped-lmf,hmd,doped-hmd,kp,dkp-nocmr,dkp
+--compressions 10,25,50 --out benchmarks/results/ptb_small.csv [--resume] [--seeds 0]``
+
+Each (method, compression, seed) trains with `pipelines.train` (same recipe
+and budget for all) in its own run directory under ``--runs`` (so a killed
+run resumes from its last epoch), and appends a row with ``method``,
+``compression`` (asked), ``lstm_compression`` (measured on the LSTM layers by
+`compression_report`, against the same dense stack for every method),
+``seed``, ``valid_ppl``, ``test_ppl``, ``params``, ``model_bytes``,
+``epochs``, ``preset``, ``commit`` and ``wall_s``. ``dense`` runs once (1x)
+and ``int8`` once at its own factor (4x by bytes). ``--resume`` skips rows
+already in the CSV. After every row the CSV is rendered to a Markdown table
+beside it (``<out>.md``, the papers' numbers beside ours) and a Pareto plot
+(``<out>.png``, test perplexity against compression).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+from pipelines import models
+from pipelines import train
+from tflite_ops import files
+
+COLUMNS = ["method", "compression", "seed", "valid_ppl", "test_ppl", "params", "model_bytes",
+           "lstm_compression", "epochs", "preset", "commit", "wall_s"]
+KEY = ["method", "compression", "seed", "preset", "epochs"]
+# Test perplexity of the 2x650 PTB LSTM at 25x in the doping papers (dense 82.04).
+PAPER_25X = {"dense": 82.04, "dkp": 83.24, "prune": 85.14, "hmd": 105.43, "lmf": 114.29}
+
+
+def git_commit():
+  """HEAD's hash, suffixed ``-dirty`` when tracked files differ from it."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                           capture_output=True, text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+  return commit + ("-dirty" if dirty else "")
+
+
+def plan_rows(methods, compressions, seeds):
+  """(method, compression, seed) to run: dense at 1x, int8 at its factor, others at each."""
+  rows = []
+  for method in methods:
+    models.get_method(method)
+    factors = compressions
+    if method == "dense":
+      factors = [1.0]
+    elif method == "int8":
+      factors = [models.INT8_COMPRESSION]
+    for compression in factors:
+      for seed in seeds:
+        rows.append((method, float(compression), int(seed)))
+  return rows
+
+
+def read_results(path):
+  if not os.path.exists(path):
+    return pd.DataFrame(columns=COLUMNS)
+  try:
+    frame = pd.read_csv(path)
+  except (ValueError, pd.errors.ParserError) as error:
+    raise ValueError(f"{path} is not a results CSV: {error}") from error
+  missing = [c for c in COLUMNS if c not in frame.columns]
+  if missing:
+    raise ValueError(f"{path} lacks the columns {missing}; not an accuracy results file")
+  return frame
+
+
+def _done(frame, method, compression, seed, preset, epochs):
+  if frame.empty:
+    return False
+  match = ((frame["method"] == method) & (frame["compression"] == compression) &
+           (frame["seed"] == seed) & (frame["preset"] == preset) & (frame["epochs"] == epochs))
+  return bool(match.any())
+
+
+def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,),
+        resume=False, epochs=None, runs_dir=None, verbose=1):
+  """Runs every missing row, appending each to the CSV ``out``; returns the results frame."""
+  from pipelines import presets  # pylint: disable=import-outside-toplevel
+  recipe = presets.get_preset(preset)
+  epochs = int(epochs or recipe.epochs)
+  if os.path.exists(out) and not resume:
+    raise ValueError(f"{out} exists; pass --resume to add rows to it, or choose another --out")
+  frame = read_results(out)
+  runs_dir = runs_dir or os.path.join("runs", "accuracy", preset)
+  commit = git_commit()
+  for method, compression, seed in plan_rows(methods, compressions, seeds):
+    if _done(frame, method, compression, seed, preset, epochs):
+      continue
+    run_dir = os.path.join(runs_dir, f"{method}-{compression:g}x-seed{seed}-{epochs}ep")
+    resuming = os.path.exists(os.path.join(run_dir, "run.json"))
+    if verbose:
+      print(f"== {method} at {compression:g}x, seed {seed}"
+            f"{' (resuming)' if resuming else ''}", flush=True)
+    start = time.perf_counter()
+    metrics = train.train_run(run_dir, preset, data_dir, method, compression, seed=seed,
+                              epochs=epochs, resume=resuming, verbose=2 if verbose else 0)
+    row = {"method": method, "compression": compression, "seed": seed,
+           "valid_ppl": metrics["valid_perplexity"], "test_ppl": metrics["test_perplexity"],
+           "params": metrics["lstm_params"], "model_bytes": metrics["model_bytes"],
+           "lstm_compression": metrics["lstm_compression"], "epochs": epochs, "preset": preset,
+           "commit": commit, "wall_s": round(time.perf_counter() - start, 1)}
+    frame = pd.concat([frame, pd.DataFrame([row])], ignore_index=True)
+    buffer = io.StringIO()
+    frame[COLUMNS].to_csv(buffer, index=False, float_format="%.6g")
+    files.write_atomic(out, buffer.getvalue())
+    render(out)
+  return frame
+
+
+def render(csv_path):
+  """Writes ``<csv>.md`` (a table like the papers') and ``<csv>.png`` (Pareto plot)."""
+  frame = read_results(csv_path)
+  if frame.empty:
+    return
+  stem = os.path.splitext(csv_path)[0]
+  summary = frame.groupby(["method", "compression"], sort=False).agg(
+      test_ppl=("test_ppl", "mean"), valid_ppl=("valid_ppl", "mean"),
+      lstm_compression=("lstm_compression", "mean"), seeds=("seed", "count"),
+      epochs=("epochs", "first"), wall_s=("wall_s", "mean")).reset_index()
+  dense = summary.loc[summary["method"] == "dense", "test_ppl"]
+  dense_ppl = float(dense.iloc[0]) if len(dense) else None
+  lines = [f"# Accuracy at equal compression: {frame['preset'].iloc[0]}", "",
+           "LSTM layers compressed by each method; test/valid perplexity per word (<eos> "
+           "included, states carried). `measured` is the LSTM layers' compression counted by "
+           "`compression_report` against the same dense stack. The paper column is the "
+           "2x650 LSTM at 25x from the doping papers (their dense: 82.04).", "",
+           "| method | asked | measured | valid ppl | test ppl | vs dense | paper @25x "
+           "(vs dense) | seeds | epochs | minutes |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+  for row in summary.itertuples():
+    change = f"{100 * (row.test_ppl / dense_ppl - 1):+.1f}%" if dense_ppl else "n/a"
+    paper = ""
+    if row.method in PAPER_25X and (row.compression == 25 or row.method == "dense"):
+      paper = f"{PAPER_25X[row.method]:.2f} ({100 * (PAPER_25X[row.method] / 82.04 - 1):+.1f}%)"
+    lines.append(f"| {row.method} | {row.compression:g}x | {row.lstm_compression:.1f}x | "
+                 f"{row.valid_ppl:.2f} | {row.test_ppl:.2f} | {change} | {paper} | "
+                 f"{row.seeds} | {row.epochs} | {row.wall_s / 60:.1f} |")
+  commits = sorted(set(frame["commit"].astype(str)))
+  lines += ["", f"Commits: {', '.join(commits)}. Source: `{os.path.basename(csv_path)}`.", ""]
+  files.write_atomic(stem + ".md", "\n".join(lines))
+  _plot(stem + ".png", summary, dense_ppl)
+
+
+def _plot(path, summary, dense_ppl):
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for method, group in summary.groupby("method", sort=False):
+    group = group.sort_values("lstm_compression")
+    ax.plot(group["lstm_compression"], group["test_ppl"], marker="o", label=method)
+  if dense_ppl:
+    ax.axhline(dense_ppl, color="gray", linestyle="--", linewidth=1)
+  ax.set_xscale("log")
+  ax.set_xlabel("LSTM compression (measured, log)")
+  ax.set_ylabel("test perplexity")
+  ax.set_title("perplexity vs compression (lower left is better)", fontsize=10)
+  ax.legend(fontsize=8, ncol=2)
+  fig.tight_layout()
+  with files.atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=100)
+  plt.close(fig)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.accuracy",
+                                   description=__doc__.splitlines()[0])
+  parser.add_argument("--data", help="PTB directory (default: the embedded corpus)")
+  parser.add_argument("--preset", default="ptb-small")
+  parser.add_argument("--methods", default=",".join(models.METHODS))
+  parser.add_argument("--compressions", default="10,25,50")
+  parser.add_argument("--seeds", default="0")
+  parser.add_argument("--epochs", type=int, help="override the preset's epochs (recorded)")
+  parser.add_argument("--out", required=True, help="results CSV")
+  parser.add_argument("--runs", help="run directories (default runs/accuracy/<preset>)")
+  parser.add_argument("--resume", action="store_true", help="skip rows already in --out")
+  parser.add_argument("--quiet", action="store_true")
+  args = parser.parse_args(argv)
+  try:
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    compressions = [float(c) for c in args.compressions.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    frame = run(args.out, methods, compressions, args.data, args.preset, seeds, args.resume,
+                args.epochs, args.runs, verbose=0 if args.quiet else 1)
+  except (ValueError, OSError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  print(frame[COLUMNS].to_string(index=False))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

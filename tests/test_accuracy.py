@@ -1,0 +1,60 @@
+"""The accuracy runner's bookkeeping on a tiny corpus (no accuracy thresholds)."""
+
+import pandas as pd
+import pytest
+
+from benchmarks import accuracy
+from pipelines import presets
+from pipelines import train
+
+TINY = presets.Recipe("tiny", layers=1, units=16, embedding=8, num_steps=8, batch_size=8,
+                      epochs=1, optimizer="adam", learning_rate=3e-3, corpus_tokens=4000)
+
+
+@pytest.fixture(name="tiny")
+def _tiny(monkeypatch):
+  monkeypatch.setitem(presets.PRESETS, "tiny", TINY)
+
+
+def test_plan_rows():
+  rows = accuracy.plan_rows(["dense", "int8", "dkp"], [10, 25], [0, 1])
+  assert rows == [("dense", 1.0, 0), ("dense", 1.0, 1), ("int8", 4.0, 0), ("int8", 4.0, 1),
+                  ("dkp", 10.0, 0), ("dkp", 10.0, 1), ("dkp", 25.0, 0), ("dkp", 25.0, 1)]
+  with pytest.raises(ValueError, match="unknown method"):
+    accuracy.plan_rows(["dkp", "magic"], [10], [0])
+
+
+def test_runner_csv_resume_and_render(tiny, tmp_path, monkeypatch):
+  out = str(tmp_path / "results.csv")
+  options = dict(preset="tiny", runs_dir=str(tmp_path / "runs"), verbose=0)
+  frame = accuracy.run(out, ["dense", "lmf", "prune", "dkp"], [4], **options)
+  assert list(pd.read_csv(out).columns) == accuracy.COLUMNS
+  assert frame["method"].tolist() == ["dense", "lmf", "prune", "dkp"]
+  assert (frame["epochs"] == 1).all() and (frame["preset"] == "tiny").all()
+  assert frame["commit"].str.len().min() >= 7
+  # Equal compression: every compressed method is counted against the same dense stack.
+  measured = frame.set_index("method")["lstm_compression"]
+  assert measured["dense"] == 1.0
+  for method in ("prune", "dkp"):
+    assert measured[method] == pytest.approx(4.0, rel=0.15), method
+  assert 4.0 <= measured["lmf"] < 6.0  # whole ranks: at 16 units a rank is 1/6 of the budget
+  text = (tmp_path / "results.md").read_text()
+  assert "| dkp | 4x |" in text and "paper" in text
+  assert (tmp_path / "results.png").stat().st_size > 0
+
+  with pytest.raises(ValueError, match="--resume"):
+    accuracy.run(out, ["dense"], [4], **options)
+  calls = []
+  real = train.train_run
+  monkeypatch.setattr(train, "train_run", lambda *a, **k: calls.append(a) or real(*a, **k))
+  frame = accuracy.run(out, ["dense", "dkp", "kp"], [4], resume=True, **options)
+  assert [c[3] for c in calls] == ["kp"]  # finished rows skipped
+  assert len(frame) == 5 and len(pd.read_csv(out)) == 5
+
+
+def test_bad_results_file(tmp_path, capsys):
+  bad = tmp_path / "notes.csv"
+  bad.write_text("a,b\n1,2\n")
+  assert accuracy.main(["--out", str(bad), "--resume", "--methods", "dense"]) == 2
+  assert "lacks the columns" in capsys.readouterr().err
+  assert bad.read_text() == "a,b\n1,2\n"
