@@ -168,3 +168,15 @@ def test_mirrored_strategy_matches_one_device():
     assert mirrored[1] == pytest.approx(single[1], rel=1e-3), method
   # With CMR each replica draws its own masks: it trains, to a similar result.
   assert result["dkp/mirrored"][1] == pytest.approx(result["dkp/default"][1], rel=0.2)
+
+
+def test_cli_trains_into_the_run_directory(tiny, tmp_path, capsys):
+  out = tmp_path / "run"
+  assert train.main(["--preset", "tiny", "--structure", "lmf", "--compression", "4",
+                     "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+  printed = capsys.readouterr().out
+  assert "lmf (tiny): LSTM" in printed and "test" in printed
+  metrics = json.loads((out / "metrics.json").read_text())
+  assert metrics["epochs"] == 1 and metrics["method"] == "lmf"
+  settings = json.loads((out / "run.json").read_text())["settings"]
+  assert settings["recipe"]["epochs"] == 1 and settings["data"] == "embedded"
