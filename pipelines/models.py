@@ -10,7 +10,8 @@
   rounded to 8 bits per output channel after training (4x by bytes);
 * ``kp``, ``lmf``, ``hmd``: `DKPLSTM` with that structure and no S;
   ``doped-lmf``, ``doped-hmd``, ``dkp-nocmr``, ``dkp``: with S annealed
-  (``dkp`` alone uses co-matrix dropout).
+  (``dkp`` alone uses co-matrix dropout); ``dkp-cmr-row`` and ``dkp-1x1`` are
+  its ablations (CMR per output row; S in 1x1 instead of 1x4 blocks).
 
 The compression factor applies to the LSTM layers (weights and biases) and is
 counted by `dkp_keras.compression_report` for every method.
@@ -33,6 +34,7 @@ class Method:
   doped: bool = False
   cmr: bool = False
   description: str = ""
+  layer_options: tuple = ()  # (name, value) pairs for DKPLSTM: the ablations' variants
 
 
 METHODS = {m.name: m for m in (
@@ -47,6 +49,11 @@ METHODS = {m.name: m for m in (
     Method("doped-hmd", "hmd", doped=True, description="HMD + annealed S, no CMR"),
     Method("dkp-nocmr", "kronecker", doped=True, description="DKP without co-matrix dropout"),
     Method("dkp", "kronecker", doped=True, cmr=True, description="DKP with co-matrix dropout"),
+    # Ablations of dkp: CMR per output row instead of whole matrix; 1x1 blocks for S.
+    Method("dkp-cmr-row", "kronecker", doped=True, cmr=True,
+           description="DKP, CMR drops rows of S", layer_options=(("cmr_granularity", "row"),)),
+    Method("dkp-1x1", "kronecker", doped=True, cmr=True, description="DKP, S in 1x1 blocks",
+           layer_options=(("block_size", (1, 1)),)),
 )}
 INT8_COMPRESSION = 4.0  # float32 -> int8 bytes, the nominal factor (scales cost a little)
 
@@ -111,7 +118,7 @@ def _recurrent_layer(method, recipe, compression, index, stateful):
       units = small_dense_units(recipe, compression)
     return keras.layers.LSTM(units, **common)
   return dkp.DKPLSTM(recipe.units, compression=compression, structure=method.structure,
-                     doped=method.doped, **common)
+                     doped=method.doped, **dict(method.layer_options), **common)
 
 
 def build_lm(vocab_size, recipe, method="dkp", compression=25.0, stateful=None, batch_size=None):

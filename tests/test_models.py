@@ -51,7 +51,8 @@ def test_quantize_per_channel_error_bound():
 
 
 @pytest.mark.parametrize("method", ["dense", "small-dense", "prune", "int8", "kp", "lmf", "hmd",
-                                    "doped-lmf", "doped-hmd", "dkp-nocmr", "dkp"])
+                                    "doped-lmf", "doped-hmd", "dkp-nocmr", "dkp", "dkp-cmr-row",
+                                    "dkp-1x1"])
 def test_every_method_builds_and_is_counted_against_the_same_dense_stack(method):
   compression = 4.0 if method != "dense" else 1.0
   model = models.build_lm(50, RECIPE, method, compression, stateful=False)
@@ -82,3 +83,10 @@ def test_pruned_lstm_counts_its_nonzeros():
   first = models.lstm_params(24, 12)
   second = models.lstm_params(24, 24)
   assert report["lstm_params"] == pytest.approx(first / 10 + second, rel=0.02)
+
+
+def test_ablation_variants_reach_the_layer():
+  model = models.build_lm(50, RECIPE, "dkp-1x1", 4.0, stateful=False)
+  assert model.get_layer("lstm_0").cell.block_size == (1, 1)
+  model = models.build_lm(50, RECIPE, "dkp-cmr-row", 4.0, stateful=False)
+  assert model.get_layer("lstm_1").cell.cmr_granularity == "row"
