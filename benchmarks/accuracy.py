@@ -40,13 +40,15 @@ PAPER_25X = {"dense": 82.04, "dkp": 83.24, "prune": 85.14, "hmd": 105.43, "lmf":
 
 
 def git_commit():
-  """HEAD's hash, suffixed ``-dirty`` when tracked files differ from it."""
+  """HEAD's hash, ``-dirty`` when tracked files other than results differ from it."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   try:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                             text=True, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                           capture_output=True, text=True, check=True).stdout.strip()
+    # The results this runner writes are tracked too; they do not make the code dirty.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":(exclude)benchmarks/results"], cwd=root, capture_output=True,
+                           text=True, check=True).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return "unknown"
   return commit + ("-dirty" if dirty else "")
