@@ -407,7 +407,7 @@ def main(argv=None):
                       "at": HEADLINE}
       },
       "headline": result,
-      "csv": out,
+      "csv": os.path.basename(out),  # beside this file; no machine paths in results
       "wall_s": time.perf_counter() - start,
       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")
   }
