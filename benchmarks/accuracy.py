@@ -28,6 +28,7 @@ import time
 
 import pandas as pd
 
+from pipelines import figures
 from pipelines import models
 from pipelines import train
 from tflite_ops import files
@@ -161,10 +162,7 @@ def render(csv_path):
 
 
 def _plot(path, summary, dense_ppl):
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  fig, ax = plt.subplots(figsize=(7, 4.5))
+  fig, ax = figures.pyplot().subplots(figsize=(7, 4.5))
   for method, group in summary.groupby("method", sort=False):
     group = group.sort_values("lstm_compression")
     ax.plot(group["lstm_compression"], group["test_ppl"], marker="o", label=method)
@@ -175,10 +173,7 @@ def _plot(path, summary, dense_ppl):
   ax.set_ylabel("test perplexity")
   ax.set_title("perplexity vs compression (lower left is better)", fontsize=10)
   ax.legend(fontsize=8, ncol=2)
-  fig.tight_layout()
-  with files.atomic_path(path) as tmp:
-    fig.savefig(tmp, dpi=100)
-  plt.close(fig)
+  figures.save_figure(fig, path)
 
 
 def main(argv=None):

@@ -14,7 +14,7 @@ import sys
 
 import pandas as pd
 
-from tflite_ops import files
+from pipelines import figures
 
 REQUIRED = ("structure", "compression", "mode", "threads", "xnnpack", "latency_us_median",
             "model_bytes")
@@ -30,12 +30,9 @@ def load(path):
 
 def _figure(frame, draw, title):
   """One row per mode, one panel per (threads, XNNPack) setting."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   modes = sorted(frame["mode"].unique())
   columns = sorted(frame.groupby(["threads", "xnnpack"]).groups)
-  fig, axes = plt.subplots(len(modes), len(columns), figsize=(3.6 * len(columns),
+  fig, axes = figures.pyplot().subplots(len(modes), len(columns), figsize=(3.6 * len(columns),
                                                               3.2 * len(modes)), squeeze=False)
   for row, mode in enumerate(modes):
     for ax, (threads, xnnpack) in zip(axes[row], columns):
@@ -47,8 +44,7 @@ def _figure(frame, draw, title):
       ax.set_yscale("log")
       ax.legend(fontsize=7)
   fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  return fig, plt
+  return fig
 
 
 def _latency_vs_compression(ax, subset):
@@ -76,11 +72,8 @@ def plot(csv_path, out_dir=None):
   for suffix, draw, title in (
       ("latency_vs_compression", _latency_vs_compression, "latency vs compression"),
       ("size_vs_latency", _size_vs_latency, "size vs latency")):
-    fig, plt = _figure(frame, draw, title)
     path = os.path.join(out_dir, f"{stem}_{suffix}.png")
-    with files.atomic_path(path) as tmp:
-      fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    figures.save_figure(_figure(frame, draw, title), path)
     written.append(path)
   return written
 

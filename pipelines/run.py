@@ -21,6 +21,7 @@ import sys
 import dkp_keras as dkp
 from pipelines import convert
 from pipelines import data
+from pipelines import figures
 from pipelines import presets
 from pipelines import train
 from tflite_ops import files
@@ -128,11 +129,8 @@ def _write_outputs(out, report):
 
 
 def _plot(path, report):
-  import matplotlib  # pylint: disable=import-outside-toplevel
   import matplotlib.ticker  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig, ax = figures.pyplot().subplots(figsize=(6, 4))
   for row in report["models"]:
     ax.scatter(row["tflite_bytes"] / 1024, row["test_perplexity"],
                s=40 + row["step_latency_us"], alpha=0.7, label=row["model"])
@@ -149,10 +147,7 @@ def _plot(path, report):
   ax.set_ylabel("test perplexity")
   ax.set_title("perplexity vs size (marker area ~ step latency)", fontsize=10)
   ax.legend()
-  fig.tight_layout()
-  with files.atomic_path(path) as tmp:
-    fig.savefig(tmp, dpi=100)
-  plt.close(fig)
+  figures.save_figure(fig, path)
 
 
 def main(argv=None):
