@@ -131,10 +131,8 @@ def doping_sparsity(owner):
 
 
 def _pruned_fraction(wrapper):
-  """The fraction of zeros over the weights a wrapper prunes (S, or a plain layer's kernels)."""
-  owner = _doped_owner(wrapper.layer)
-  if owner is not None:
-    return doping_sparsity(owner)
+  """The fraction of zeros over the weights a wrapper prunes (all S of a DKP layer, or a
+  plain layer's kernels)."""
   values = [keras.backend.get_value(w) for w in wrapper.prunable_weights]
   total = sum(v.size for v in values)
   return sum(int(np.sum(v == 0)) for v in values) / total if total else 0.0

@@ -179,9 +179,10 @@ def compress(model_path, out, compression=25.0, finetune_epochs=1, data_dir=None
   final = projected
   if finetune_epochs:
     method = models.Method("dkp", structure, doped=True, cmr=True)
+    # Fine-tuning starts from the projection just evaluated (default strategy: no
+    # scope to rebuild it under).
     result = train.fit_lm(corpus, recipe.replace(epochs=finetune_epochs), method, compression,
-                          verbose=verbose, initial_model=lambda: project_model(
-                              dense, compression, structure, include_dense))
+                          verbose=verbose, initial_model=lambda: projected)
     final = result["model"]
     report["perplexity"]["finetuned"] = {"valid": result["valid_perplexity"],
                                          "test": result["test_perplexity"]}
