@@ -11,7 +11,8 @@ run resumes from its last epoch), and appends a row with ``method``,
 `compression_report`, against the same dense stack for every method),
 ``seed``, ``valid_ppl``, ``test_ppl``, ``params``, ``model_bytes``,
 ``epochs``, ``preset``, ``commit`` and ``wall_s``. ``dense`` runs once (1x)
-and ``int8`` once at its own factor (4x by bytes). ``--resume`` skips rows
+and ``int8`` / ``int4`` once at their own factor (4x / 8x by bytes), by
+quantizing the dense row's trained model when it is there. ``--resume`` skips rows
 already in the CSV. After every row the CSV is rendered to a Markdown table
 beside it (``<out>.md``, the papers' numbers beside ours) and a Pareto plot
 (``<out>.png``, test perplexity against compression).
@@ -36,8 +37,10 @@ from tflite_ops import files
 COLUMNS = ["method", "compression", "seed", "valid_ppl", "test_ppl", "params", "model_bytes",
            "lstm_compression", "epochs", "preset", "commit", "wall_s"]
 KEY = ["method", "compression", "seed", "preset", "epochs"]
-# Test perplexity of the 2x650 PTB LSTM at 25x in the doping papers (dense 82.04).
-PAPER_25X = {"dense": 82.04, "dkp": 83.24, "prune": 85.14, "hmd": 105.43, "lmf": 114.29}
+# Test perplexity of the 2x650 PTB LSTM in the doping papers (dense 82.04): method ->
+# (compression, perplexity); 4-bit quantization is their 8x point, the rest 25x.
+PAPER = {"dense": (1, 82.04), "dkp": (25, 83.24), "prune": (25, 85.14), "hmd": (25, 105.43),
+         "lmf": (25, 114.29), "int4": (8, 83.84)}
 
 
 def git_commit():
@@ -56,15 +59,11 @@ def git_commit():
 
 
 def plan_rows(methods, compressions, seeds):
-  """(method, compression, seed) to run: dense at 1x, int8 at its factor, others at each."""
+  """(method, compression, seed) to run: dense at 1x, int8/int4 at their factor, others at each."""
   rows = []
   for method in methods:
-    models.get_method(method)
-    factors = compressions
-    if method == "dense":
-      factors = [1.0]
-    elif method == "int8":
-      factors = [models.INT8_COMPRESSION]
+    fixed = models.get_method(method).fixed_compression
+    factors = [fixed] if fixed else compressions
     for compression in factors:
       for seed in seeds:
         rows.append((method, float(compression), int(seed)))
@@ -92,6 +91,10 @@ def _done(frame, method, compression, seed, preset, epochs):
   return bool(match.any())
 
 
+def _run_dir(runs_dir, method, compression, seed, epochs):
+  return os.path.join(runs_dir, f"{method}-{compression:g}x-seed{seed}-{epochs}ep")
+
+
 def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,),
         resume=False, epochs=None, runs_dir=None, verbose=1):
   """Runs every missing row, appending each to the CSV ``out``; returns the results frame."""
@@ -106,14 +109,20 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
   for method, compression, seed in plan_rows(methods, compressions, seeds):
     if _done(frame, method, compression, seed, preset, epochs):
       continue
-    run_dir = os.path.join(runs_dir, f"{method}-{compression:g}x-seed{seed}-{epochs}ep")
+    run_dir = _run_dir(runs_dir, method, compression, seed, epochs)
     resuming = os.path.exists(os.path.join(run_dir, "run.json"))
+    base_model = None
+    if models.get_method(method).quantized:
+      # Quantize the dense row's trained model rather than training it again.
+      dense_model = os.path.join(_run_dir(runs_dir, "dense", 1.0, seed, epochs), "model.keras")
+      base_model = dense_model if os.path.exists(dense_model) else None
     if verbose:
       print(f"== {method} at {compression:g}x, seed {seed}"
             f"{' (resuming)' if resuming else ''}", flush=True)
     start = time.perf_counter()
     metrics = train.train_run(run_dir, preset, data_dir, method, compression, seed=seed,
-                              epochs=epochs, resume=resuming, verbose=2 if verbose else 0)
+                              epochs=epochs, resume=resuming, verbose=2 if verbose else 0,
+                              base_model=base_model)
     row = {"method": method, "compression": compression, "seed": seed,
            "valid_ppl": metrics["valid_perplexity"], "test_ppl": metrics["test_perplexity"],
            "params": metrics["lstm_params"], "model_bytes": metrics["model_bytes"],
@@ -133,40 +142,44 @@ def render(csv_path):
   if frame.empty:
     return
   stem = os.path.splitext(csv_path)[0]
-  summary = frame.groupby(["method", "compression"], sort=False).agg(
+  # Rows of different budgets (epochs) are never averaged together.
+  summary = frame.groupby(["method", "compression", "epochs"], sort=False).agg(
       test_ppl=("test_ppl", "mean"), valid_ppl=("valid_ppl", "mean"),
       lstm_compression=("lstm_compression", "mean"), seeds=("seed", "count"),
-      epochs=("epochs", "first"), wall_s=("wall_s", "mean")).reset_index()
-  dense = summary.loc[summary["method"] == "dense", "test_ppl"]
-  dense_ppl = float(dense.iloc[0]) if len(dense) else None
+      wall_s=("wall_s", "mean")).reset_index()
+  dense_by_epochs = summary[summary["method"] == "dense"].groupby("epochs")["test_ppl"].first()
   lines = [f"# Accuracy at equal compression: {frame['preset'].iloc[0]}", "",
            "LSTM layers compressed by each method; test/valid perplexity per word (<eos> "
            "included, states carried). `measured` is the LSTM layers' compression counted by "
            "`compression_report` against the same dense stack. The paper column is the "
-           "2x650 LSTM at 25x from the doping papers (their dense: 82.04).", "",
-           "| method | asked | measured | valid ppl | test ppl | vs dense | paper @25x "
+           "2x650 LSTM from the doping papers at the same factor (their dense: 82.04).", "",
+           "| method | asked | measured | valid ppl | test ppl | vs dense | paper "
            "(vs dense) | seeds | epochs | minutes |",
            "|---|---|---|---|---|---|---|---|---|---|"]
   for row in summary.itertuples():
+    dense_ppl = dense_by_epochs.get(row.epochs)  # the dense model of the same budget
     change = f"{100 * (row.test_ppl / dense_ppl - 1):+.1f}%" if dense_ppl else "n/a"
     paper = ""
-    if row.method in PAPER_25X and (row.compression == 25 or row.method == "dense"):
-      paper = f"{PAPER_25X[row.method]:.2f} ({100 * (PAPER_25X[row.method] / 82.04 - 1):+.1f}%)"
+    if row.method in PAPER and PAPER[row.method][0] == row.compression:
+      ppl = PAPER[row.method][1]
+      paper = f"{ppl:.2f} ({100 * (ppl / PAPER['dense'][1] - 1):+.1f}%)"
     lines.append(f"| {row.method} | {row.compression:g}x | {row.lstm_compression:.1f}x | "
                  f"{row.valid_ppl:.2f} | {row.test_ppl:.2f} | {change} | {paper} | "
                  f"{row.seeds} | {row.epochs} | {row.wall_s / 60:.1f} |")
   commits = sorted(set(frame["commit"].astype(str)))
   lines += ["", f"Commits: {', '.join(commits)}. Source: `{os.path.basename(csv_path)}`.", ""]
   files.write_atomic(stem + ".md", "\n".join(lines))
-  _plot(stem + ".png", summary, dense_ppl)
+  _plot(stem + ".png", summary, dense_by_epochs)
 
 
-def _plot(path, summary, dense_ppl):
+def _plot(path, summary, dense_by_epochs):
   fig, ax = figures.pyplot().subplots(figsize=(7, 4.5))
-  for method, group in summary.groupby("method", sort=False):
+  several = summary["epochs"].nunique() > 1
+  for (method, epochs), group in summary.groupby(["method", "epochs"], sort=False):
     group = group.sort_values("lstm_compression")
-    ax.plot(group["lstm_compression"], group["test_ppl"], marker="o", label=method)
-  if dense_ppl:
+    label = f"{method} ({epochs} ep)" if several else method
+    ax.plot(group["lstm_compression"], group["test_ppl"], marker="o", label=label)
+  for dense_ppl in dense_by_epochs:
     ax.axhline(dense_ppl, color="gray", linestyle="--", linewidth=1)
   ax.set_xscale("log")
   ax.set_xlabel("LSTM compression (measured, log)")
@@ -190,6 +203,7 @@ def main(argv=None):
   parser.add_argument("--resume", action="store_true", help="skip rows already in --out")
   parser.add_argument("--quiet", action="store_true")
   args = parser.parse_args(argv)
+  train.configure_threads()
   try:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     compressions = [float(c) for c in args.compressions.split(",")]

@@ -31,18 +31,6 @@ from tflite_ops import files
 STRUCTURES = ("kronecker", "lowrank")
 
 
-def load_dense_model(path):
-  """The Keras model at ``path``, with a clear error when it is not one."""
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
-  if not os.path.isfile(path):
-    raise ValueError(f"{path}: no such model file")
-  try:
-    return keras.models.load_model(path, compile=False)
-  except Exception as error:  # Keras raises many types for a bad file
-    raise ValueError(f"{path} is not a readable Keras model ({type(error).__name__}: "
-                     f"{str(error)[:200]})") from error
-
-
 def _chain_layers(model):
   """The layers of a chain model in order (each called once, on its predecessor)."""
   import tf_keras as keras  # pylint: disable=import-outside-toplevel
@@ -142,14 +130,6 @@ def project_model(model, compression, structure="kronecker", include_dense=False
   return projected
 
 
-def _vocab_size(model):
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
-  for layer in model.layers:
-    if isinstance(layer, keras.layers.Embedding):
-      return layer.input_dim
-  return None
-
-
 def compress(model_path, out, compression=25.0, finetune_epochs=1, data_dir=None,
              preset="demo", structure="kronecker", include_dense=False, force=False, verbose=2):
   """Projects, fine-tunes and saves; returns the report dict (also in ``<out>.json``)."""
@@ -158,9 +138,9 @@ def compress(model_path, out, compression=25.0, finetune_epochs=1, data_dir=None
   if finetune_epochs < 0:
     raise ValueError(f"--finetune-epochs must be >= 0, got {finetune_epochs}")
   recipe = presets.get_preset(preset)
-  dense = load_dense_model(model_path)
+  dense = train.load_model_file(model_path)
   corpus = train.load_corpus(data_dir, recipe)
-  vocab_size = _vocab_size(dense)
+  vocab_size = train.vocab_size_of(dense)
   if vocab_size is not None and vocab_size != corpus.vocab_size:
     raise ValueError(f"vocabulary mismatch: {model_path} has {vocab_size} words, the data "
                      f"{corpus.vocab_size}; give the --data / --preset it was trained on")

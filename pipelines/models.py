@@ -6,8 +6,9 @@
 
 * ``dense``: Keras `LSTM` (the baseline); ``small-dense``: a narrower `LSTM`
   with the compressed parameter count; ``prune``: `LSTM` magnitude-pruned by
-  tfmot (1x1) to the factor; ``int8``: the dense model with its LSTM weights
-  rounded to 8 bits per output channel after training (4x by bytes);
+  tfmot (1x1) to the factor; ``int8`` / ``int4``: the trained dense model with
+  its LSTM kernels rounded to 8 / 4 bits per output channel (post-training,
+  4x / 8x by bytes);
 * ``kp``, ``lmf``, ``hmd``: `DKPLSTM` with that structure and no S;
   ``doped-lmf``, ``doped-hmd``, ``dkp-nocmr``, ``dkp``: with S annealed
   (``dkp`` alone uses co-matrix dropout); ``dkp-cmr-row`` and ``dkp-1x1`` are
@@ -35,13 +36,26 @@ class Method:
   cmr: bool = False
   description: str = ""
   layer_options: tuple = ()  # (name, value) pairs for DKPLSTM: the ablations' variants
+  bits: int | None = None  # post-training quantization of the dense model's LSTM kernels
+
+  @property
+  def quantized(self):
+    return self.bits is not None
+
+  @property
+  def fixed_compression(self):
+    """The only factor this method reaches (bytes for quantization), or None if any."""
+    if self.name == "dense":
+      return 1.0
+    return 32.0 / self.bits if self.quantized else None
 
 
 METHODS = {m.name: m for m in (
     Method("dense", description="uncompressed LSTM"),
     Method("small-dense", description="narrower LSTM with the compressed parameter count"),
     Method("prune", description="tfmot magnitude pruning (1x1), same annealing schedule"),
-    Method("int8", description="post-training 8-bit weights per output channel"),
+    Method("int8", description="post-training 8-bit weights per output channel", bits=8),
+    Method("int4", description="post-training 4-bit weights per output channel", bits=4),
     Method("kp", "kronecker", description="Kronecker product, no S"),
     Method("lmf", "lowrank", description="low-rank factorization, no S"),
     Method("hmd", "hmd", description="hybrid matrix decomposition, no S"),
@@ -55,7 +69,6 @@ METHODS = {m.name: m for m in (
     Method("dkp-1x1", "kronecker", doped=True, cmr=True, description="DKP, S in 1x1 blocks",
            layer_options=(("block_size", (1, 1)),)),
 )}
-INT8_COMPRESSION = 4.0  # float32 -> int8 bytes, the nominal factor (scales cost a little)
 
 
 def get_method(name):
@@ -69,9 +82,9 @@ def check_method_compression(method, compression):
   compression = float(compression)
   if not math.isfinite(compression) or compression < 1.0:
     raise ValueError(f"compression must be a finite factor >= 1, got {compression}")
-  if method.name == "int8" and compression != INT8_COMPRESSION:
-    raise ValueError(f"int8 quantization compresses by {INT8_COMPRESSION:g}x (bytes) only; "
-                     f"it cannot reach {compression:g}x")
+  if method.quantized and compression != method.fixed_compression:
+    raise ValueError(f"{method.name} quantization compresses by {method.fixed_compression:g}x "
+                     f"(bytes) only; it cannot reach {compression:g}x")
   if method.name == "dense" and compression != 1.0:
     raise ValueError(f"the dense method is uncompressed; got compression {compression:g}")
   return compression
@@ -129,7 +142,8 @@ def build_lm(vocab_size, recipe, method="dkp", compression=25.0, stateful=None, 
   """
   import tf_keras as keras  # pylint: disable=import-outside-toplevel
   method = get_method(method) if isinstance(method, str) else method
-  compression = 1.0 if method.name in ("dense", "int8") else check_method_compression(
+  # Quantized methods train the dense model and round it afterwards.
+  compression = 1.0 if method.fixed_compression else check_method_compression(
       method, compression)
   stateful = recipe.carry_state if stateful is None else stateful
   batch = (batch_size or recipe.batch_size) if stateful else None
@@ -188,7 +202,7 @@ def prepare_for_pruning(model, compression, begin_step, end_step, frequency):
 
 
 def quantize_per_channel(kernel, bits=8):
-  """Symmetric per-output-channel rounding of a Keras [in, out] kernel (what int8 stores)."""
+  """Symmetric per-output-channel rounding of a Keras [in, out] kernel (what int8/int4 store)."""
   levels = 2 ** (bits - 1) - 1
   scale = np.max(np.abs(kernel), axis=0, keepdims=True) / levels
   scale = np.where(scale == 0, 1.0, scale)

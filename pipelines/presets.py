@@ -3,7 +3,8 @@
 ``demo`` is what ``python -m pipelines.run`` uses on the embedded corpus;
 ``ptb-medium`` is Zaremba et al. (2014) medium, the papers' dense reference
 (2x650, 35 steps, batch 20, SGD lr 1.0 decayed 0.8 per epoch after epoch 6,
-39 epochs, dropout 0.5, global-norm clip 5, uniform init ±0.05; their test
+39 epochs, dropout 0.5, global-norm clip 5, uniform init ±0.05, rate and clip
+on the loss summed over the 35 steps as in their code; their test
 perplexity 82.2 (the DKP papers report 82.04)); ``ptb-small`` is a reduced
 budget sized to finish in about 30 minutes per model on 2 CPU cores.
 
@@ -46,10 +47,27 @@ class Recipe:
   anneal_updates: int = 10  # mask updates per epoch
   cmr: float = 0.5
   corpus_tokens: int = 200_000  # size of the embedded corpus when no --data is given
+  # Zaremba et al.'s rate and clip apply to the loss summed over the time steps
+  # (mean over the batch); Keras' loss is the mean per token, num_steps times smaller.
+  sum_over_steps: bool = False
+
+  @property
+  def _loss_scale(self):
+    return self.num_steps if self.sum_over_steps else 1
 
   def learning_rate_at(self, epoch):
-    """The rate for (0-based) ``epoch``."""
-    return self.learning_rate * self.lr_decay ** max(0, epoch + 1 - self.decay_after)
+    """The optimizer's rate for (0-based) ``epoch``, on Keras' mean-per-token loss.
+
+    With ``sum_over_steps`` the recipe's rate is for the per-sequence sum, so
+    the optimizer gets ``num_steps`` times it (exact for SGD).
+    """
+    rate = self.learning_rate * self.lr_decay ** max(0, epoch + 1 - self.decay_after)
+    return rate * self._loss_scale
+
+  @property
+  def optimizer_clip_norm(self):
+    """The global gradient-norm clip on the mean-per-token loss (None: no clipping)."""
+    return self.clip_norm / self._loss_scale if self.clip_norm else None
 
   def replace(self, **changes):
     unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -74,7 +92,8 @@ PRESETS = {
     # Zaremba et al. medium: the papers' dense reference.
     "ptb-medium": Recipe("ptb-medium", layers=2, units=650, embedding=650, num_steps=35,
                          batch_size=20, epochs=39, optimizer="sgd", learning_rate=1.0,
-                         lr_decay=0.8, decay_after=6, dropout=0.5, init_scale=0.05),
+                         lr_decay=0.8, decay_after=6, dropout=0.5, init_scale=0.05,
+                         sum_over_steps=True),
 }
 
 

@@ -58,3 +58,21 @@ def test_bad_results_file(tmp_path, capsys):
   assert accuracy.main(["--out", str(bad), "--resume", "--methods", "dense"]) == 2
   assert "lacks the columns" in capsys.readouterr().err
   assert bad.read_text() == "a,b\n1,2\n"
+
+
+def test_quantized_rows_quantize_the_dense_rows_model(tiny, tmp_path, monkeypatch):
+  out = str(tmp_path / "q.csv")
+  fits = []
+  real = train.fit_lm
+  monkeypatch.setattr(train, "fit_lm", lambda *a, **k: fits.append(a[2]) or real(*a, **k))
+  frame = accuracy.run(out, ["dense", "int8", "int4"], [4], preset="tiny",
+                       runs_dir=str(tmp_path / "runs"), verbose=0)
+  assert [getattr(m, "name", m) for m in fits] == ["dense"]  # no second dense training
+  rows = frame.set_index("method")
+  assert rows.loc["int8", "compression"] == 4.0 and rows.loc["int4", "compression"] == 8.0
+  # Per-channel scales and biases stay float32: on 16 units they weigh a lot.
+  assert 1.0 < rows.loc["int8", "lstm_compression"] < rows.loc["int4", "lstm_compression"] < 8.0
+  # The quantized models are the dense one rounded: close to it, not identical.
+  dense = rows.loc["dense", "valid_ppl"]
+  assert rows.loc["int8", "valid_ppl"] != dense
+  assert abs(rows.loc["int8", "valid_ppl"] / dense - 1) < 0.02

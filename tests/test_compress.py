@@ -36,7 +36,7 @@ def test_top_blocks_keeps_the_largest_blocks():
 
 
 def test_projection_is_the_nearest_kronecker_plus_residual(dense_path):
-  dense = compress.load_dense_model(str(dense_path))
+  dense = train.load_model_file(str(dense_path))
   full = compress.project_model(dense, compression=1.5)  # S keeps most of the residual
   cell, old = full.get_layer("lstm_0").cell, dense.get_layer("lstm_0").cell
   matrix = cell.doped_matrices["recurrent"]

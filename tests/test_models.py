@@ -17,8 +17,13 @@ def test_presets():
   medium = presets.get_preset("ptb-medium")
   assert (medium.layers, medium.units, medium.num_steps, medium.batch_size, medium.epochs,
           medium.dropout, medium.init_scale) == (2, 650, 35, 20, 39, 0.5, 0.05)
-  # SGD lr 1.0, x0.8 per epoch after epoch 6 (epochs counted from 0 here).
-  assert [round(medium.learning_rate_at(e), 4) for e in (0, 5, 6, 7)] == [1.0, 1.0, 0.8, 0.64]
+  # SGD lr 1.0, x0.8 per epoch after epoch 6 (epochs counted from 0 here), on the loss
+  # summed over 35 steps: Keras' per-token mean needs 35x the rate and 1/35 of the clip.
+  assert [round(medium.learning_rate_at(e) / 35, 4) for e in (0, 5, 6, 7)] == [1.0, 1.0, 0.8,
+                                                                                0.64]
+  assert medium.optimizer_clip_norm == pytest.approx(5.0 / 35)
+  small = presets.get_preset("ptb-small")
+  assert (small.learning_rate_at(0), small.optimizer_clip_norm) == (2e-3, 5.0)
   with pytest.raises(ValueError, match="unknown preset 'large'"):
     presets.get_preset("large")
   with pytest.raises(ValueError, match="unknown recipe fields"):
@@ -38,6 +43,7 @@ def test_method_compression_checks():
     models.get_method("svd")
   with pytest.raises(ValueError, match="int8 .* cannot reach 25x"):
     models.check_method_compression(models.get_method("int8"), 25)
+  assert models.check_method_compression(models.get_method("int4"), 8) == 8.0
   with pytest.raises(ValueError, match=">= 1"):
     models.check_method_compression(models.get_method("dkp"), 0.5)
 
@@ -48,9 +54,13 @@ def test_quantize_per_channel_error_bound():
   step = np.abs(kernel).max(axis=0) / 127
   assert np.all(np.abs(quantized - kernel) <= step / 2 + 1e-6)
   assert all(len(np.unique(quantized[:, j])) <= 255 for j in range(7))
+  four_bit = models.quantize_per_channel(kernel, bits=4)
+  assert np.all(np.abs(four_bit - kernel) <= np.abs(kernel).max(axis=0) / 7 / 2 + 1e-6)
+  assert all(len(np.unique(four_bit[:, j])) <= 15 for j in range(7))
 
 
-@pytest.mark.parametrize("method", ["dense", "small-dense", "prune", "int8", "kp", "lmf", "hmd",
+@pytest.mark.parametrize("method", ["dense", "small-dense", "prune", "int8", "int4", "kp", "lmf",
+                                    "hmd",
                                     "doped-lmf", "doped-hmd", "dkp-nocmr", "dkp", "dkp-cmr-row",
                                     "dkp-1x1"])
 def test_every_method_builds_and_is_counted_against_the_same_dense_stack(method):
@@ -62,6 +72,8 @@ def test_every_method_builds_and_is_counted_against_the_same_dense_stack(method)
     assert counts["lstm_compression"] == 1.0
   elif method == "int8":  # biases and per-channel scales stay float32
     assert 3.0 < counts["lstm_compression"] < 4.0
+  elif method == "int4":
+    assert 4.0 < counts["lstm_compression"] < 8.0  # scales and biases weigh on 24 units
   elif method == "kp":  # undoped KP keeps the highest-rank factors: smaller than asked
     assert counts["lstm_compression"] >= 4.0
   elif models.get_method(method).doped:  # S starts at zero: only the structure counts yet

@@ -180,3 +180,20 @@ def test_cli_trains_into_the_run_directory(tiny, tmp_path, capsys):
   assert metrics["epochs"] == 1 and metrics["method"] == "lmf"
   settings = json.loads((out / "run.json").read_text())["settings"]
   assert settings["recipe"]["epochs"] == 1 and settings["data"] == "embedded"
+
+
+def test_from_model_checks(tmp_path):
+  with pytest.raises(ValueError, match="--from-model applies to the quantization methods"):
+    train.train_run(str(tmp_path / "a"), "demo", method="dkp", base_model="x.keras")
+  not_a_model = tmp_path / "model.keras"
+  not_a_model.write_text("weights")
+  with pytest.raises(ValueError, match="not a readable Keras model"):
+    train.train_run(str(tmp_path / "b"), "demo", method="int8", base_model=str(not_a_model))
+  assert not_a_model.read_text() == "weights"
+  recipe = presets.get_preset("demo")
+  narrow = models.build_lm(train.load_corpus(None, recipe).vocab_size, recipe.replace(units=8),
+                           "dense", stateful=False)
+  narrow.save(str(tmp_path / "narrow.keras"))
+  with pytest.raises(ValueError, match="not the demo preset's dense LSTM stack"):
+    train.train_run(str(tmp_path / "c"), "demo", method="int4",
+                    base_model=str(tmp_path / "narrow.keras"))
