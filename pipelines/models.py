@@ -12,7 +12,9 @@
 * ``kp``, ``lmf``, ``hmd``: `DKPLSTM` with that structure and no S;
   ``doped-lmf``, ``doped-hmd``, ``dkp-nocmr``, ``dkp``: with S annealed
   (``dkp`` alone uses co-matrix dropout); ``dkp-cmr-row`` and ``dkp-1x1`` are
-  its ablations (CMR per output row; S in 1x1 instead of 1x4 blocks).
+  its ablations (CMR per output row; S in 1x1 instead of 1x4 blocks), and so
+  are the schedule variants ``dkp-anneal-30`` / ``-90`` (annealing window),
+  ``dkp-cmr-cosine`` (CMR decay) and ``dkp-cmr-0.8`` (CMR rate).
 
 The compression factor applies to the LSTM layers (weights and biases) and is
 counted by `dkp_keras.compression_report` for every method.
@@ -37,6 +39,11 @@ class Method:
   description: str = ""
   layer_options: tuple = ()  # (name, value) pairs for DKPLSTM: the ablations' variants
   bits: int | None = None  # post-training quantization of the dense model's LSTM kernels
+  recipe_options: tuple = ()  # (field, value) pairs replacing the recipe's: schedule ablations
+
+  def adapt(self, recipe):
+    """``recipe`` with this method's schedule changes (the same recipe for most methods)."""
+    return recipe.replace(**dict(self.recipe_options)) if self.recipe_options else recipe
 
   @property
   def quantized(self):
@@ -68,6 +75,18 @@ METHODS = {m.name: m for m in (
            description="DKP, CMR drops rows of S", layer_options=(("cmr_granularity", "row"),)),
     Method("dkp-1x1", "kronecker", doped=True, cmr=True, description="DKP, S in 1x1 blocks",
            layer_options=(("block_size", (1, 1)),)),
+    # Schedule ablations: S reaches its target after 30% of the steps (longer fine-tuning
+    # with the mask fixed) or 90%; CMR's rate decays along a cosine; CMR at 0.8.
+    Method("dkp-anneal-30", "kronecker", doped=True, cmr=True,
+           description="DKP, S annealed over the first 30% of the steps",
+           recipe_options=(("anneal_end", 0.3),)),
+    Method("dkp-anneal-90", "kronecker", doped=True, cmr=True,
+           description="DKP, S annealed over the first 90% of the steps",
+           recipe_options=(("anneal_end", 0.9),)),
+    Method("dkp-cmr-cosine", "kronecker", doped=True, cmr=True,
+           description="DKP, CMR rate decayed along a cosine", recipe_options=(("cmr_decay", "cosine"),)),
+    Method("dkp-cmr-0.8", "kronecker", doped=True, cmr=True, description="DKP, CMR from 0.8",
+           recipe_options=(("cmr", 0.8),)),
 )}
 
 

@@ -46,6 +46,7 @@ class Recipe:
   anneal_end: float = 0.6  # annealing window end, as a fraction of the training steps
   anneal_updates: int = 10  # mask updates per epoch
   cmr: float = 0.5
+  cmr_decay: str = "linear"  # how CMR's rate falls to 0 over the annealing window
   corpus_tokens: int = 200_000  # size of the embedded corpus when no --data is given
   # Zaremba et al.'s rate and clip apply to the loss summed over the time steps
   # (mean over the batch); Keras' loss is the mean per token, num_steps times smaller.

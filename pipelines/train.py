@@ -175,6 +175,7 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
   """
   import tf_keras as keras  # pylint: disable=import-outside-toplevel
   method = models.get_method(method) if isinstance(method, str) else method
+  recipe = method.adapt(recipe)
   strategy = strategy or make_strategy()
   # Stateful RNNs cannot run under tf.distribute: several replicas train on
   # independent windows (noted in the result).
@@ -214,7 +215,7 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
   if annealed:
     fit_callbacks.append(dkp.SparsityAnnealing())
   if method.cmr and recipe.cmr > 0:
-    fit_callbacks.append(dkp.CoMatrixDropout(rate=recipe.cmr))
+    fit_callbacks.append(dkp.CoMatrixDropout(rate=recipe.cmr, decay=recipe.cmr_decay))
   fit_callbacks.append(Perplexity(corpus.valid, recipe.batch_size, recipe.num_steps))
   if run_dir:
     # After SparsityAnnealing: the checkpoint holds the weights it re-masks at epoch end.
@@ -377,8 +378,8 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=25.0,
   ``base_model`` (quantization methods only) is a trained dense model file of
   the same preset: it is quantized instead of training a dense model again.
   """
-  recipe = presets.get_preset(preset)
   method = models.get_method(method)
+  recipe = method.adapt(presets.get_preset(preset))  # before the overrides below
   compression = method.fixed_compression or compression
   models.check_method_compression(method, compression)
   if base_model is not None and not method.quantized:

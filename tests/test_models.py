@@ -59,10 +59,7 @@ def test_quantize_per_channel_error_bound():
   assert all(len(np.unique(four_bit[:, j])) <= 15 for j in range(7))
 
 
-@pytest.mark.parametrize("method", ["dense", "small-dense", "prune", "int8", "int4", "kp", "lmf",
-                                    "hmd",
-                                    "doped-lmf", "doped-hmd", "dkp-nocmr", "dkp", "dkp-cmr-row",
-                                    "dkp-1x1"])
+@pytest.mark.parametrize("method", list(models.METHODS))
 def test_every_method_builds_and_is_counted_against_the_same_dense_stack(method):
   compression = 4.0 if method != "dense" else 1.0
   model = models.build_lm(50, RECIPE, method, compression, stateful=False)
@@ -80,6 +77,14 @@ def test_every_method_builds_and_is_counted_against_the_same_dense_stack(method)
     assert counts["lstm_compression"] > 4.0
   elif method in ("lmf", "hmd", "small-dense"):
     assert counts["lstm_compression"] == pytest.approx(4.0, rel=0.25)
+
+
+def test_schedule_ablations_change_only_their_fields():
+  base = presets.get_preset("ptb-small")
+  assert models.get_method("dkp").adapt(base) is base
+  assert models.get_method("dkp-anneal-30").adapt(base) == base.replace(anneal_end=0.3)
+  assert models.get_method("dkp-cmr-cosine").adapt(base) == base.replace(cmr_decay="cosine")
+  assert models.get_method("dkp-cmr-0.8").adapt(base).cmr == 0.8
 
 
 def test_pruned_lstm_counts_its_nonzeros():

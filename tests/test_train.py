@@ -197,3 +197,10 @@ def test_from_model_checks(tmp_path):
   with pytest.raises(ValueError, match="not the demo preset's dense LSTM stack"):
     train.train_run(str(tmp_path / "c"), "demo", method="int4",
                     base_model=str(tmp_path / "narrow.keras"))
+
+
+def test_schedule_ablation_methods_train_with_their_recipe(tiny):
+  corpus = train.load_corpus(None, TINY)
+  result = train.fit_lm(corpus, TINY.replace(epochs=1), "dkp-anneal-30", 4.0, verbose=0)
+  assert result["annealing_end_step"] == round(result["steps_per_epoch"] * 0.3)
+  assert result["history"]["cmr_rate"][-1] == 0.0  # CMR ends with the annealing window
