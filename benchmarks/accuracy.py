@@ -166,10 +166,36 @@ def render(csv_path):
     lines.append(f"| {row.method} | {row.compression:g}x | {row.lstm_compression:.1f}x | "
                  f"{row.valid_ppl:.2f} | {row.test_ppl:.2f} | {change} | {paper} | "
                  f"{row.seeds} | {row.epochs} | {row.wall_s / 60:.1f} |")
+  lines += target_lines(summary)
   commits = sorted(set(frame["commit"].astype(str)))
   lines += ["", f"Commits: {', '.join(commits)}. Source: `{os.path.basename(csv_path)}`.", ""]
   files.write_atomic(stem + ".md", "\n".join(lines))
   _plot(stem + ".png", summary, dense_by_epochs)
+
+
+# The issue's targets: (what, method, factor, against, its factor, bound on the test ratio).
+TARGETS = (("DKP 25x vs dense", "dkp", 25, "dense", 1, "<=", 1.01),
+           ("DKP 25x vs pruning 25x", "dkp", 25, "prune", 25, "<=", 0.92),
+           ("DKP 25x vs LMF 25x", "dkp", 25, "lmf", 25, "<=", 0.92),
+           ("DKP 50x vs dense", "dkp", 50, "dense", 1, "<=", 1.03))
+
+
+def target_lines(summary):
+  """One line per target whose two rows share a budget: the measured ratio, met or missed."""
+  lines = []
+  ppl = {(r.method, float(r.compression), r.epochs): r.test_ppl for r in summary.itertuples()}
+  for epochs in sorted(summary["epochs"].unique()):
+    for what, method, factor, other, other_factor, _, bound in TARGETS:
+      ours, theirs = ppl.get((method, factor, epochs)), ppl.get((other, other_factor, epochs))
+      if ours is None or theirs is None:
+        continue
+      ratio = ours / theirs
+      verdict = "met" if ratio <= bound else "**missed**"
+      lines.append(f"- {what} ({epochs} epochs): test perplexity {100 * (ratio - 1):+.1f}% "
+                   f"(target {100 * (bound - 1):+.0f}% or lower): {verdict}")
+  note = ("Each against the dense model of the same budget: where that model is undertrained, "
+          "\"met\" says little about the converged targets.")
+  return ["", "Targets (issue 7). " + note, ""] + lines if lines else []
 
 
 def _plot(path, summary, dense_by_epochs):
