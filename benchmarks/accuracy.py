@@ -229,7 +229,6 @@ def main(argv=None):
   parser.add_argument("--resume", action="store_true", help="skip rows already in --out")
   parser.add_argument("--quiet", action="store_true")
   args = parser.parse_args(argv)
-  train.configure_threads()
   try:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     compressions = [float(c) for c in args.compressions.split(",")]

@@ -59,23 +59,6 @@ def make_strategy(name="default"):
   raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
 
 
-def configure_threads():
-  """One inter-op thread, intra-op threads on every usable core (before TF starts running).
-
-  TF's default gives independent ops a pool of their own that competes with the
-  matmul threads on a small machine: measured on 2 cores, a third of a
-  ptb-small dense epoch took 120 s this way against 145 s by default (DKP 140
-  against 148), with identical results. Not for tf.distribute strategies, whose
-  replicas need ops to run side by side.
-  """
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  try:
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    tf.config.threading.set_intra_op_parallelism_threads(len(os.sched_getaffinity(0)))
-  except RuntimeError:  # TF already ran something: its pools are fixed
-    pass
-
-
 def evaluate_perplexity(model, ids, batch_size, num_steps):
   """Per-word perplexity of ``ids``: states carried across consecutive windows.
 
@@ -448,8 +431,6 @@ def main(argv=None):
   parser.add_argument("--quiet", action="store_true", help="no progress bars")
   args = parser.parse_args(argv)
   out = args.out or f"runs/{args.preset}-{args.structure}-{args.compression:g}x"
-  if args.strategy == "default":
-    configure_threads()
   try:
     metrics = train_run(out, args.preset, args.data, args.structure, args.compression, args.cmr,
                         args.epochs, args.seed, args.strategy, args.resume, args.force,
