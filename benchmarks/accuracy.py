@@ -111,15 +111,20 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
       continue
     run_dir = _run_dir(runs_dir, method, compression, seed, epochs)
     resuming = os.path.exists(os.path.join(run_dir, "run.json"))
-    base_model = None
-    if models.get_method(method).quantized:
-      # Quantize the dense row's trained model rather than training it again.
-      dense_model = os.path.join(_run_dir(runs_dir, "dense", 1.0, seed, epochs), "model.keras")
-      base_model = dense_model if os.path.exists(dense_model) else None
     if verbose:
       print(f"== {method} at {compression:g}x, seed {seed}"
             f"{' (resuming)' if resuming else ''}", flush=True)
     start = time.perf_counter()
+    base_model = None
+    if models.get_method(method).quantized:
+      # Quantize the dense row's trained model rather than training another; when it is
+      # gone (run directories are scratch), train it again into the dense row's directory.
+      dense_dir = _run_dir(runs_dir, "dense", 1.0, seed, epochs)
+      base_model = os.path.join(dense_dir, "model.keras")
+      if not os.path.exists(base_model):
+        train.train_run(dense_dir, preset, data_dir, "dense", 1.0, seed=seed, epochs=epochs,
+                        resume=os.path.exists(os.path.join(dense_dir, "run.json")),
+                        verbose=2 if verbose else 0)
     metrics = train.train_run(run_dir, preset, data_dir, method, compression, seed=seed,
                               epochs=epochs, resume=resuming, verbose=2 if verbose else 0,
                               base_model=base_model)

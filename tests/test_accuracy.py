@@ -1,5 +1,7 @@
 """The accuracy runner's bookkeeping on a tiny corpus (no accuracy thresholds)."""
 
+import shutil
+
 import pandas as pd
 import pytest
 
@@ -76,6 +78,12 @@ def test_quantized_rows_quantize_the_dense_rows_model(tiny, tmp_path, monkeypatc
   dense = rows.loc["dense", "valid_ppl"]
   assert rows.loc["int8", "valid_ppl"] != dense
   assert abs(rows.loc["int8", "valid_ppl"] / dense - 1) < 0.02
+  # Run directories are scratch: without the dense model it is trained again, once.
+  shutil.rmtree(tmp_path / "runs" / "dense-1x-seed0-1ep")
+  fits.clear()
+  accuracy.run(str(tmp_path / "q2.csv"), ["int8", "int4"], [4], preset="tiny",
+               runs_dir=str(tmp_path / "runs"), verbose=0)
+  assert [getattr(m, "name", m) for m in fits] == ["dense"]
 
 
 def test_target_lines():
