@@ -125,14 +125,20 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
         train.train_run(dense_dir, preset, data_dir, "dense", 1.0, seed=seed, epochs=epochs,
                         resume=os.path.exists(os.path.join(dense_dir, "run.json")),
                         verbose=2 if verbose else 0)
+    finished = os.path.exists(os.path.join(run_dir, "metrics.json"))
     metrics = train.train_run(run_dir, preset, data_dir, method, compression, seed=seed,
                               epochs=epochs, resume=resuming, verbose=2 if verbose else 0,
                               base_model=base_model)
+    wall_s = time.perf_counter() - start
+    if finished:  # trained by an earlier invocation: its training time is all we know
+      wall_s = metrics["train_seconds"]
+    else:  # a resumed run adds the epochs its killed invocations trained
+      wall_s += metrics.get("earlier_train_seconds", 0.0)
     row = {"method": method, "compression": compression, "seed": seed,
            "valid_ppl": metrics["valid_perplexity"], "test_ppl": metrics["test_perplexity"],
            "params": metrics["lstm_params"], "model_bytes": metrics["model_bytes"],
            "lstm_compression": metrics["lstm_compression"], "epochs": epochs, "preset": preset,
-           "commit": commit, "wall_s": round(time.perf_counter() - start, 1)}
+           "commit": commit, "wall_s": round(wall_s, 1)}
     frame = pd.concat([frame, pd.DataFrame([row])], ignore_index=True)
     buffer = io.StringIO()
     frame[COLUMNS].to_csv(buffer, index=False, float_format="%.6g")

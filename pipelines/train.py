@@ -32,7 +32,9 @@ from pipelines import presets
 from tflite_ops import files
 
 STRATEGIES = ("default", "mirrored", "multiworker")
-RUN_FILES = ("run.json", "vocab.json", "model.keras", "metrics.json", "backup", "logs")
+CLOCK_FILE = "train_clock.json"  # training seconds so far, for resumed runs
+RUN_FILES = ("run.json", "vocab.json", "model.keras", "metrics.json", "backup", "logs",
+             CLOCK_FILE)
 
 
 def load_corpus(data_dir=None, recipe=None, seed=0):
@@ -121,7 +123,30 @@ def _callbacks_module():
       for index, generator in enumerate(random_generators(self.model)):
         generator.reset_from_seed(self.seed * 1_000_003 + epoch * 10_007 + index)
 
-  return ResetStates, Perplexity, Reseed
+  class TrainClock(keras.callbacks.Callback):
+    """Training seconds summed over the invocations of a resumed run.
+
+    The sum is saved after every epoch (beside the epoch's checkpoint), so a
+    killed run's row reports what training cost in all, not the last leg.
+    """
+
+    def __init__(self, path):
+      super().__init__()
+      self.path, self.earlier_seconds, self.seconds, self._start = path, 0.0, 0.0, None
+
+    def on_train_begin(self, logs=None):
+      if self.path and os.path.exists(self.path):
+        with open(self.path, encoding="utf-8") as f:
+          self.earlier_seconds = float(json.load(f)["train_seconds"])
+      self.seconds, self._start = self.earlier_seconds, time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+      self.seconds = self.earlier_seconds + time.perf_counter() - self._start
+      if self.path:
+        files.write_json_atomic(self.path, {"train_seconds": self.seconds,
+                                            "epochs_done": epoch + 1})
+
+  return ResetStates, Perplexity, Reseed, TrainClock
 
 
 def random_generators(model):
@@ -171,7 +196,7 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
   steps_per_epoch = len(x) // recipe.batch_size
   end_step = max(1, round(steps_per_epoch * recipe.epochs * recipe.anneal_end))
   frequency = max(1, steps_per_epoch // recipe.anneal_updates)
-  ResetStates, Perplexity, Reseed = _callbacks_module()
+  ResetStates, Perplexity, Reseed, TrainClock = _callbacks_module()
   with strategy.scope():
     if initial_model is None:
       model = models.build_lm(corpus.vocab_size, recipe, method, compression,
@@ -205,18 +230,22 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
     fit_callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")))
     fit_callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
                                                      update_freq="epoch"))
+  # After BackupAndRestore: the seconds saved belong to a saved epoch.
+  clock = TrainClock(os.path.join(run_dir, CLOCK_FILE) if run_dir else None)
+  fit_callbacks.append(clock)
   fit_callbacks.extend(callbacks)
   start = time.perf_counter()
   history = model.fit(x, y, batch_size=recipe.batch_size, epochs=recipe.epochs, shuffle=False,
                       verbose=verbose, callbacks=fit_callbacks)
-  train_seconds = time.perf_counter() - start
+  train_seconds = clock.earlier_seconds + time.perf_counter() - start
   if annealed:
     with strategy.scope():  # the final re-mask assigns mirrored variables
       model = dkp.finalize(model)
   if method.quantized:
     models.quantize_lstm_weights(model, bits=method.bits)
   _compile(model, recipe)
-  result = {"model": model, "train_seconds": train_seconds, "carry_state": carry_state,
+  result = {"model": model, "train_seconds": train_seconds,
+            "earlier_train_seconds": clock.earlier_seconds, "carry_state": carry_state,
             "steps_per_epoch": steps_per_epoch, "annealing_end_step": end_step,
             "history": {k: [float(v) for v in values] for k, values in history.history.items()}}
   for split in ("valid", "test"):
@@ -401,11 +430,16 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=25.0,
   metrics = {"method": method.name, "preset": preset, "compression": float(compression),
              "seed": int(seed), "valid_perplexity": result["valid_perplexity"],
              "test_perplexity": result["test_perplexity"],
-             "train_seconds": result["train_seconds"], "epochs": recipe.epochs,
+             "train_seconds": result["train_seconds"],
+             # Spent by earlier, killed invocations of this run (0 when it ran in one go).
+             "earlier_train_seconds": result.get("earlier_train_seconds", 0.0),
+             "epochs": recipe.epochs,
              "carry_state": result["carry_state"], "history": result["history"],
              **lstm_compression(model, recipe, method)}
   files.write_json_atomic(os.path.join(out, "metrics.json"), metrics)
   shutil.rmtree(os.path.join(out, "backup"), ignore_errors=True)
+  if os.path.exists(os.path.join(out, CLOCK_FILE)):
+    os.remove(os.path.join(out, CLOCK_FILE))
   return metrics
 
 

@@ -1,5 +1,6 @@
 """The accuracy runner's bookkeeping on a tiny corpus (no accuracy thresholds)."""
 
+import json
 import shutil
 
 import pandas as pd
@@ -52,6 +53,23 @@ def test_runner_csv_resume_and_render(tiny, tmp_path, monkeypatch):
   frame = accuracy.run(out, ["dense", "dkp", "kp"], [4], resume=True, **options)
   assert [c[3] for c in calls] == ["kp"]  # finished rows skipped
   assert len(frame) == 5 and len(pd.read_csv(out)) == 5
+
+
+def test_wall_time_counts_killed_legs_and_finished_runs(tiny, tmp_path, monkeypatch):
+  options = dict(preset="tiny", runs_dir=str(tmp_path / "runs"), verbose=0)
+  real = train.train_run
+
+  def resumed_after_a_kill(*args, **kwargs):
+    return {**real(*args, **kwargs), "earlier_train_seconds": 1000.0}
+
+  monkeypatch.setattr(train, "train_run", resumed_after_a_kill)
+  first = accuracy.run(str(tmp_path / "a.csv"), ["dense"], [4], **options)
+  assert 1000.0 < first["wall_s"][0] < 1000.0 + 600
+  # A run that finished before its row was written reports its training time.
+  monkeypatch.setattr(train, "train_run", real)
+  again = accuracy.run(str(tmp_path / "b.csv"), ["dense"], [4], **options)
+  trained = json.loads((tmp_path / "runs" / "dense-1x-seed0-1ep" / "metrics.json").read_text())
+  assert again["wall_s"][0] == pytest.approx(trained["train_seconds"], abs=0.1)
 
 
 def test_bad_results_file(tmp_path, capsys):

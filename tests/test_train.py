@@ -43,7 +43,14 @@ def test_resumed_run_equals_uninterrupted(tiny, tmp_path):
   with pytest.raises(KeyboardInterrupt):
     train.train_run(str(tmp_path / "killed"), callbacks=[Interrupt(1)], **options)
   assert not (tmp_path / "killed" / "model.keras").exists()
+  clock = json.loads((tmp_path / "killed" / train.CLOCK_FILE).read_text())
+  assert clock["epochs_done"] == 2 and clock["train_seconds"] > 0
   resumed = train.train_run(str(tmp_path / "killed"), resume=True, **options)
+  # Training time adds up over the kill: the killed leg's seconds are kept.
+  assert whole["earlier_train_seconds"] == 0.0
+  assert resumed["earlier_train_seconds"] == pytest.approx(clock["train_seconds"])
+  assert resumed["train_seconds"] > clock["train_seconds"]
+  assert not (tmp_path / "killed" / train.CLOCK_FILE).exists()
   # Dropout, CMR draws, annealing masks, optimizer and LSTM states all continue.
   assert resumed["test_perplexity"] == pytest.approx(whole["test_perplexity"], rel=1e-6)
   assert resumed["valid_perplexity"] == pytest.approx(whole["valid_perplexity"], rel=1e-6)
