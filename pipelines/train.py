@@ -132,18 +132,20 @@ def _callbacks_module():
 
     def __init__(self, path):
       super().__init__()
-      self.path, self.earlier_seconds, self.seconds, self._start = path, 0.0, 0.0, None
+      self.path, self.earlier_seconds, self._start = path, 0.0, None
 
     def on_train_begin(self, logs=None):
       if self.path and os.path.exists(self.path):
-        with open(self.path, encoding="utf-8") as f:
-          self.earlier_seconds = float(json.load(f)["train_seconds"])
-      self.seconds, self._start = self.earlier_seconds, time.perf_counter()
+        self.earlier_seconds = float(_read_json(self.path)["train_seconds"])
+      self._start = time.perf_counter()
+
+    def seconds(self):
+      """Training seconds so far, earlier invocations included."""
+      return self.earlier_seconds + time.perf_counter() - self._start
 
     def on_epoch_end(self, epoch, logs=None):
-      self.seconds = self.earlier_seconds + time.perf_counter() - self._start
       if self.path:
-        files.write_json_atomic(self.path, {"train_seconds": self.seconds,
+        files.write_json_atomic(self.path, {"train_seconds": self.seconds(),
                                             "epochs_done": epoch + 1})
 
   return ResetStates, Perplexity, Reseed, TrainClock
@@ -234,10 +236,9 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
   clock = TrainClock(os.path.join(run_dir, CLOCK_FILE) if run_dir else None)
   fit_callbacks.append(clock)
   fit_callbacks.extend(callbacks)
-  start = time.perf_counter()
   history = model.fit(x, y, batch_size=recipe.batch_size, epochs=recipe.epochs, shuffle=False,
                       verbose=verbose, callbacks=fit_callbacks)
-  train_seconds = clock.earlier_seconds + time.perf_counter() - start
+  train_seconds = clock.seconds()
   if annealed:
     with strategy.scope():  # the final re-mask assigns mirrored variables
       model = dkp.finalize(model)
