@@ -10,10 +10,13 @@ run resumes from its last epoch), and appends a row with ``method``,
 ``compression`` (asked), ``lstm_compression`` (measured on the LSTM layers by
 `compression_report`, against the same dense stack for every method),
 ``seed``, ``valid_ppl``, ``test_ppl``, ``params``, ``model_bytes``,
-``epochs``, ``preset``, ``commit`` and ``wall_s``. ``dense`` runs once (1x)
+``epochs``, ``preset``, ``recipe`` (a fingerprint of the preset's recipe at that
+budget), ``commit`` and ``wall_s``. ``dense`` runs once (1x)
 and ``int8`` / ``int4`` once at their own factor (4x / 8x by bytes), by
 quantizing the dense row's trained model when it is there. ``--resume`` skips rows
-already in the CSV. After every row the CSV is rendered to a Markdown table
+already in the CSV; it refuses a CSV whose rows of the same preset and budget
+were trained with another recipe (the preset changed since), so old and new
+rows never share a table. After every row the CSV is rendered to a Markdown table
 beside it (``<out>.md``, the papers' numbers beside ours) and a Pareto plot
 (``<out>.png``, test perplexity against compression).
 """
@@ -21,7 +24,9 @@ beside it (``<out>.md``, the papers' numbers beside ours) and a Pareto plot
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -35,8 +40,9 @@ from pipelines import train
 from tflite_ops import files
 
 COLUMNS = ["method", "compression", "seed", "valid_ppl", "test_ppl", "params", "model_bytes",
-           "lstm_compression", "epochs", "preset", "commit", "wall_s"]
-KEY = ["method", "compression", "seed", "preset", "epochs"]
+           "lstm_compression", "epochs", "preset", "recipe", "commit", "wall_s"]
+# Rows written before the recipe was recorded; they are taken as the current recipe's.
+UNRECORDED = "unrecorded"
 # Test perplexity of the 2x650 PTB LSTM in the doping papers (dense 82.04): method ->
 # (compression, perplexity); 4-bit quantization is their 8x point, the rest 25x.
 PAPER = {"dense": (1, 82.04), "dkp": (25, 83.24), "prune": (25, 85.14), "hmd": (25, 105.43),
@@ -58,6 +64,12 @@ def git_commit():
   return commit + ("-dirty" if dirty else "")
 
 
+def recipe_id(recipe):
+  """A short fingerprint of a recipe: rows with different ones are different experiments."""
+  text = json.dumps(recipe.to_dict(), sort_keys=True)
+  return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
 def plan_rows(methods, compressions, seeds):
   """(method, compression, seed) to run: dense at 1x, int8/int4 at their factor, others at each."""
   rows = []
@@ -74,9 +86,11 @@ def read_results(path):
   if not os.path.exists(path):
     return pd.DataFrame(columns=COLUMNS)
   try:
-    frame = pd.read_csv(path)
+    frame = pd.read_csv(path, dtype={"recipe": str, "commit": str})
   except (ValueError, pd.errors.ParserError) as error:
     raise ValueError(f"{path} is not a results CSV: {error}") from error
+  if "recipe" not in frame.columns and len(frame.columns):
+    frame.insert(min(len(frame.columns), COLUMNS.index("recipe")), "recipe", UNRECORDED)
   missing = [c for c in COLUMNS if c not in frame.columns]
   if missing:
     raise ValueError(f"{path} lacks the columns {missing}; not an accuracy results file")
@@ -91,6 +105,18 @@ def _done(frame, method, compression, seed, preset, epochs):
   return bool(match.any())
 
 
+def check_recipe(frame, path, preset, epochs, recipe):
+  """Refuses to add rows beside rows of the same preset and budget from another recipe."""
+  if frame.empty:
+    return
+  same_budget = frame[(frame["preset"] == preset) & (frame["epochs"] == epochs)]
+  others = sorted(set(same_budget["recipe"].astype(str)) - {recipe, UNRECORDED})
+  if others:
+    raise ValueError(f"{path} holds {preset} rows at {epochs} epochs trained with another recipe "
+                     f"({', '.join(others)}; the preset is now {recipe}): the preset changed "
+                     f"since; write to a new --out")
+
+
 def _run_dir(runs_dir, method, compression, seed, epochs):
   return os.path.join(runs_dir, f"{method}-{compression:g}x-seed{seed}-{epochs}ep")
 
@@ -101,9 +127,11 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
   from pipelines import presets  # pylint: disable=import-outside-toplevel
   recipe = presets.get_preset(preset)
   epochs = int(epochs or recipe.epochs)
+  recipe_key = recipe_id(recipe.replace(epochs=epochs))
   if os.path.exists(out) and not resume:
     raise ValueError(f"{out} exists; pass --resume to add rows to it, or choose another --out")
   frame = read_results(out)
+  check_recipe(frame, out, preset, epochs, recipe_key)
   runs_dir = runs_dir or os.path.join("runs", "accuracy", preset)
   commit = git_commit()
   for method, compression, seed in plan_rows(methods, compressions, seeds):
@@ -138,7 +166,7 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
            "valid_ppl": metrics["valid_perplexity"], "test_ppl": metrics["test_perplexity"],
            "params": metrics["lstm_params"], "model_bytes": metrics["model_bytes"],
            "lstm_compression": metrics["lstm_compression"], "epochs": epochs, "preset": preset,
-           "commit": commit, "wall_s": round(wall_s, 1)}
+           "recipe": recipe_key, "commit": commit, "wall_s": round(wall_s, 1)}
     frame = pd.concat([frame, pd.DataFrame([row])], ignore_index=True)
     buffer = io.StringIO()
     frame[COLUMNS].to_csv(buffer, index=False, float_format="%.6g")
@@ -179,7 +207,9 @@ def render(csv_path):
                  f"{row.seeds} | {row.epochs} | {row.wall_s / 60:.1f} |")
   lines += target_lines(summary)
   commits = sorted(set(frame["commit"].astype(str)))
-  lines += ["", f"Commits: {', '.join(commits)}. Source: `{os.path.basename(csv_path)}`.", ""]
+  recipes = sorted(set(frame["recipe"].astype(str)))
+  lines += ["", f"Commits: {', '.join(commits)}. Recipes (`accuracy.recipe_id` of the preset at "
+            f"each budget): {', '.join(recipes)}. Source: `{os.path.basename(csv_path)}`.", ""]
   files.write_atomic(stem + ".md", "\n".join(lines))
   _plot(stem + ".png", summary, dense_by_epochs)
 

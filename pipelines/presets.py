@@ -26,7 +26,11 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-  """Everything that decides how a language model is built and trained."""
+  """Everything that decides how a language model is built and trained.
+
+  `benchmarks.accuracy.recipe_id` fingerprints ``to_dict()``: a new field changes
+  every fingerprint, so results CSVs then need their ``recipe`` column re-stamped.
+  """
   name: str
   layers: int = 2
   units: int = 200

@@ -72,6 +72,42 @@ def test_wall_time_counts_killed_legs_and_finished_runs(tiny, tmp_path, monkeypa
   assert again["wall_s"][0] == pytest.approx(trained["train_seconds"], abs=0.1)
 
 
+def test_rows_record_the_recipe_and_a_changed_preset_is_refused(tiny, tmp_path, monkeypatch):
+  out = tmp_path / "r.csv"
+  options = dict(preset="tiny", runs_dir=str(tmp_path / "runs"), verbose=0)
+  frame = accuracy.run(str(out), ["dense"], [4], **options)
+  assert frame["recipe"].tolist() == [accuracy.recipe_id(TINY)]
+  assert accuracy.recipe_id(TINY.replace(epochs=2)) != accuracy.recipe_id(TINY)
+  # The preset changed since: resuming would mix two experiments in one table.
+  monkeypatch.setitem(presets.PRESETS, "tiny", TINY.replace(dropout=0.3))
+  before = out.read_bytes()
+  with pytest.raises(ValueError, match="another recipe .* write to a new --out"):
+    accuracy.run(str(out), ["dense", "dkp"], [4], resume=True, **options)
+  assert out.read_bytes() == before
+
+
+def test_results_without_a_recipe_column_still_resume(tiny, tmp_path, monkeypatch):
+  out = tmp_path / "old.csv"
+  options = dict(preset="tiny", runs_dir=str(tmp_path / "runs"), verbose=0)
+  accuracy.run(str(out), ["dense"], [4], **options)
+  pd.read_csv(out).drop(columns=["recipe"]).to_csv(out, index=False)  # as written before
+  assert accuracy.read_results(str(out))["recipe"].tolist() == [accuracy.UNRECORDED]
+  calls = []
+  monkeypatch.setattr(train, "train_run", lambda *a, **k: calls.append(a))
+  frame = accuracy.run(str(out), ["dense"], [4], resume=True, **options)
+  assert not calls and len(frame) == 1
+
+
+def test_check_recipe_compares_rows_of_the_same_preset_and_budget():
+  frame = pd.DataFrame({"preset": ["p", "p", "p", "q"], "epochs": [1, 2, 1, 1],
+                        "recipe": ["a", "b", accuracy.UNRECORDED, "c"]})
+  accuracy.check_recipe(frame, "x.csv", "p", 1, "a")  # unrecorded rows are not evidence
+  accuracy.check_recipe(frame, "x.csv", "p", 3, "z")  # a new budget
+  accuracy.check_recipe(frame, "x.csv", "r", 1, "z")  # a new preset
+  with pytest.raises(ValueError, match="x.csv holds p rows at 2 epochs .*another recipe \\(b;"):
+    accuracy.check_recipe(frame, "x.csv", "p", 2, "a")
+
+
 def test_bad_results_file(tmp_path, capsys):
   bad = tmp_path / "notes.csv"
   bad.write_text("a,b\n1,2\n")
