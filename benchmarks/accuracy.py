@@ -242,10 +242,15 @@ def target_lines(summary):
 def _plot(path, summary, dense_by_epochs):
   fig, ax = figures.pyplot().subplots(figsize=(7, 4.5))
   several = summary["epochs"].nunique() > 1
-  for (method, epochs), group in summary.groupby(["method", "epochs"], sort=False):
+  # A dozen methods outrun matplotlib's 10 default colours: 20 colours and 5 markers keep
+  # every series distinct.
+  colors = figures.pyplot().get_cmap("tab20").colors
+  groups = summary.groupby(["method", "epochs"], sort=False)
+  for index, ((method, epochs), group) in enumerate(groups):
     group = group.sort_values("lstm_compression")
     label = f"{method} ({epochs} ep)" if several else method
-    ax.plot(group["lstm_compression"], group["test_ppl"], marker="o", label=label)
+    ax.plot(group["lstm_compression"], group["test_ppl"], marker="os^Dv"[index % 5],
+            color=colors[index % len(colors)], label=label)
   for dense_ppl in dense_by_epochs:
     ax.axhline(dense_ppl, color="gray", linestyle="--", linewidth=1)
   ax.set_xscale("log")
