@@ -89,8 +89,8 @@ def read_results(path):
     frame = pd.read_csv(path, dtype={"recipe": str, "commit": str})
   except (ValueError, pd.errors.ParserError) as error:
     raise ValueError(f"{path} is not a results CSV: {error}") from error
-  if "recipe" not in frame.columns and len(frame.columns):
-    frame.insert(min(len(frame.columns), COLUMNS.index("recipe")), "recipe", UNRECORDED)
+  if "recipe" not in frame.columns:  # column order does not matter: rows are written by COLUMNS
+    frame["recipe"] = UNRECORDED
   missing = [c for c in COLUMNS if c not in frame.columns]
   if missing:
     raise ValueError(f"{path} lacks the columns {missing}; not an accuracy results file")
@@ -107,8 +107,6 @@ def _done(frame, method, compression, seed, preset, epochs):
 
 def check_recipe(frame, path, preset, epochs, recipe):
   """Refuses to add rows beside rows of the same preset and budget from another recipe."""
-  if frame.empty:
-    return
   same_budget = frame[(frame["preset"] == preset) & (frame["epochs"] == epochs)]
   others = sorted(set(same_budget["recipe"].astype(str)) - {recipe, UNRECORDED})
   if others:
@@ -240,11 +238,12 @@ def target_lines(summary):
 
 
 def _plot(path, summary, dense_by_epochs):
-  fig, ax = figures.pyplot().subplots(figsize=(7, 4.5))
+  plt = figures.pyplot()
+  fig, ax = plt.subplots(figsize=(7, 4.5))
   several = summary["epochs"].nunique() > 1
   # A dozen methods outrun matplotlib's 10 default colours: 20 colours and 5 markers keep
   # every series distinct.
-  colors = figures.pyplot().get_cmap("tab20").colors
+  colors = plt.get_cmap("tab20").colors
   groups = summary.groupby(["method", "epochs"], sort=False)
   for index, ((method, epochs), group) in enumerate(groups):
     group = group.sort_values("lstm_compression")
