@@ -1,7 +1,7 @@
 """Training-step time of the DKP language model against its dense twin.
 
 The Zaremba-medium PTB model (Embedding -> 2 x LSTM(650) -> Dense(10000), batch
-20, 35 steps, SGD with clipnorm 5) is built as four models with the same
+20, 35 steps, SGD with clipnorm 5) is built as five models with the same
 hyper-parameters and seed:
 
 - ``dense``: Keras LSTM layers and a Dense output (the baseline);
@@ -9,7 +9,9 @@ hyper-parameters and seed:
   Dense, so the ratio isolates the LSTM layers);
 - ``dkp_all``: as ``dkp`` with a `dkp.DopedDense` output layer too;
 - ``dkp_annealing``: ``dkp`` wrapped by `dkp.prepare_for_annealing`, as it
-  trains in practice (tfmot adds the mask ops to every step).
+  trains in practice (tfmot adds the mask ops to every step);
+- ``dkp_preconditioned``: ``dkp`` with ``precondition_factors=True`` (scaled
+  factor gradients, what the SGD recipe ``ptb-medium`` trains with).
 
 Every model is timed the same way: blocks of ``--block`` `train_on_batch`
 calls on one fixed (batch, steps) batch of random token ids. After an untimed
@@ -40,7 +42,7 @@ import tf_keras as keras  # noqa: E402  pylint: disable=wrong-import-order
 
 from benchmarks import common  # noqa: E402
 
-MODELS = ("dense", "dkp", "dkp_all", "dkp_annealing")
+MODELS = ("dense", "dkp", "dkp_all", "dkp_annealing", "dkp_preconditioned")
 
 DEFAULTS = {
     "units": 650,
@@ -73,7 +75,8 @@ def build_model(kind, units, layers, vocab, steps, compression, seed=0):
     if kind == "dense":
       x = keras.layers.LSTM(units, return_sequences=True, name=f"lstm_{i}")(x)
     else:
-      x = dkp.DKPLSTM(units, compression=compression, return_sequences=True, name=f"lstm_{i}")(x)
+      x = dkp.DKPLSTM(units, compression=compression, return_sequences=True, name=f"lstm_{i}",
+                      precondition_factors=kind == "dkp_preconditioned")(x)
   if kind == "dkp_all":
     logits = dkp.DopedDense(vocab, compression=compression, name="output")(x)
   else:

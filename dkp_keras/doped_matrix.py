@@ -15,6 +15,7 @@ import tf_keras as keras
 from tensorflow_model_optimization.sparsity.keras import PrunableLayer
 
 from dkp_keras import cmr
+from dkp_keras import preconditioning
 from dkp_keras import structures
 
 
@@ -55,11 +56,14 @@ class DopedMatrix:
 
   ``matmul(x)`` computes ``x @ Wᵀ`` (Keras ``x @ kernel``) without forming the
   structure densely; `dense_kernel()` rebuilds the [n, m] kernel for checks.
+  With ``precondition_factors`` the structure's factors get scaled gradients
+  (`dkp_keras.preconditioning`), for plain SGD.
   """
 
   def __init__(self, layer, prefix, plan, initializer, doping_initializer, regularizer=None,
-               constraint=None):
+               constraint=None, precondition_factors=False):
     self.plan = plan
+    self.precondition_factors = bool(precondition_factors)
     structure = plan.structure
     m, n = structure.m, structure.n
 
@@ -86,7 +90,10 @@ class DopedMatrix:
 
   def matmul(self, x, doping_kernel=None):
     """``x @ Wᵀ`` for a 2-D ``x``; ``doping_kernel`` replaces S (e.g. CMR-masked)."""
-    y = self.structure.matmul(x, self.weights, ops=tf)
+    weights = self.weights
+    if self.precondition_factors:
+      weights = preconditioning.precondition(self.structure, weights)
+    y = self.structure.matmul(x, weights, ops=tf)
     if self.doping is not None:
       y = y + tf.matmul(x, self.doping if doping_kernel is None else doping_kernel)
     return y
@@ -109,7 +116,8 @@ class DopedLayerMixin(PrunableLayer):
   """Compression options, planning, CMR and pruning contract shared by DKP layers."""
 
   def _init_doping(self, compression, structure, doped, structure_options, structure_fraction,
-                   block_size, doping_initializer, cmr_granularity, cmr_scaling):
+                   block_size, doping_initializer, cmr_granularity, cmr_scaling,
+                   precondition_factors=False):
     self.compression = structures.check_compression(compression)
     structures.structure_class(structure)  # fail early on an unknown name
     self.structure = structure
@@ -122,6 +130,7 @@ class DopedLayerMixin(PrunableLayer):
     self.doping_initializer = keras.initializers.get(doping_initializer)
     cmr.check_cmr_options(cmr_granularity, cmr_scaling)
     self.cmr_granularity, self.cmr_scaling = cmr_granularity, cmr_scaling
+    self.precondition_factors = bool(precondition_factors)
     self.doped_matrices = {}
     self.cmr_rate = None
 
@@ -131,7 +140,8 @@ class DopedLayerMixin(PrunableLayer):
         "structure_options": self.structure_options,
         "structure_fraction": self.structure_fraction, "block_size": list(self.block_size),
         "doping_initializer": keras.initializers.serialize(self.doping_initializer),
-        "cmr_granularity": self.cmr_granularity, "cmr_scaling": self.cmr_scaling}
+        "cmr_granularity": self.cmr_granularity, "cmr_scaling": self.cmr_scaling,
+        "precondition_factors": self.precondition_factors}
 
   def _add_doped_matrix(self, prefix, m, n, max_params, initializer, regularizer, constraint):
     plan = structures.plan_doped_matrix(
@@ -139,7 +149,7 @@ class DopedLayerMixin(PrunableLayer):
         structure_fraction=self.structure_fraction, block_size=self.block_size,
         structure_options=self.structure_options)
     matrix = DopedMatrix(self, prefix, plan, initializer, self.doping_initializer, regularizer,
-                         constraint)
+                         constraint, self.precondition_factors)
     self.doped_matrices[prefix.rstrip("_") or "kernel"] = matrix
     if self.doped and self.cmr_rate is None:
       # Not trainable, set by the CoMatrixDropout callback; 0 means no CMR.

@@ -44,6 +44,8 @@ class DopedDense(DopedLayerMixin, BaseRandomLayer):
       consecutive inputs of one output, TFLite's fast 1x4 sparse layout.
     cmr_granularity: 'matrix' or 'row': what co-matrix dropout drops.
     cmr_scaling: 'none' or 'inverted' (see `dkp_keras.cmr`).
+    precondition_factors: scale the structure's factor gradients so that plain
+      SGD trains them (`dkp_keras.preconditioning`); the forward pass is the same.
     activation, use_bias, kernel_initializer, bias_initializer,
     kernel_regularizer, bias_regularizer, activity_regularizer,
     kernel_constraint, bias_constraint: as for `Dense`. The kernel
@@ -61,11 +63,13 @@ class DopedDense(DopedLayerMixin, BaseRandomLayer):
                activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                bias_initializer="zeros", doping_initializer="zeros", kernel_regularizer=None,
                bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
-               bias_constraint=None, cmr_granularity="matrix", cmr_scaling="none", **kwargs):
+               bias_constraint=None, cmr_granularity="matrix", cmr_scaling="none",
+               precondition_factors=False, **kwargs):
     super().__init__(activity_regularizer=activity_regularizer, **kwargs)
     self.units = check_units(units)
     self._init_doping(compression, structure, doped, structure_options, structure_fraction,
-                      block_size, doping_initializer, cmr_granularity, cmr_scaling)
+                      block_size, doping_initializer, cmr_granularity, cmr_scaling,
+                      precondition_factors)
     self.use_bias = use_bias
     set_keras_objects(self, activation=activation, kernel_initializer=kernel_initializer,
                       bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,

@@ -27,7 +27,8 @@ _KERAS_ARGS = ("activation", "recurrent_activation", "kernel_initializer",
                "recurrent_regularizer", "bias_regularizer", "kernel_constraint",
                "recurrent_constraint", "bias_constraint")
 _DOPING_ARGS = ("compression", "structure", "doped", "structure_options", "structure_fraction",
-                "block_size", "doping_initializer", "cmr_granularity", "cmr_scaling")
+                "block_size", "doping_initializer", "cmr_granularity", "cmr_scaling",
+                "precondition_factors")
 
 
 def _replica_id():
@@ -45,7 +46,8 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
   Takes the `LSTMCell` arguments plus the compression arguments of
   `DopedDense` (``compression``, ``structure``, ``doped``,
   ``structure_options``, ``structure_fraction``, ``block_size``,
-  ``doping_initializer``, ``cmr_granularity``, ``cmr_scaling``). The
+  ``doping_initializer``, ``cmr_granularity``, ``cmr_scaling``,
+  ``precondition_factors``). The
   parameter budget of the cell (dense LSTM parameters / ``compression``, bias
   kept dense) is split between the input and recurrent matrices in proportion
   to their dense sizes.
@@ -63,11 +65,12 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
                kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
                kernel_constraint=None, recurrent_constraint=None, bias_constraint=None,
                dropout=0.0, recurrent_dropout=0.0, cmr_granularity="matrix", cmr_scaling="none",
-               **kwargs):
+               precondition_factors=False, **kwargs):
     super().__init__(**kwargs)
     self.units = check_units(units)
     self._init_doping(compression, structure, doped, structure_options, structure_fraction,
-                      block_size, doping_initializer, cmr_granularity, cmr_scaling)
+                      block_size, doping_initializer, cmr_granularity, cmr_scaling,
+                      precondition_factors)
     self.use_bias, self.unit_forget_bias = use_bias, unit_forget_bias
     set_keras_objects(
         self, activation=activation, recurrent_activation=recurrent_activation,

@@ -150,7 +150,8 @@ def _recurrent_layer(method, recipe, compression, index, stateful):
       units = small_dense_units(recipe, compression)
     return keras.layers.LSTM(units, **common)
   return dkp.DKPLSTM(recipe.units, compression=compression, structure=method.structure,
-                     doped=method.doped, **dict(method.layer_options), **common)
+                     doped=method.doped, precondition_factors=recipe.precondition_factors,
+                     **dict(method.layer_options), **common)
 
 
 def build_lm(vocab_size, recipe, method="dkp", compression=25.0, stateful=None, batch_size=None):
@@ -183,6 +184,7 @@ def build_lm(vocab_size, recipe, method="dkp", compression=25.0, stateful=None, 
     # The softmax matrix is smaller than the LSTM's: compress it less.
     outputs = dkp.DopedDense(vocab_size, compression=max(1.0, compression / 2),
                              structure=method.structure, doped=method.doped, name="softmax",
+                             precondition_factors=recipe.precondition_factors,
                              **output_options)(x)
   else:
     outputs = keras.layers.Dense(vocab_size, name="softmax", **output_options)(x)

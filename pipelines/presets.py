@@ -28,8 +28,9 @@ import dataclasses
 class Recipe:
   """Everything that decides how a language model is built and trained.
 
-  `benchmarks.accuracy.recipe_id` fingerprints ``to_dict()``: a new field changes
-  every fingerprint, so results CSVs then need their ``recipe`` column re-stamped.
+  `benchmarks.accuracy.recipe_id` fingerprints ``to_dict()`` (and run.json records
+  it): a new field goes into ``_LATER_FIELDS`` with the value that keeps the old
+  behaviour, so recorded results and resumable runs keep their fingerprints.
   """
   name: str
   layers: int = 2
@@ -55,6 +56,9 @@ class Recipe:
   # Zaremba et al.'s rate and clip apply to the loss summed over the time steps
   # (mean over the batch); Keras' loss is the mean per token, num_steps times smaller.
   sum_over_steps: bool = False
+  # Scaled gradients for the structures' factors (`dkp_keras.preconditioning`):
+  # plain SGD does not train Kronecker or low-rank factors without them.
+  precondition_factors: bool = False
 
   @property
   def _loss_scale(self):
@@ -81,7 +85,20 @@ class Recipe:
     return dataclasses.replace(self, **changes)
 
   def to_dict(self):
-    return dataclasses.asdict(self)
+    """The fields, less those added later that still hold the value earlier runs had.
+
+    So adding a field with a default that keeps the old behaviour leaves the
+    fingerprints of recorded results (`benchmarks.accuracy.recipe_id`) as they were.
+    """
+    fields = dataclasses.asdict(self)
+    for name, old_value in _LATER_FIELDS.items():
+      if fields[name] == old_value:
+        del fields[name]
+    return fields
+
+
+# Fields added after results were recorded -> the behaviour those results had.
+_LATER_FIELDS = {"precondition_factors": False}
 
 
 PRESETS = {
@@ -101,7 +118,7 @@ PRESETS = {
     "ptb-medium": Recipe("ptb-medium", layers=2, units=650, embedding=650, num_steps=35,
                          batch_size=20, epochs=39, optimizer="sgd", learning_rate=1.0,
                          lr_decay=0.8, decay_after=6, dropout=0.5, init_scale=0.05,
-                         sum_over_steps=True),
+                         sum_over_steps=True, precondition_factors=True),
 }
 
 

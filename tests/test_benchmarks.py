@@ -38,3 +38,16 @@ def test_parse_args_quick_overrides():
   assert models == train_step.MODELS
   config, _, models = train_step.parse_args(["--models", "dense,dkp"])
   assert config["units"] == 650 and models == ("dense", "dkp")
+
+
+def test_sgd_probe_quick_runs_factored_methods_both_ways(tmp_path):
+  from benchmarks import sgd_probe  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "sgd_probe.json"
+  assert sgd_probe.main(["--quick", "--fraction", "0.02", "--out", str(out)]) == 0
+  written = json.loads(out.read_text())
+  runs = [(r["method"], r["precondition_factors"]) for r in written["results"]]
+  assert runs == [("dense", False), ("kp", False), ("kp", True)]
+  assert written["results"][0]["valid_vs_dense"] == 1.0
+  assert all(r["valid_ppl"] > 1 and r["seconds"] > 0 for r in written["results"])
+  assert written["recipe"]["optimizer"] == "sgd" and written["recipe"]["sum_over_steps"]
+  assert sgd_probe.main(["--quick", "--methods", "dense,nope", "--out", str(out)]) == 2

@@ -107,3 +107,25 @@ def test_ablation_variants_reach_the_layer():
   assert model.get_layer("lstm_0").cell.block_size == (1, 1)
   model = models.build_lm(50, RECIPE, "dkp-cmr-row", 4.0, stateful=False)
   assert model.get_layer("lstm_1").cell.cmr_granularity == "row"
+
+
+def test_sgd_recipe_preconditions_every_structure_it_builds():
+  medium = presets.get_preset("ptb-medium")
+  assert medium.precondition_factors and medium.optimizer == "sgd"
+  recipe = RECIPE.replace(precondition_factors=True, compress_output=True)
+  for method in ("dkp", "lmf", "doped-hmd"):
+    model = models.build_lm(50, recipe, method, 4.0, stateful=False)
+    assert model.get_layer("lstm_1").cell.precondition_factors
+    assert model.get_layer("softmax").precondition_factors
+  assert not models.build_lm(50, RECIPE, "kp", 4.0, stateful=False).get_layer(
+      "lstm_0").cell.precondition_factors
+
+
+def test_a_field_added_later_leaves_old_fingerprints_alone():
+  # Recorded results and resumable runs were fingerprinted without the field.
+  from benchmarks import accuracy  # pylint: disable=import-outside-toplevel
+  small = presets.get_preset("ptb-small")
+  assert "precondition_factors" not in small.to_dict()
+  changed = small.replace(precondition_factors=True)
+  assert changed.to_dict()["precondition_factors"] is True
+  assert accuracy.recipe_id(changed) != accuracy.recipe_id(small)

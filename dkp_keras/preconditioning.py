@@ -1,0 +1,81 @@
+"""Scaled gradients for factored weights, so that plain SGD trains them.
+
+A factor entry of ``W = A ⊗ B`` moves a whole ``m2 x n2`` block of ``W``: the
+gradient of ``A`` is the gradient of ``W`` contracted with ``B``, and an SGD step
+on ``A`` changes ``W`` by about ``‖B‖²`` times the step SGD would take on a dense
+``W`` (with Zaremba's rate, one to two orders of magnitude too far). Scaled
+gradient descent (ScaledGD, Tong, Ma & Chi 2021) divides each factor's gradient
+by the Gram matrix of the other factor:
+
+* Kronecker: ``∇A / ‖B‖²`` and ``∇B / ‖A‖²`` (``A ⊗ B`` is the rank-1 matrix
+  ``vec(A) vec(B)ᵀ`` after Van Loan's rearrangement, so this is rank-1 ScaledGD);
+* low rank ``U V``: ``∇U (V Vᵀ)⁻¹`` and ``(Uᵀ U)⁻¹ ∇V``.
+
+Then one SGD step moves ``W`` about as far as it would move a dense matrix, for
+any factor scale. The forward pass is unchanged (each factor goes through an
+identity whose gradient is preconditioned). Adam is nearly indifferent to a
+per-tensor gradient scale, so this matters for SGD; it is off by default.
+
+>>> a, b = tf.Variable(tf.ones((2, 3))), tf.Variable(tf.ones((4, 5)))
+>>> with tf.GradientTape() as tape:
+...   a2, b2 = kronecker_factors(a, b)
+...   loss = tf.reduce_sum(a2)
+>>> float(tape.gradient(loss, a)[0, 0])  # 1 / ‖B‖² = 1 / 20
+0.05
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+# Relative damping of a low-rank factor's Gram matrix: keeps the inverse bounded
+# when the factor is (nearly) rank deficient.
+GRAM_DAMPING = 1e-3
+_TINY = 1e-12
+
+
+def _with_gradient(x, transform):
+  """``x`` in the forward pass; its gradient ``g`` becomes ``transform(g)``.
+
+  ``transform`` must be linear (it is applied to ``x - stop_gradient(x)``, which
+  is exactly zero), so gradients summed over time steps are transformed alike.
+  """
+  frozen = tf.stop_gradient(x)
+  return frozen + transform(x - frozen)
+
+
+def kronecker_factors(a, b):
+  """``(A, B)`` whose gradients are ``∇A / ‖B‖²`` and ``∇B / ‖A‖²``."""
+  a_sq = tf.stop_gradient(tf.reduce_sum(tf.square(a))) + _TINY
+  b_sq = tf.stop_gradient(tf.reduce_sum(tf.square(b))) + _TINY
+  return _with_gradient(a, lambda d: d / b_sq), _with_gradient(b, lambda d: d / a_sq)
+
+
+def _damped_inverse_gram(gram):
+  rank = tf.shape(gram)[0]
+  damping = GRAM_DAMPING * tf.linalg.trace(gram) / tf.cast(rank, gram.dtype) + _TINY
+  return tf.linalg.inv(gram + damping * tf.eye(rank, dtype=gram.dtype))
+
+
+def lowrank_factors(u, v):
+  """``(U, V)`` (``W = U V``) whose gradients are ``∇U (V Vᵀ)⁻¹`` and ``(Uᵀ U)⁻¹ ∇V``."""
+  v_gram_inv = tf.stop_gradient(_damped_inverse_gram(tf.matmul(v, v, transpose_b=True)))
+  u_gram_inv = tf.stop_gradient(_damped_inverse_gram(tf.matmul(u, u, transpose_a=True)))
+  # The Gram inverses are symmetric: d @ P back-propagates as g @ P, P @ d as P @ g.
+  return (_with_gradient(u, lambda d: tf.matmul(d, v_gram_inv)),
+          _with_gradient(v, lambda d: tf.matmul(u_gram_inv, d)))
+
+
+# The factor pair of each structure that `precondition` scales (HMD's dense rows
+# move like a dense matrix and are left alone).
+_FACTOR_PAIRS = {"kronecker": ("kron_a", "kron_b", kronecker_factors),
+                 "lowrank": ("lowrank_u", "lowrank_v", lowrank_factors),
+                 "hmd": ("hmd_u", "hmd_v", lowrank_factors)}
+
+
+def precondition(structure, weights):
+  """``weights`` (name -> tensor) of ``structure`` with its factors' gradients scaled."""
+  first, second, scaled = _FACTOR_PAIRS[structure.name]
+  weights = dict(weights)
+  weights[first], weights[second] = scaled(weights[first], weights[second])
+  return weights
