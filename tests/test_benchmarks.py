@@ -47,7 +47,11 @@ def test_sgd_probe_quick_runs_factored_methods_both_ways(tmp_path):
   written = json.loads(out.read_text())
   runs = [(r["method"], r["precondition_factors"]) for r in written["results"]]
   assert runs == [("dense", False), ("kp", False), ("kp", True)]
-  assert written["results"][0]["valid_vs_dense"] == 1.0
   assert all(r["valid_ppl"] > 1 and r["seconds"] > 0 for r in written["results"])
+  summary = written["summary"]
+  assert [(s["method"], s["precondition_factors"]) for s in summary] == runs
+  assert summary[0]["median_vs_dense"] == 1.0
+  assert summary[2]["valid_ppl_median"] == written["results"][2]["valid_ppl"]  # one seed
   assert written["recipe"]["optimizer"] == "sgd" and written["recipe"]["sum_over_steps"]
   assert sgd_probe.main(["--quick", "--methods", "dense,nope", "--out", str(out)]) == 2
+  assert sgd_probe.main(["--quick", "--seeds", "a", "--out", str(out)]) == 2
