@@ -7,7 +7,10 @@ contribution at random during training so the structure must stand on its own:
 - ``granularity='matrix'``: all of S is dropped for a whole forward pass
   (stochastic-depth style), with probability ``rate``;
 - ``granularity='row'``: each output row of S (a column of its Keras [in, out]
-  kernel) is dropped independently.
+  kernel) is dropped independently;
+- ``granularity='block'``: each ``block_size`` block of S (the unit annealing
+  prunes: 4 consecutive inputs of one output by default) is dropped
+  independently, DropConnect on S.
 
 A mask is drawn once per forward pass and shared by the batch and, in an LSTM,
 by every time step (as Keras does for recurrent dropout masks).
@@ -29,7 +32,7 @@ import math
 import tensorflow as tf
 import tf_keras as keras
 
-GRANULARITIES = ("matrix", "row")
+GRANULARITIES = ("matrix", "row", "block")
 SCALINGS = ("none", "inverted")
 DECAYS = ("linear", "cosine", "constant")
 
@@ -41,14 +44,21 @@ def check_cmr_options(granularity, scaling):
     raise ValueError(f"unknown CMR scaling {scaling!r}; choose one of {SCALINGS}")
 
 
-def keep_mask(rate, units, granularity, scaling, uniform):
-  """A mask for S's [in, out] kernel: scalar ('matrix') or (1, units) ('row').
+def keep_mask(rate, kernel_shape, granularity, scaling, uniform, block_size=(1, 1)):
+  """A mask for S's [in, out] kernel of ``kernel_shape`` (n, m).
 
-  ``uniform(shape)`` draws U[0, 1) samples (the layer's random generator).
+  Scalar for 'matrix', (1, m) for 'row', (n, m) for 'block' (constant on each
+  ``block_size`` block). ``uniform(shape)`` draws U[0, 1) samples (the layer's
+  random generator).
   """
-  shape = () if granularity == "matrix" else (1, units)
+  n, m = kernel_shape
   rate = tf.convert_to_tensor(rate, tf.float32)
-  keep = tf.cast(uniform(shape) >= rate, tf.float32)
+  if granularity == "block":
+    rows, cols = block_size
+    keep = tf.cast(uniform((-(-n // rows), -(-m // cols))) >= rate, tf.float32)
+    keep = tf.repeat(tf.repeat(keep, rows, axis=0), cols, axis=1)[:n, :m]
+  else:
+    keep = tf.cast(uniform(() if granularity == "matrix" else (1, m)) >= rate, tf.float32)
   if scaling == "inverted":
     keep = keep / tf.maximum(1.0 - rate, 1e-6)
   return keep

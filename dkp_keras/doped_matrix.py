@@ -165,8 +165,8 @@ class DopedLayerMixin(PrunableLayer):
       training = keras.backend.learning_phase()
 
     def dropped():
-      mask = cmr.keep_mask(self.cmr_rate, matrix.structure.m, self.cmr_granularity,
-                           self.cmr_scaling, self._uniform)
+      mask = cmr.keep_mask(self.cmr_rate, matrix.doping.shape, self.cmr_granularity,
+                           self.cmr_scaling, self._uniform, self.block_size)
       return matrix.doping * mask
 
     return tf.__internal__.smart_cond.smart_cond(training, dropped, lambda: matrix.doping)

@@ -42,7 +42,8 @@ class DopedDense(DopedLayerMixin, BaseRandomLayer):
       use when doped (S gets the rest).
     block_size: the tfmot block of S's [in, out] kernel; (4, 1) = 4
       consecutive inputs of one output, TFLite's fast 1x4 sparse layout.
-    cmr_granularity: 'matrix' or 'row': what co-matrix dropout drops.
+    cmr_granularity: 'matrix', 'row' or 'block': what co-matrix dropout drops
+      (all of S, single output rows, or single ``block_size`` blocks).
     cmr_scaling: 'none' or 'inverted' (see `dkp_keras.cmr`).
     precondition_factors: scale the structure's factor gradients so that plain
       SGD trains them (`dkp_keras.preconditioning`); the forward pass is the same.

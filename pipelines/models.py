@@ -11,8 +11,9 @@
   4x / 8x by bytes);
 * ``kp``, ``lmf``, ``hmd``: `DKPLSTM` with that structure and no S;
   ``doped-lmf``, ``doped-hmd``, ``dkp-nocmr``, ``dkp``: with S annealed
-  (``dkp`` alone uses co-matrix dropout); ``dkp-cmr-row`` and ``dkp-1x1`` are
-  its ablations (CMR per output row; S in 1x1 instead of 1x4 blocks), and so
+  (``dkp`` alone uses co-matrix dropout); ``dkp-cmr-row``, ``dkp-cmr-block`` and
+  ``dkp-1x1`` are its ablations (CMR per output row or per block of S; S in 1x1
+  instead of 1x4 blocks), and so
   are the schedule variants ``dkp-anneal-30`` / ``-90`` (annealing window),
   ``dkp-cmr-cosine`` (CMR decay) and ``dkp-cmr-0.8`` (CMR rate).
 
@@ -70,9 +71,13 @@ METHODS = {m.name: m for m in (
     Method("doped-hmd", "hmd", doped=True, description="HMD + annealed S, no CMR"),
     Method("dkp-nocmr", "kronecker", doped=True, description="DKP without co-matrix dropout"),
     Method("dkp", "kronecker", doped=True, cmr=True, description="DKP with co-matrix dropout"),
-    # Ablations of dkp: CMR per output row instead of whole matrix; 1x1 blocks for S.
+    # Ablations of dkp: CMR per output row or per block instead of whole matrix; 1x1
+    # blocks for S.
     Method("dkp-cmr-row", "kronecker", doped=True, cmr=True,
            description="DKP, CMR drops rows of S", layer_options=(("cmr_granularity", "row"),)),
+    Method("dkp-cmr-block", "kronecker", doped=True, cmr=True,
+           description="DKP, CMR drops 1x4 blocks of S",
+           layer_options=(("cmr_granularity", "block"),)),
     Method("dkp-1x1", "kronecker", doped=True, cmr=True, description="DKP, S in 1x1 blocks",
            layer_options=(("block_size", (1, 1)),)),
     # Schedule ablations: S reaches its target after 30% of the steps (longer fine-tuning

@@ -136,6 +136,19 @@ def test_row_granularity_drops_whole_output_rows():
   assert 10 < dropped_rows.sum() < 54               # about half the rows dropped
 
 
+def test_block_granularity_drops_whole_blocks_of_s():
+  layer = dkp.DopedDense(16, compression=1.5, cmr_granularity="block", block_size=(4, 1))
+  layer.build((None, 12))
+  randomize_doping(layer, scale=1.0)
+  layer.cmr_rate.assign(0.5)
+  kept = layer._doping_kernel(layer.matrix, training=True).numpy() / layer.matrix.doping_values()
+  blocks = kept.reshape(3, 4, 16)  # [in, out] kernel: 4 consecutive inputs of one output
+  assert np.all(blocks == blocks[:, :1, :])
+  assert set(np.unique(kept)) == {0.0, 1.0} and 5 < np.sum(blocks[:, 0] == 0) < 43
+  np.testing.assert_array_equal(layer._doping_kernel(layer.matrix, training=False),
+                                layer.matrix.doping_values())
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"units": 0}, "units"),
     ({"units": -3}, "units"),

@@ -107,6 +107,8 @@ def test_ablation_variants_reach_the_layer():
   assert model.get_layer("lstm_0").cell.block_size == (1, 1)
   model = models.build_lm(50, RECIPE, "dkp-cmr-row", 4.0, stateful=False)
   assert model.get_layer("lstm_1").cell.cmr_granularity == "row"
+  model = models.build_lm(50, RECIPE, "dkp-cmr-block", 4.0, stateful=False)
+  assert model.get_layer("lstm_1").cell.cmr_granularity == "block"
 
 
 def test_sgd_recipe_preconditions_every_structure_it_builds():
