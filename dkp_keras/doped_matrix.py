@@ -88,11 +88,16 @@ class DopedMatrix:
   def structure(self):
     return self.plan.structure
 
-  def matmul(self, x, doping_kernel=None):
-    """``x @ Wᵀ`` for a 2-D ``x``; ``doping_kernel`` replaces S (e.g. CMR-masked)."""
-    weights = self.weights
+  def structure_weights(self):
+    """The structure's weights as the forward pass uses them (gradients scaled if asked)."""
     if self.precondition_factors:
-      weights = preconditioning.precondition(self.structure, weights)
+      return preconditioning.precondition(self.structure, self.weights)
+    return self.weights
+
+  def matmul(self, x, doping_kernel=None, weights=None):
+    """``x @ Wᵀ`` for a 2-D ``x``; ``doping_kernel`` replaces S (e.g. CMR-masked),
+    ``weights`` the structure's (e.g. formed once per sequence by `structure_weights`)."""
+    weights = self.structure_weights() if weights is None else weights
     y = self.structure.matmul(x, weights, ops=tf)
     if self.doping is not None:
       y = y + tf.matmul(x, self.doping if doping_kernel is None else doping_kernel)

@@ -85,15 +85,16 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
     self.dropout, self.recurrent_dropout = float(dropout), float(recurrent_dropout)
     self.state_size = [self.units, self.units]
     self.output_size = self.units
-    self._create_doping_cache()
+    self._create_operand_cache()
 
   @tf.__internal__.tracking.no_automatic_dependency_tracking
-  def _create_doping_cache(self):
-    # Like Keras' dropout masks: one CMR draw per sequence, shared by all steps.
+  def _create_operand_cache(self):
+    # Like Keras' dropout masks: one CMR draw per sequence, shared by all steps,
+    # and the preconditioned factors formed once per sequence, not per step.
     # One cache per (matrix, replica): under MirroredStrategy the replicas trace
     # into one graph, and a replica must mask its own copy of S, or its S gets
     # no gradient.
-    self._doping_caches = {}
+    self._operand_caches = {}
     # Set by DKPLSTM while its RNN loop runs: inputs arrive already projected.
     # Per thread: MirroredStrategy traces each replica in its own thread.
     self._projection_flag = threading.local()
@@ -106,34 +107,40 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
   def _inputs_projected(self, value):
     self._projection_flag.value = value
 
-  def _doping_cache(self, name):
+  def _operand_cache(self, name):
     key = (name, _replica_id())
-    if key not in self._doping_caches:
-      self._doping_caches[key] = backend.ContextValueCache(
-          lambda training: self._doping_kernel(self.doped_matrices[name], training))
-    return self._doping_caches[key]
+    if key not in self._operand_caches:
+      matrix = self.doped_matrices[name]
+      self._operand_caches[key] = backend.ContextValueCache(
+          lambda training: (matrix.structure_weights(), self._doping_kernel(matrix, training)))
+    return self._operand_caches[key]
 
   def reset_dropout_mask(self):
     super().reset_dropout_mask()
     replica = _replica_id()
-    for (_, cache_replica), cache in self._doping_caches.items():
+    for (_, cache_replica), cache in self._operand_caches.items():
       if cache_replica == replica:
         cache.clear()
 
-  def _cached_doping_kernel(self, name, training):
-    """S of one matrix as this sequence uses it (CMR-masked in training), drawn once.
+  def _matmul(self, name, x, training):
+    """``x @ W(name)ᵀ`` with the operands this sequence uses, formed once per sequence.
 
-    The lookup goes through parent graphs: RNN runs time step 0 outside its
-    while loop, and the loop body must reuse that draw, not make its own
-    (`ContextValueCache.setdefault` alone looks at the current graph only).
+    The operands are the structure's weights (preconditioned when asked) and S
+    (CMR-masked in training). Without either there is nothing to form and the
+    variables are used directly. The lookup goes through parent graphs: RNN runs
+    time step 0 outside its while loop, and the loop body must reuse that draw,
+    not make its own (`ContextValueCache.setdefault` alone looks at the current
+    graph only).
     """
-    if name not in self.doped_matrices or self.doped_matrices[name].doping is None:
-      return None
-    cache = self._doping_cache(name)
-    kernel = cache._get_recursive(cache._key())  # pylint: disable=protected-access
-    if kernel is None:
-      kernel = cache.setdefault(kwargs={"training": training})
-    return kernel
+    matrix = self.doped_matrices[name]
+    if matrix.doping is None and not matrix.precondition_factors:
+      return matrix.matmul(x)
+    cache = self._operand_cache(name)
+    operands = cache._get_recursive(cache._key())  # pylint: disable=protected-access
+    if operands is None:
+      operands = cache.setdefault(kwargs={"training": training})
+    weights, doping_kernel = operands
+    return matrix.matmul(x, doping_kernel, weights)
 
   def build(self, input_shape):
     input_dim = tf.TensorShape(input_shape)[-1]
@@ -175,7 +182,7 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
     if dropout_mask is not None:
       inputs = inputs * dropout_mask
     flat = tf.reshape(inputs, (-1, self.input_matrix.structure.n))
-    z = self.input_matrix.matmul(flat, self._cached_doping_kernel("input", training))
+    z = self._matmul("input", flat, training)
     if self.bias is not None:
       z = tf.nn.bias_add(z, self.bias)
     z = tf.reshape(z, tf.concat([tf.shape(inputs)[:-1], [4 * self.units]], 0))
@@ -193,7 +200,7 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
     rec_mask = self.get_recurrent_dropout_mask_for_cell(h_tm1, training, count=1)
     if rec_mask is not None:
       h_tm1 = h_tm1 * rec_mask
-    z = z + self.recurrent_matrix.matmul(h_tm1, self._cached_doping_kernel("recurrent", training))
+    z = z + self._matmul("recurrent", h_tm1, training)
     z_i, z_f, z_c, z_o = tf.split(z, 4, axis=-1)
     i = self.recurrent_activation(z_i)
     f = self.recurrent_activation(z_f)

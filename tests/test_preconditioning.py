@@ -107,6 +107,35 @@ def test_layer_option_keeps_the_output_and_scales_the_factor_gradients(structure
   assert dkp.DopedDense.from_config(scaled.get_config()).precondition_factors
 
 
+@pytest.mark.parametrize("graph", [False, True])
+def test_lstm_factor_gradients_are_scaled_over_the_whole_sequence(graph):
+  # The preconditioned factors are formed once per sequence (outside RNN's loop): the
+  # gradient summed over the time steps must still be the plain one, scaled.
+  x = tf.constant(np.random.default_rng(0).normal(size=(2, 5, 6)), tf.float32)
+  plain = dkp.DKPLSTM(8, compression=2, doped=False)
+  scaled = dkp.DKPLSTM.from_config({**plain.get_config(), "precondition_factors": True})
+  plain(x)
+  scaled(x)
+  scaled.set_weights(plain.get_weights())
+
+  def gradients(layer):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(layer(x, training=True) ** 2)
+    return loss, tape.gradient(loss, layer.trainable_weights)
+
+  run = tf.function(gradients) if graph else gradients
+  (plain_loss, plain_grads), (scaled_loss, scaled_grads) = run(plain), run(scaled)
+  assert float(plain_loss) == float(scaled_loss)
+  values = {w.name.split("/")[-1]: w.numpy() for w in plain.trainable_weights}
+  for weight, raw, got in zip(plain.trainable_weights, plain_grads, scaled_grads):
+    name = weight.name.split("/")[-1][:-2]
+    if name.endswith("kron_a") or name.endswith("kron_b"):
+      other = values[name[:-1] + ("b:0" if name.endswith("a") else "a:0")]
+      np.testing.assert_allclose(got, raw / np.sum(other ** 2), rtol=2e-5, atol=1e-9)
+    else:
+      np.testing.assert_allclose(got, raw, rtol=1e-6, atol=1e-9)
+
+
 def test_lstm_cell_passes_the_option_to_both_matrices():
   layer = dkp.DKPLSTM(8, compression=2, precondition_factors=True)
   layer(tf.ones((2, 3, 4)))
