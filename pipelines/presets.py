@@ -5,7 +5,9 @@
 (2x650, 35 steps, batch 20, SGD lr 1.0 decayed 0.8 per epoch after epoch 6,
 39 epochs, dropout 0.5, global-norm clip 5, uniform init ±0.05, rate and clip
 on the loss summed over the 35 steps as in their code; their test
-perplexity 82.2 (the DKP papers report 82.04)); ``ptb-small`` is a reduced
+perplexity 82.2 (the DKP papers report 82.04)), with scaled factor gradients
+for the structured methods (plain SGD does not train the factors:
+``benchmarks.sgd_probe``); ``ptb-small`` is a reduced
 budget sized to finish in about 30 minutes per model on 2 CPU cores.
 
 The DKP schedule, the same for every preset (the papers anneal S from dense to
