@@ -28,12 +28,12 @@ import hashlib
 import io
 import json
 import os
-import subprocess
 import sys
 import time
 
 import pandas as pd
 
+from benchmarks import common
 from pipelines import figures
 from pipelines import models
 from pipelines import train
@@ -47,21 +47,6 @@ UNRECORDED = "unrecorded"
 # (compression, perplexity); 4-bit quantization is their 8x point, the rest 25x.
 PAPER = {"dense": (1, 82.04), "dkp": (25, 83.24), "prune": (25, 85.14), "hmd": (25, 105.43),
          "lmf": (25, 114.29), "int4": (8, 83.84)}
-
-
-def git_commit():
-  """HEAD's hash, ``-dirty`` when tracked files other than results differ from it."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  try:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                            text=True, check=True).stdout.strip()
-    # The results this runner writes are tracked too; they do not make the code dirty.
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                            ":(exclude)benchmarks/results"], cwd=root, capture_output=True,
-                           text=True, check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
-  return commit + ("-dirty" if dirty else "")
 
 
 def recipe_id(recipe):
@@ -131,7 +116,7 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
   frame = read_results(out)
   check_recipe(frame, out, preset, epochs, recipe_key)
   runs_dir = runs_dir or os.path.join("runs", "accuracy", preset)
-  commit = git_commit()
+  commit = common.git_commit()
   for method, compression, seed in plan_rows(methods, compressions, seeds):
     if _done(frame, method, compression, seed, preset, epochs):
       continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 
 import dkp_keras as dkp  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported
 import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-order
@@ -51,6 +52,21 @@ def _cpu_name():
   except OSError:
     pass
   return platform.processor() or "unknown"
+
+
+def git_commit():
+  """HEAD's hash, ``-dirty`` when tracked files other than results differ from it."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    # The results the benchmarks write are tracked too; they do not make the code dirty.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":(exclude)benchmarks/results"], cwd=root, capture_output=True,
+                           text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+  return commit + ("-dirty" if dirty else "")
 
 
 def write_json_atomic(path, data):

@@ -2,7 +2,7 @@
 
 import json
 
-from benchmarks import train_step
+from benchmarks import common, train_step
 
 
 def test_train_step_quick(tmp_path):
@@ -53,5 +53,6 @@ def test_sgd_probe_quick_runs_factored_methods_both_ways(tmp_path):
   assert summary[0]["median_vs_dense"] == 1.0
   assert summary[2]["valid_ppl_median"] == written["results"][2]["valid_ppl"]  # one seed
   assert written["recipe"]["optimizer"] == "sgd" and written["recipe"]["sum_over_steps"]
+  assert written["commit"].startswith(common.git_commit()[:40])
   assert sgd_probe.main(["--quick", "--methods", "dense,nope", "--out", str(out)]) == 2
   assert sgd_probe.main(["--quick", "--seeds", "a", "--out", str(out)]) == 2
