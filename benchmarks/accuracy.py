@@ -197,11 +197,13 @@ def render(csv_path):
   _plot(stem + ".png", summary, dense_by_epochs)
 
 
-# The issue's targets: (what, method, factor, against, its factor, bound on the test ratio).
-TARGETS = (("DKP 25x vs dense", "dkp", 25, "dense", 1, "<=", 1.01),
-           ("DKP 25x vs pruning 25x", "dkp", 25, "prune", 25, "<=", 0.92),
-           ("DKP 25x vs LMF 25x", "dkp", 25, "lmf", 25, "<=", 0.92),
-           ("DKP 50x vs dense", "dkp", 50, "dense", 1, "<=", 1.03))
+# The issue's targets: (DKP's factor, against, its factor, bound on the test ratio).
+TARGETS = ((25, "dense", 1, 1.01), (25, "prune", 25, 0.92), (25, "lmf", 25, 0.92),
+           (50, "dense", 1, 1.03))
+# The DKP variants the targets are checked for: the method as the papers run it, and
+# the ablation that turned out best.
+DKP_VARIANTS = {"dkp": "DKP", "dkp-cmr-row": "DKP (row CMR)"}
+_NAMES = {"dense": "dense", "prune": "pruning", "lmf": "LMF"}
 
 
 def target_lines(summary):
@@ -209,14 +211,17 @@ def target_lines(summary):
   lines = []
   ppl = {(r.method, float(r.compression), r.epochs): r.test_ppl for r in summary.itertuples()}
   for epochs in sorted(summary["epochs"].unique()):
-    for what, method, factor, other, other_factor, _, bound in TARGETS:
-      ours, theirs = ppl.get((method, factor, epochs)), ppl.get((other, other_factor, epochs))
-      if ours is None or theirs is None:
-        continue
-      ratio = ours / theirs
-      verdict = "met" if ratio <= bound else "**missed**"
-      lines.append(f"- {what} ({epochs} epochs): test perplexity {100 * (ratio - 1):+.1f}% "
-                   f"(target {100 * (bound - 1):+.0f}% or lower): {verdict}")
+    for method, label in DKP_VARIANTS.items():
+      for factor, other, other_factor, bound in TARGETS:
+        ours, theirs = ppl.get((method, factor, epochs)), ppl.get((other, other_factor, epochs))
+        if ours is None or theirs is None:
+          continue
+        ratio = ours / theirs
+        against = _NAMES[other] + (f" {other_factor}x" if other_factor != 1 else "")
+        verdict = "met" if ratio <= bound else "**missed**"
+        lines.append(f"- {label} {factor}x vs {against} ({epochs} epochs): test perplexity "
+                     f"{100 * (ratio - 1):+.1f}% (target {100 * (bound - 1):+.0f}% or lower): "
+                     f"{verdict}")
   note = ("Each against the dense model of the same budget: where that model is undertrained, "
           "\"met\" says little about the converged targets.")
   return ["", "Targets (issue 7). " + note, ""] + lines if lines else []
