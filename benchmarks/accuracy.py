@@ -166,13 +166,15 @@ def render(csv_path):
   stem = os.path.splitext(csv_path)[0]
   # Rows of different budgets (epochs) are never averaged together.
   summary = frame.groupby(["method", "compression", "epochs"], sort=False).agg(
-      test_ppl=("test_ppl", "mean"), valid_ppl=("valid_ppl", "mean"),
+      test_ppl=("test_ppl", "mean"), test_min=("test_ppl", "min"),
+      test_max=("test_ppl", "max"), valid_ppl=("valid_ppl", "mean"),
       lstm_compression=("lstm_compression", "mean"), seeds=("seed", "count"),
       wall_s=("wall_s", "mean")).reset_index()
   dense_by_epochs = summary[summary["method"] == "dense"].groupby("epochs")["test_ppl"].first()
   lines = [f"# Accuracy at equal compression: {frame['preset'].iloc[0]}", "",
            "LSTM layers compressed by each method; test/valid perplexity per word (<eos> "
-           "included, states carried). `measured` is the LSTM layers' compression counted by "
+           "included, states carried), the mean over seeds (min–max beside it). `measured` is "
+           "the LSTM layers' compression counted by "
            "`compression_report` against the same dense stack. The paper column is the "
            "2x650 LSTM from the doping papers at the same factor (their dense: 82.04).", "",
            "| method | asked | measured | valid ppl | test ppl | vs dense | paper "
@@ -185,8 +187,9 @@ def render(csv_path):
     if row.method in PAPER and PAPER[row.method][0] == row.compression:
       ppl = PAPER[row.method][1]
       paper = f"{ppl:.2f} ({100 * (ppl / PAPER['dense'][1] - 1):+.1f}%)"
+    spread = f" ({row.test_min:.2f}–{row.test_max:.2f})" if row.seeds > 1 else ""
     lines.append(f"| {row.method} | {row.compression:g}x | {row.lstm_compression:.1f}x | "
-                 f"{row.valid_ppl:.2f} | {row.test_ppl:.2f} | {change} | {paper} | "
+                 f"{row.valid_ppl:.2f} | {row.test_ppl:.2f}{spread} | {change} | {paper} | "
                  f"{row.seeds} | {row.epochs} | {row.wall_s / 60:.1f} |")
   lines += target_lines(summary)
   commits = sorted(set(frame["commit"].astype(str)))
