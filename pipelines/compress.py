@@ -80,8 +80,12 @@ def project_matrix(matrix, kernel, keep_fraction):
                          .astype(np.float32))
 
 
-def project_model(model, compression, structure="kronecker", include_dense=False):
-  """A stateless DKP twin of chain ``model``, initialized by projection (no training)."""
+def project_model(model, compression, structure="kronecker", include_dense=False,
+                  precondition_factors=False):
+  """A stateless DKP twin of chain ``model``, initialized by projection (no training).
+
+  ``precondition_factors`` gives its layers scaled factor gradients, for SGD fine-tuning.
+  """
   import tf_keras as keras  # pylint: disable=import-outside-toplevel
   if structure not in STRUCTURES:
     raise ValueError(f"unknown structure {structure!r}; choose one of {STRUCTURES}")
@@ -101,11 +105,12 @@ def project_model(model, compression, structure="kronecker", include_dense=False
                         return_sequences=layer.return_sequences, activation=layer.activation,
                         recurrent_activation=layer.recurrent_activation,
                         use_bias=layer.use_bias, dropout=layer.dropout,
-                        recurrent_dropout=layer.recurrent_dropout, name=layer.name)
+                        recurrent_dropout=layer.recurrent_dropout, name=layer.name,
+                        precondition_factors=precondition_factors)
     elif layer.name in targets:
       new = dkp.DopedDense(layer.units, compression=compression, structure=structure,
                            activation=layer.activation, use_bias=layer.use_bias,
-                           name=layer.name)
+                           name=layer.name, precondition_factors=precondition_factors)
     else:
       config = layer.get_config()
       config.pop("stateful", None)
@@ -150,7 +155,8 @@ def compress(model_path, out, compression=25.0, finetune_epochs=1, data_dir=None
     return train.evaluate_perplexity(model, getattr(corpus, split), recipe.batch_size,
                                      recipe.num_steps)
 
-  projected = project_model(dense, compression, structure, include_dense)
+  projected = project_model(dense, compression, structure, include_dense,
+                            recipe.precondition_factors)
   report = {"model": os.path.abspath(model_path), "compression": compression,
             "structure": structure, "finetune_epochs": finetune_epochs, "preset": preset,
             "perplexity": {}}

@@ -52,6 +52,13 @@ def test_projection_is_the_nearest_kronecker_plus_residual(dense_path):
   np.testing.assert_array_equal(bias, old.bias.numpy())
 
 
+def test_projection_takes_scaled_factor_gradients_when_asked(dense_path):
+  dense = train.load_model_file(str(dense_path))
+  for asked in (False, True):
+    projected = compress.project_model(dense, compression=2, precondition_factors=asked)
+    assert projected.get_layer("lstm_0").cell.precondition_factors is asked
+
+
 def test_compress_reports_before_after_and_saves(dense_path, tmp_path):
   out = tmp_path / "small.keras"
   presets.PRESETS["tiny"] = TINY
