@@ -15,7 +15,8 @@
   ``dkp-1x1`` are its ablations (CMR per output row or per block of S; S in 1x1
   instead of 1x4 blocks), and so
   are the schedule variants ``dkp-anneal-30`` / ``-90`` (annealing window),
-  ``dkp-cmr-cosine`` (CMR decay) and ``dkp-cmr-0.8`` (CMR rate).
+  ``dkp-cmr-cosine`` (CMR decay), ``dkp-cmr-0.8`` (CMR rate) and ``dkp-cmr-row-0.8``
+  (row CMR from 0.8).
 
 The compression factor applies to the LSTM layers (weights and biases) and is
 counted by `dkp_keras.compression_report` for every method.
@@ -92,6 +93,10 @@ METHODS = {m.name: m for m in (
            description="DKP, CMR rate decayed along a cosine", recipe_options=(("cmr_decay", "cosine"),)),
     Method("dkp-cmr-0.8", "kronecker", doped=True, cmr=True, description="DKP, CMR from 0.8",
            recipe_options=(("cmr", 0.8),)),
+    # The two CMR changes that each helped at 25x (rows, rate 0.8), together.
+    Method("dkp-cmr-row-0.8", "kronecker", doped=True, cmr=True,
+           description="DKP, CMR drops rows of S, from 0.8",
+           layer_options=(("cmr_granularity", "row"),), recipe_options=(("cmr", 0.8),)),
 )}
 
 
