@@ -54,15 +54,25 @@ def _cpu_name():
   return platform.processor() or "unknown"
 
 
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def project_path(path):
+  """``path`` as results record it: relative to the project root, so no machine's layout
+  ends up in committed files; None (the embedded corpus) reads ``"embedded"``."""
+  if path is None:
+    return "embedded"
+  return os.path.relpath(os.path.abspath(path), PROJECT_ROOT)
+
+
 def git_commit():
   """HEAD's hash, ``-dirty`` when tracked files other than results differ from it."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   try:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                             text=True, check=True).stdout.strip()
     # The results the benchmarks write are tracked too; they do not make the code dirty.
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                            ":(exclude)benchmarks/results"], cwd=root, capture_output=True,
+                            ":(exclude)benchmarks/results"], cwd=PROJECT_ROOT, capture_output=True,
                            text=True, check=True).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return "unknown"

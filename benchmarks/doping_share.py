@@ -129,7 +129,8 @@ def main(argv=None):
     print(f"error: {error}", file=sys.stderr)
     return 2
   common.write_json_atomic(args.out, {
-      "benchmark": "doping_share", "data": args.data or "embedded", "runs": args.runs,
+      "benchmark": "doping_share", "data": common.project_path(args.data),
+      "runs": common.project_path(args.runs),
       "commit": common.git_commit(), "host": common.host_info(), "results": rows,
       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
   for row in rows:

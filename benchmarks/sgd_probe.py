@@ -116,7 +116,7 @@ def main(argv=None):
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
-  data = {"benchmark": "sgd_probe", "config": config, "data": args.data or "embedded",
+  data = {"benchmark": "sgd_probe", "config": config, "data": common.project_path(args.data),
           "commit": common.git_commit(),
           "recipe": probe_recipe(config["preset"]).to_dict(), "host": common.host_info(),
           "results": rows, "summary": summary, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

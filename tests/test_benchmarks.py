@@ -1,6 +1,7 @@
 """Smoke test of the training-step benchmark: tiny sizes, runs in seconds."""
 
 import json
+import os
 
 from benchmarks import common, train_step
 
@@ -54,5 +55,17 @@ def test_sgd_probe_quick_runs_factored_methods_both_ways(tmp_path):
   assert summary[2]["valid_ppl_median"] == written["results"][2]["valid_ppl"]  # one seed
   assert written["recipe"]["optimizer"] == "sgd" and written["recipe"]["sum_over_steps"]
   assert written["commit"].startswith(common.git_commit()[:40])
+  assert written["data"] == "embedded"
   assert sgd_probe.main(["--quick", "--methods", "dense,nope", "--out", str(out)]) == 2
   assert sgd_probe.main(["--quick", "--seeds", "a", "--out", str(out)]) == 2
+
+
+def test_project_path_is_relative_to_the_project(monkeypatch, tmp_path):
+  assert common.project_path(None) == "embedded"
+  beside = os.path.join(common.PROJECT_ROOT, "..", "shared", "data", "ptb")
+  assert common.project_path(beside) == os.path.join("..", "shared", "data", "ptb")
+  monkeypatch.chdir(common.PROJECT_ROOT)
+  assert common.project_path(os.path.join("runs", "accuracy")) == os.path.join("runs", "accuracy")
+  monkeypatch.chdir(tmp_path)  # a relative path is read from where the command runs
+  assert not os.path.isabs(common.project_path("runs"))
+  assert common.project_path("runs").endswith("runs")

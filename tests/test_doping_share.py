@@ -1,6 +1,7 @@
 """benchmarks.doping_share on tiny trained runs: S removed and restored, bad input named."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -32,7 +33,9 @@ def _dopings(model):
 def test_main_measures_only_doped_runs(runs, tmp_path):
   out = tmp_path / "share.json"
   assert doping_share.main(["--runs", str(runs), "--out", str(out)]) == 0
-  [row] = json.loads(out.read_text())["results"]
+  written = json.loads(out.read_text())
+  assert not os.path.isabs(written["runs"]) and written["data"] == "embedded"
+  [row] = written["results"]
   assert row["run"] == "dkp-run" and row["method"] == "dkp"
   metrics = json.loads((runs / "dkp-run" / "metrics.json").read_text())
   assert row["valid_ppl"] == pytest.approx(metrics["valid_perplexity"], rel=1e-5)
