@@ -49,8 +49,8 @@ def perplexity_without_doping(model, ids, batch_size, num_steps):
   import numpy as np  # pylint: disable=import-outside-toplevel
   from dkp_keras import doped_matrix  # pylint: disable=import-outside-toplevel
   from pipelines import train  # pylint: disable=import-outside-toplevel
-  dopings = [matrix.doping for owner in doped_matrix.find_doped_owners(model)
-             for matrix in owner.doped_matrices.values()]
+  dopings = [doping for owner in doped_matrix.find_doped_owners(model)
+             for doping in owner.get_prunable_weights()]
   if not dopings:
     raise ValueError(f"model {model.name!r} has no doped layer (no S to remove)")
   saved = [variable.numpy() for variable in dopings]
@@ -63,15 +63,19 @@ def perplexity_without_doping(model, ids, batch_size, num_steps):
       variable.assign(values)
 
 
-def measure_run(run_dir, data_dir=None, corpora=None):
+def run_settings(run_dir):
+  """The settings a run directory's run.json records (preset, recipe, method, data, ...)."""
+  with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as handle:
+    return json.load(handle)["settings"]
+
+
+def measure_run(run_dir, settings, data_dir=None, corpora=None):
   """The with / without S perplexities and the norms of one run directory's model.
 
-  The corpus is ``data_dir``, else the one the run trained on (its run.json);
+  The corpus is ``data_dir``, else the one the run trained on (``settings["data"]``);
   ``corpora`` caches corpora across runs.
   """
   from pipelines import presets, train  # pylint: disable=import-outside-toplevel
-  with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as handle:
-    settings = json.load(handle)["settings"]
   recipe = presets.Recipe(**settings["recipe"])
   data_dir = data_dir or (None if settings["data"] == "embedded" else settings["data"])
   corpora = {} if corpora is None else corpora
@@ -88,8 +92,9 @@ def measure_run(run_dir, data_dir=None, corpora=None):
           "matrices": matrix_norms(model)}
 
 
-def doped_run_dirs(runs_dir, names=None):
-  """The run directories under ``runs_dir`` (or those ``names``) with a finished doped model."""
+def doped_runs(runs_dir, names=None):
+  """(run directory, its settings) for each run under ``runs_dir`` (or those ``names``)
+  with a finished doped model."""
   from pipelines import models  # pylint: disable=import-outside-toplevel
   if not os.path.isdir(runs_dir):
     raise ValueError(f"{runs_dir}: no such runs directory")
@@ -101,10 +106,10 @@ def doped_run_dirs(runs_dir, names=None):
       raise ValueError(f"{run_dir}: no finished model (model.keras) there")
     if not finished:
       continue
-    with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as handle:
-      method = models.get_method(json.load(handle)["settings"]["method"])
+    settings = run_settings(run_dir)
+    method = models.get_method(settings["method"])
     if method.doped:
-      chosen.append(run_dir)
+      chosen.append((run_dir, settings))
     elif names:
       raise ValueError(f"{run_dir}: method {method.name!r} is not doped (no S to remove)")
   if not chosen:
@@ -122,9 +127,9 @@ def main(argv=None):
   args = parser.parse_args(argv)
   try:
     names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
-    run_dirs = doped_run_dirs(args.runs, names)
     corpora = {}
-    rows = [measure_run(run_dir, args.data, corpora) for run_dir in run_dirs]
+    rows = [measure_run(run_dir, settings, args.data, corpora)
+            for run_dir, settings in doped_runs(args.runs, names)]
   except (ValueError, OSError, KeyError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2

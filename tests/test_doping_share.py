@@ -26,8 +26,8 @@ def _runs(tmp_path_factory):
 
 
 def _dopings(model):
-  return [m.doping for owner in doped_matrix.find_doped_owners(model)
-          for m in owner.doped_matrices.values()]
+  return [doping for owner in doped_matrix.find_doped_owners(model)
+          for doping in owner.get_prunable_weights()]
 
 
 def test_main_measures_only_doped_runs(runs, tmp_path):
