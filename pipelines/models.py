@@ -16,7 +16,7 @@
   instead of 1x4 blocks), and so
   are the schedule variants ``dkp-anneal-30`` / ``-90`` (annealing window),
   ``dkp-cmr-cosine`` (CMR decay), ``dkp-cmr-0.8`` (CMR rate) and ``dkp-cmr-row-0.8``
-  (row CMR from 0.8).
+  / ``dkp-cmr-row-0.9`` (row CMR from 0.8 / 0.9).
 
 The compression factor applies to the LSTM layers (weights and biases) and is
 counted by `dkp_keras.compression_report` for every method.
@@ -97,6 +97,10 @@ METHODS = {m.name: m for m in (
     Method("dkp-cmr-row-0.8", "kronecker", doped=True, cmr=True,
            description="DKP, CMR drops rows of S, from 0.8",
            layer_options=(("cmr_granularity", "row"),), recipe_options=(("cmr", 0.8),)),
+    # 0.5 -> 0.8 helped both granularities: does a rate nearer 1 help further?
+    Method("dkp-cmr-row-0.9", "kronecker", doped=True, cmr=True,
+           description="DKP, CMR drops rows of S, from 0.9",
+           layer_options=(("cmr_granularity", "row"),), recipe_options=(("cmr", 0.9),)),
 )}
 
 
