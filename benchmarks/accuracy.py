@@ -169,8 +169,10 @@ def render(csv_path):
       test_ppl=("test_ppl", "mean"), test_min=("test_ppl", "min"),
       test_max=("test_ppl", "max"), valid_ppl=("valid_ppl", "mean"),
       lstm_compression=("lstm_compression", "mean"), seeds=("seed", "count"),
-      wall_s=("wall_s", "mean")).reset_index()
+      wall_s=("wall_s", "mean"), seed_list=("seed", lambda seeds: tuple(sorted(seeds)))
+  ).reset_index()
   dense_by_epochs = summary[summary["method"] == "dense"].groupby("epochs")["test_ppl"].first()
+  dense_rows = frame[frame["method"] == "dense"]
   lines = [f"# Accuracy at equal compression: {frame['preset'].iloc[0]}", "",
            "LSTM layers compressed by each method; test/valid perplexity per word (<eos> "
            "included, states carried), the mean over seeds (min–max beside it). `measured` is "
@@ -182,6 +184,10 @@ def render(csv_path):
            "|---|---|---|---|---|---|---|---|---|---|"]
   for row in summary.itertuples():
     dense_ppl = dense_by_epochs.get(row.epochs)  # the dense model of the same budget
+    if models.get_method(row.method).quantized:
+      # Quantized rows are the dense rows' own models: against those seeds, not the mean of all.
+      own = dense_rows[(dense_rows["epochs"] == row.epochs) & dense_rows["seed"].isin(row.seed_list)]
+      dense_ppl = own["test_ppl"].mean() if len(own) else dense_ppl
     change = f"{100 * (row.test_ppl / dense_ppl - 1):+.1f}%" if dense_ppl else "n/a"
     paper = ""
     if row.method in PAPER and PAPER[row.method][0] == row.compression:

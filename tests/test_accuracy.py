@@ -140,18 +140,21 @@ def test_quantized_rows_quantize_the_dense_rows_model(tiny, tmp_path, monkeypatc
   assert [getattr(m, "name", m) for m in fits] == ["dense"]
 
 
-def test_render_shows_the_mean_and_range_over_seeds(tmp_path):
+def test_render_shows_the_mean_and_range_over_seeds_and_pairs_quantized_rows(tmp_path):
   rows = [{"method": m, "compression": c, "seed": seed, "valid_ppl": ppl + 5, "test_ppl": ppl,
            "params": 1, "model_bytes": 1, "lstm_compression": c, "epochs": 6, "preset": "p",
            "recipe": "r", "commit": "abc", "wall_s": 60.0}
           for m, c, seed, ppl in (("dense", 1.0, 0, 100.0), ("dkp", 25.0, 0, 104.0),
-                                  ("dkp", 25.0, 1, 106.0))]
+                                  ("dkp", 25.0, 1, 106.0), ("dense", 1.0, 1, 108.0),
+                                  ("int8", 4.0, 0, 101.0))]
   path = tmp_path / "t.csv"
   pd.DataFrame(rows)[accuracy.COLUMNS].to_csv(path, index=False)
   accuracy.render(str(path))
   text = (tmp_path / "t.md").read_text()
-  assert "| dkp | 25x | 25.0x | 110.00 | 105.00 (104.00–106.00) | +5.0% |" in text
-  assert "| dense | 1x | 1.0x | 105.00 | 100.00 | +0.0% |" in text
+  assert "| dkp | 25x | 25.0x | 110.00 | 105.00 (104.00–106.00) | +1.0% |" in text
+  assert "| dense | 1x | 1.0x | 109.00 | 104.00 (100.00–108.00) | +0.0% |" in text
+  # int8 quantized dense seed 0's model: compared with that model, not the mean of all seeds.
+  assert "| int8 | 4x | 4.0x | 106.00 | 101.00 | +1.0% |" in text
 
 
 def test_target_lines():
