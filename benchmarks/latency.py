@@ -13,6 +13,8 @@ latency ratio isolates the LSTM layers. Structures (``--structures``):
 - ``kp``: `dkp.DKPLSTM(units, compression=c, doped=False)` (Kronecker only);
 - ``dkp``: `dkp.DKPLSTM(units, compression=c)`, S annealed cheaply to its
   target sparsity (as in `benchmarks.convert_time`);
+- ``dkp-1x1``: ``dkp`` with S in 1x1 blocks (unstructured, ``block_size=(1, 1)``):
+  what the accuracy table's 1x1 rows deploy as;
 - ``lmf`` / ``hmd``: `dkp.DKPLSTM(..., structure='lowrank' | 'hmd', doped=False)`.
 
 A structure / compression the package rejects (ValueError) is skipped with a
@@ -51,7 +53,7 @@ from pipelines import convert as convert_pipeline  # noqa: E402
 from tflite_ops import files  # noqa: E402
 from tflite_ops import timing  # noqa: E402
 
-STRUCTURES = ("dense", "fused-lstm", "kp", "dkp", "lmf", "hmd")
+STRUCTURES = ("dense", "fused-lstm", "kp", "dkp", "dkp-1x1", "lmf", "hmd")
 BASELINES = ("dense", "fused-lstm")
 BASELINE = {"step": "dense", "sequence": "fused-lstm"}  # the baseline's name per mode
 MODES = ("step", "sequence")
@@ -59,6 +61,7 @@ MODES = ("step", "sequence")
 DKP_KWARGS = {
     "kp": {"structure": "kronecker", "doped": False},
     "dkp": {"structure": "kronecker", "doped": True},
+    "dkp-1x1": {"structure": "kronecker", "doped": True, "block_size": (1, 1)},
     "lmf": {"structure": "lowrank", "doped": False},
     "hmd": {"structure": "hmd", "doped": False},
 }
@@ -82,7 +85,7 @@ DEFAULTS = {
     "seed": 0
 }
 QUICK = {"units": 64, "layers": 1, "compressions": (4.0,), "threads": (1,), "repeats": 2,
-         "modes": ("step",), "structures": ("dense", "dkp")}
+         "modes": ("step",), "structures": ("dense", "dkp", "dkp-1x1")}
 DEFAULT_OUT = os.path.join("benchmarks", "results", "latency.csv")
 
 # --------------------------------------------------------------------------- models
@@ -144,7 +147,7 @@ def build_models(config, log=print):
     except ValueError as error:
       log(f"  skipped {structure} at {compression:g}x: {str(error).splitlines()[0]}")
       continue
-    if structure == "dkp":
+    if DKP_KWARGS.get(structure, {}).get("doped"):
       model = anneal_cheaply(model, config["units"], config["seed"])
     models[(structure, compression)] = model
     log(f"  built {structure:<8} {compression:>5g}x in {time.perf_counter() - start:5.1f} s")

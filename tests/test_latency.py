@@ -19,7 +19,7 @@ def test_latency_quick(tmp_path):
   keys = set(zip(written["structure"], written["compression"], written["mode"],
                  written["threads"], written["xnnpack"]))
   assert len(keys) == len(written)
-  assert keys == {(s, c, "step", 1, x) for s, c in (("dense", 1.0), ("dkp", 4.0))
+  assert keys == {(s, c, "step", 1, x) for s, c in (("dense", 1.0), ("dkp", 4.0), ("dkp-1x1", 4.0))
                   for x in (False, True)}
   assert (written["latency_us_median"] > 0).all()
   assert (written["latency_us_p10"] > 0).all() and (written["latency_us_p90"] > 0).all()
