@@ -30,6 +30,7 @@ import tensorflow as tf  # noqa: E402  (after dkp_keras)
 import tf_keras as keras  # noqa: E402
 
 from dkp_keras.verify import normwise_error  # noqa: E402
+from pipelines import models  # noqa: E402
 from tflite_ops import files  # noqa: E402
 from tflite_ops import inspect as tflite_inspect  # noqa: E402
 from tflite_ops import lowering  # noqa: E402
@@ -113,6 +114,18 @@ def _reference(model, x):
   return np.asarray(model(x, training=False))
 
 
+def _reference_model(model):
+  """``model``, or where its batch size is fixed (stateful, as trained), a stateless twin.
+
+  Each verification input starts from zero states either way; the twin accepts
+  the converted file's batch size (1 by default) where the original accepts
+  only its training batch.
+  """
+  if not model.inputs or model.inputs[0].shape[0] is None:
+    return model
+  return models.stateless_twin(model)
+
+
 def _run_tflite(runner, lowered, x):
   if lowered.mode == "sequence":
     return runner(inputs=x)["outputs"]
@@ -136,11 +149,12 @@ def verify(path, model, lowered, samples=8, data=None, seed=0):
   if data is not None:
     inputs += list(_batches(data, lowered, steps))
   errors = []
+  reference = _reference_model(model)
   for x in inputs:
     # A Keras LSTM passes through as UNIDIRECTIONAL_SEQUENCE_LSTM, whose states
     # are variable tensors that persist across invocations: start each sequence at zero.
     interpreter.reset_all_variables()
-    errors.append(normwise_error(_run_tflite(runner, lowered, x), _reference(model, x)))
+    errors.append(normwise_error(_run_tflite(runner, lowered, x), _reference(reference, x)))
   return {"samples": len(inputs), "max_error": max(errors) if errors else None,
           "errors": errors, "xnnpack": delegate_note}
 

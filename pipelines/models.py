@@ -276,20 +276,27 @@ def quantize_lstm_weights(model, bits=8):
 
 
 def stateful_twin(model, batch_size):
-  """A copy of ``model`` whose RNN layers carry state across batches of ``batch_size``.
+  """A copy of ``model`` whose RNN layers carry state across batches of ``batch_size``."""
+  return _twin(model, batch_size, stateful=True)
 
-  Built from the config (any chain of registered layers) with the weights copied.
-  """
+
+def stateless_twin(model):
+  """A copy of ``model`` with a free batch size and RNN layers that start from zero states."""
+  return _twin(model, None, stateful=False)
+
+
+def _twin(model, batch_size, stateful):
+  """``model`` rebuilt from its config (any chain of registered layers), weights copied."""
   import tf_keras as keras  # pylint: disable=import-outside-toplevel
   config = model.get_config()
   for layer in config["layers"]:
-    layer.pop("build_config", None)  # its batch-less shape would build a stateful RNN early
+    layer.pop("build_config", None)  # its old batch shape would build the RNN at that batch
     cfg = layer["config"]
     if layer["class_name"] == "InputLayer":
       cfg["batch_input_shape"] = [batch_size] + list(cfg["batch_input_shape"][1:])
       cfg.pop("batch_shape", None)
     elif "stateful" in cfg:
-      cfg["stateful"] = True
-  twin = keras.Model.from_config(config)
+      cfg["stateful"] = stateful
+  twin = type(model).from_config(config)
   twin.set_weights(model.get_weights())
   return twin

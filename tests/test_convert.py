@@ -215,3 +215,21 @@ def test_cli_converts_a_savedmodel_directory(workdir, capsys):
                         "--verify", 1], capsys)
   assert code == 0, captured.err
   assert "verification: 1 inputs" in captured.out
+
+
+def test_cli_converts_a_stateful_model_at_batch_1(workdir, capsys):
+  """A model saved as trained (stateful, batch fixed at 4) converts at the default batch 1."""
+  inputs = keras.Input((STEPS,), batch_size=4, dtype="int32")
+  x = keras.layers.Embedding(30, 8)(inputs)
+  x = dkp.DKPLSTM(16, compression=2, return_sequences=True, stateful=True)(x)
+  model = keras.Model(inputs, keras.layers.Dense(30)(x))
+  path = workdir / "stateful.keras"
+  model.save(path)
+  out = workdir / "stateful.tflite"
+  code, captured = cli([path, "--out", out, "--mode", "step", "--verify", 2], capsys)
+  assert code == 0, captured.err
+  assert "verification: 2 inputs" in captured.out
+  lowered = convert.lowering.lower_model(convert.load_model(path), mode="step")
+  tokens = np.random.default_rng(0).integers(0, 30, (1, STEPS)).astype(np.int32)
+  expected = convert.models.stateless_twin(model)(tokens, training=False).numpy()
+  assert normwise_error(run_step_file(out, tokens, lowered.state_shapes), expected) < 1e-4
