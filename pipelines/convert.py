@@ -107,19 +107,13 @@ def _random_inputs(model, lowered, rng, steps):
   return rng.normal(size=shape).astype(np.float32)
 
 
-def _reference(model, x):
-  for layer in model.layers:
-    if getattr(layer, "stateful", False):
-      layer.reset_states()
-  return np.asarray(model(x, training=False))
-
-
 def _reference_model(model):
   """``model``, or where its batch size is fixed (stateful, as trained), a stateless twin.
 
-  Each verification input starts from zero states either way; the twin accepts
-  the converted file's batch size (1 by default) where the original accepts
-  only its training batch.
+  Stateful layers need a fixed batch, so the returned model has none: each
+  verification input starts from zero states, and the twin accepts the
+  converted file's batch size (1 by default) where the original accepts only
+  its training batch.
   """
   if not model.inputs or model.inputs[0].shape[0] is None:
     return model
@@ -154,7 +148,7 @@ def verify(path, model, lowered, samples=8, data=None, seed=0):
     # A Keras LSTM passes through as UNIDIRECTIONAL_SEQUENCE_LSTM, whose states
     # are variable tensors that persist across invocations: start each sequence at zero.
     interpreter.reset_all_variables()
-    errors.append(normwise_error(_run_tflite(runner, lowered, x), _reference(reference, x)))
+    errors.append(normwise_error(_run_tflite(runner, lowered, x), np.asarray(reference(x, training=False))))
   return {"samples": len(inputs), "max_error": max(errors) if errors else None,
           "errors": errors, "xnnpack": delegate_note}
 

@@ -10,7 +10,9 @@ from ai_edge_litert.interpreter import Interpreter
 import dkp_keras as dkp
 from dkp_keras.verify import normwise_error
 from pipelines import convert
+from pipelines import models
 from tflite_ops import inspect as tflite_inspect
+from tflite_ops import lowering
 
 STEPS = 6
 
@@ -229,7 +231,7 @@ def test_cli_converts_a_stateful_model_at_batch_1(workdir, capsys):
   code, captured = cli([path, "--out", out, "--mode", "step", "--verify", 2], capsys)
   assert code == 0, captured.err
   assert "verification: 2 inputs" in captured.out
-  lowered = convert.lowering.lower_model(convert.load_model(path), mode="step")
+  lowered = lowering.lower_model(model, mode="step")
   tokens = np.random.default_rng(0).integers(0, 30, (1, STEPS)).astype(np.int32)
-  expected = convert.models.stateless_twin(model)(tokens, training=False).numpy()
+  expected = models.stateless_twin(model)(tokens, training=False).numpy()
   assert normwise_error(run_step_file(out, tokens, lowered.state_shapes), expected) < 1e-4
