@@ -22,6 +22,7 @@ from tensorflow_model_optimization.sparsity import keras as tfmot_sparsity
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
 from dkp_keras.doped_matrix import DopedLayerMixin, all_layers, find_doped_owners
+from dkp_keras.structures import check_block_size
 
 
 def _doped_owner(layer):
@@ -51,7 +52,8 @@ def target_sparsity(owner):
 
 
 def prepare_for_annealing(model, begin_step=0, end_step=1000, frequency=100, power=3,
-                          block_pooling_type="AVG", start_at_target=False):
+                          block_pooling_type="AVG", start_at_target=False,
+                          early_block_size=None):
   """Wraps every doped DKP layer of a built model for sparsity annealing of S.
 
   S is pruned from dense (before ``begin_step``) to its layer's target sparsity
@@ -63,6 +65,11 @@ def prepare_for_annealing(model, begin_step=0, end_step=1000, frequency=100, pow
   ``start_at_target=True`` holds every S at its target sparsity from the
   first step (fine-tuning an S that is already sparse, as `pipelines.compress`
   does); the window then only paces `CoMatrixDropout`.
+
+  ``early_block_size`` (e.g. ``(1, 1)``) prunes S in those blocks instead until
+  `SparsityAnnealing` (``block_switch_step``) switches every wrapper to its
+  layer's own blocks: S picks its entries freely while it anneals and ends in
+  the deployable layout. The kept count is the same, so the budget holds.
 
   Returns:
     A new model (same layers) whose doped layers are tfmot pruning wrappers.
@@ -76,6 +83,8 @@ def prepare_for_annealing(model, begin_step=0, end_step=1000, frequency=100, pow
     raise ValueError(f"need 0 <= begin_step < end_step, got {begin_step} and {end_step}")
   if frequency < 1:
     raise ValueError(f"frequency must be >= 1, got {frequency}")
+  if early_block_size is not None:
+    early_block_size = check_block_size(early_block_size)
   found = []
 
   def wrap(layer):
@@ -89,7 +98,7 @@ def prepare_for_annealing(model, begin_step=0, end_step=1000, frequency=100, pow
         begin_step=begin_step,
         end_step=end_step, power=power, frequency=frequency)
     return tfmot_sparsity.prune_low_magnitude(
-        layer, pruning_schedule=schedule, block_size=owner.block_size,
+        layer, pruning_schedule=schedule, block_size=early_block_size or owner.block_size,
         block_pooling_type=block_pooling_type)
 
   annealed = keras.models.clone_model(model, clone_function=wrap)
@@ -101,6 +110,30 @@ def prepare_for_annealing(model, begin_step=0, end_step=1000, frequency=100, pow
 
 def _wrappers(model):
   return [m for m in all_layers(model) if isinstance(m, pruning_wrapper.PruneLowMagnitude)]
+
+
+def _final_block_size(wrapper):
+  """The doped layer's own blocks; a plain pruned layer keeps the wrapper's."""
+  owner = _doped_owner(wrapper.layer)
+  return tuple(owner.block_size) if owner is not None else _pruning_block_size(wrapper)
+
+
+def _pruning_block_size(wrapper):
+  return tuple(wrapper.pruning_obj._block_size)  # pylint: disable=protected-access
+
+
+def switch_to_final_blocks(wrapper):
+  """Makes ``wrapper`` prune in its layer's own blocks from its next mask update.
+
+  Returns whether it changed anything. tfmot reads the block size when the
+  train step is traced: the caller must retrace it.
+  """
+  final = _final_block_size(wrapper)
+  if _pruning_block_size(wrapper) == final:
+    return False
+  wrapper.block_size = final
+  wrapper.pruning_obj._block_size = list(final)  # pylint: disable=protected-access
+  return True
 
 
 def annealing_window(model):
@@ -147,12 +180,20 @@ class SparsityAnnealing(tfmot_sparsity.UpdatePruningStep):
   in the list, TensorBoard. With ``log_dir`` it also writes them as scalars.
   The weights are re-masked at the end of each epoch and of training, so S
   holds its zeros whenever the model is saved.
+
+  With ``block_switch_step`` (for a model prepared with ``early_block_size``)
+  the wrappers switch to their layers' own blocks at that annealing step; the
+  step is the wrappers' counter, so a resumed run switches at the same point.
   """
 
-  def __init__(self, log_dir=None):
+  def __init__(self, log_dir=None, block_switch_step=None):
     super().__init__()
+    if block_switch_step is not None and block_switch_step < 0:
+      raise ValueError(f"block_switch_step must be >= 0, got {block_switch_step}")
     self.log_dir = log_dir
+    self.block_switch_step = block_switch_step
     self._writer = None
+    self._switch_pending = False
 
   def on_train_begin(self, logs=None):
     super().on_train_begin(logs)
@@ -161,6 +202,28 @@ class SparsityAnnealing(tfmot_sparsity.UpdatePruningStep):
                        "dkp.prepare_for_annealing(model, ...) before fit")
     if self.log_dir and self._writer is None:
       self._writer = tf.summary.create_file_writer(self.log_dir)
+    self._switch_pending = self.block_switch_step is not None and any(
+        _pruning_block_size(w) != _final_block_size(w) for w in self.prunable_layers)
+    if self._switch_pending:
+      end_step = annealing_window(self.model)[1]
+      if self.block_switch_step > end_step:
+        raise ValueError(
+            f"block_switch_step {self.block_switch_step} comes after the annealing ends "
+            f"(step {end_step}): no mask update would put S in its layers' blocks")
+    self._maybe_switch_blocks()
+
+  def on_train_batch_begin(self, batch, logs=None):
+    if self._switch_pending:
+      self._maybe_switch_blocks()
+
+  def _maybe_switch_blocks(self):
+    if not self._switch_pending or current_step(self.model) < self.block_switch_step:
+      return
+    changed = [switch_to_final_blocks(w) for w in self.prunable_layers]
+    self._switch_pending = False
+    if any(changed):
+      # The train step holds the old block size in its graph.
+      self.model.train_function = self.model.make_train_function(force=True)
 
   def on_epoch_end(self, epoch, logs=None):
     super().on_epoch_end(epoch, logs)
@@ -184,6 +247,12 @@ def finalize(model):
   may have moved pruned entries) and resets the CMR rates, so the result is
   ready to save or convert.
   """
+  early = [w.layer.name for w in _wrappers(model)
+           if _pruning_block_size(w) != _final_block_size(w)]
+  if early:
+    raise ValueError(
+        f"the annealing of {early} still prunes in its early blocks, not the layers' own: "
+        f"give SparsityAnnealing a block_switch_step within the training steps")
   for wrapper in _wrappers(model):
     wrapper.pruning_obj.weight_mask_op()
   stripped = tfmot_sparsity.strip_pruning(model)

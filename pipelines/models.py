@@ -16,8 +16,9 @@
   instead of 1x4 blocks), and so
   are the schedule variants ``dkp-anneal-30`` / ``-90`` (annealing window),
   ``dkp-cmr-cosine`` (CMR decay), ``dkp-cmr-0.8`` (CMR rate) and ``dkp-cmr-row-0.8``
-  / ``dkp-cmr-row-0.9`` (row CMR from 0.8 / 0.9) and ``dkp-1x1-cmr-row-0.8`` (that
-  with S in 1x1 blocks).
+  / ``dkp-cmr-row-0.9`` (row CMR from 0.8 / 0.9), ``dkp-1x1-cmr-row-0.8`` (that
+  with S in 1x1 blocks) and ``dkp-cmr-row-0.8-early-1x1`` (S annealed in 1x1
+  blocks, then 1x4).
 
 The compression factor applies to the LSTM layers (weights and biases) and is
 counted by `dkp_keras.compression_report` for every method.
@@ -107,6 +108,13 @@ METHODS = {m.name: m for m in (
            description="DKP, S in 1x1 blocks, CMR drops rows of S, from 0.8",
            layer_options=(("block_size", (1, 1)), ("cmr_granularity", "row")),
            recipe_options=(("cmr", 0.8),)),
+    # 1x1 S beats 1x4 but TFLite cannot store it compactly: anneal S entry by entry for
+    # the first half of the window, then in 1x4 blocks to the end (deploys as 1x4).
+    Method("dkp-cmr-row-0.8-early-1x1", "kronecker", doped=True, cmr=True,
+           description="DKP, CMR drops rows of S, from 0.8; S annealed in 1x1 blocks to 30% "
+                       "of the steps, then in 1x4",
+           layer_options=(("cmr_granularity", "row"),),
+           recipe_options=(("cmr", 0.8), ("block_switch", 0.3))),
 )}
 
 

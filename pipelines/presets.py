@@ -15,7 +15,8 @@ its target and regularize with CMR while it anneals):
 
 * annealing window: from step 0 (S dense) to ``anneal_end`` of the training
   steps, along tfmot's cubic `PolynomialDecay`, masks updated ``anneal_updates``
-  times per epoch; the remaining epochs fine-tune with S's mask fixed;
+  times per epoch; the remaining epochs fine-tune with S's mask fixed (with
+  ``block_switch``, S anneals entry by entry until then, in its blocks after);
 * CMR: the whole S of a matrix dropped with probability ``cmr`` (0.5), decayed
   linearly to 0 over the annealing window (one draw per sequence), so the
   structure learns to stand alone while S is dense and S is always on once final.
@@ -52,6 +53,9 @@ class Recipe:
   compress_output: bool = False  # also compress the softmax layer (at half the factor)
   anneal_end: float = 0.6  # annealing window end, as a fraction of the training steps
   anneal_updates: int = 10  # mask updates per epoch
+  # S anneals in 1x1 blocks until this fraction of the training steps (at most
+  # anneal_end), then in its layers' blocks (None: in those blocks throughout).
+  block_switch: float | None = None
   cmr: float = 0.5
   cmr_decay: str = "linear"  # how CMR's rate falls to 0 over the annealing window
   corpus_tokens: int = 200_000  # size of the embedded corpus when no --data is given
@@ -100,7 +104,7 @@ class Recipe:
 
 
 # Fields added after results were recorded -> the behaviour those results had.
-_LATER_FIELDS = {"precondition_factors": False}
+_LATER_FIELDS = {"precondition_factors": False, "block_switch": None}
 
 
 PRESETS = {

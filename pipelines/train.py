@@ -161,6 +161,25 @@ def random_generators(model):
   return generators
 
 
+def _block_switch_step(recipe, steps_per_epoch, end_step, frequency):
+  """The annealing step where S leaves 1x1 blocks (``recipe.block_switch``), or None.
+
+  On a mask update, so the first mask in the layers' blocks comes with the switch.
+  """
+  if recipe.block_switch is None:
+    return None
+  if not 0.0 < recipe.block_switch <= recipe.anneal_end:
+    raise ValueError(f"block_switch must be in (0, anneal_end={recipe.anneal_end}], "
+                     f"got {recipe.block_switch}")
+  return min(_on_mask_update(steps_per_epoch * recipe.epochs * recipe.block_switch, frequency),
+             end_step)
+
+
+def _on_mask_update(step, frequency):
+  """The mask-update step (a multiple of ``frequency``, at least one) nearest ``step``."""
+  return max(1, round(step / frequency)) * frequency
+
+
 def _compile(model, recipe):
   import tf_keras as keras  # pylint: disable=import-outside-toplevel
   optimizers = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}
@@ -196,8 +215,11 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
   keras.utils.set_random_seed(seed)
   x, y = data.batchify_arrays(corpus.train, recipe.batch_size, recipe.num_steps)
   steps_per_epoch = len(x) // recipe.batch_size
-  end_step = max(1, round(steps_per_epoch * recipe.epochs * recipe.anneal_end))
   frequency = max(1, steps_per_epoch // recipe.anneal_updates)
+  # On a mask update: tfmot updates masks only every `frequency` steps up to the end
+  # step, so S would otherwise stop short of its target sparsity (and its budget).
+  end_step = _on_mask_update(steps_per_epoch * recipe.epochs * recipe.anneal_end, frequency)
+  block_switch_step = _block_switch_step(recipe, steps_per_epoch, end_step, frequency)
   ResetStates, Perplexity, Reseed, TrainClock = _callbacks_module()
   with strategy.scope():
     if initial_model is None:
@@ -209,8 +231,9 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
         model = models.stateful_twin(model, recipe.batch_size)
     annealed = method.doped or method.name == "prune"
     if method.doped:
-      model = dkp.prepare_for_annealing(model, 0, end_step, frequency,
-                                        start_at_target=initial_model is not None)
+      model = dkp.prepare_for_annealing(
+          model, 0, end_step, frequency, start_at_target=initial_model is not None,
+          early_block_size=None if block_switch_step is None else (1, 1))
     elif method.name == "prune":
       model = models.prepare_for_pruning(model, compression, 0, end_step, frequency)
     _compile(model, recipe)
@@ -223,7 +246,8 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
   if carry_state:
     fit_callbacks.append(ResetStates())
   if annealed:
-    fit_callbacks.append(dkp.SparsityAnnealing())
+    fit_callbacks.append(dkp.SparsityAnnealing(
+        block_switch_step=block_switch_step if method.doped else None))
   if method.cmr and recipe.cmr > 0:
     fit_callbacks.append(dkp.CoMatrixDropout(rate=recipe.cmr, decay=recipe.cmr_decay))
   fit_callbacks.append(Perplexity(corpus.valid, recipe.batch_size, recipe.num_steps))
@@ -248,6 +272,7 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
   result = {"model": model, "train_seconds": train_seconds,
             "earlier_train_seconds": clock.earlier_seconds, "carry_state": carry_state,
             "steps_per_epoch": steps_per_epoch, "annealing_end_step": end_step,
+            "block_switch_step": block_switch_step,
             "history": {k: [float(v) for v in values] for k, values in history.history.items()}}
   for split in ("valid", "test"):
     result[f"{split}_perplexity"] = evaluate_perplexity(

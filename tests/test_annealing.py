@@ -151,3 +151,65 @@ def test_callback_without_prepared_model_says_what_to_do():
   x, y = data(batches=1)
   with pytest.raises(ValueError, match="prepare_for_annealing"):
     model.fit(x, y, verbose=0, callbacks=[dkp.SparsityAnnealing()])
+
+
+class BlockPatternProbe(keras.callbacks.Callback):
+  """Records the block fill counts of the LSTM's input S after the given annealing steps."""
+
+  def __init__(self, steps):
+    super().__init__()
+    self.steps, self.counts = set(steps), []
+
+  def on_train_batch_end(self, batch, logs=None):
+    if annealing.current_step(self.model) in self.steps:
+      # The masks: the optimizer step after masking moves pruned entries of S itself.
+      wrapper = next(w for w in annealing._wrappers(self.model) if "dkplstm" in w.layer.name)
+      counts = set()
+      for _, mask, _ in wrapper.pruning_vars:
+        counts |= set(np.unique(block_patterns(keras.backend.get_value(mask), (4, 1))))
+      self.counts.append(counts)
+
+
+def anneal_early_1x1(model, block_switch_step, epochs=2, end_step=8, callbacks=()):
+  model = dkp.prepare_for_annealing(model, begin_step=0, end_step=end_step, frequency=2,
+                                    early_block_size=(1, 1))
+  model.compile(keras.optimizers.Adam(1e-2),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  x, y = data()
+  model.fit(x, y, batch_size=4, epochs=epochs, verbose=0,
+            callbacks=[dkp.SparsityAnnealing(block_switch_step=block_switch_step), *callbacks])
+  return model
+
+
+def test_early_1x1_blocks_switch_to_the_layers_blocks():
+  probe = BlockPatternProbe(steps=[4, 12])  # before the switch and after
+  model = dkp.finalize(anneal_early_1x1(small_lm((4, 1)), block_switch_step=6,
+                                        callbacks=[probe]))
+  before, after = probe.counts
+  assert before - {0, 4}  # partly filled 1x4 blocks: S was pruned entry by entry
+  assert after <= {0, 4}
+  for owner in doped_owners(model):
+    assert owner.block_size == (4, 1)
+    assert_meets_doping_budget(owner)
+    for matrix in owner.doped_matrices.values():
+      assert set(np.unique(block_patterns(matrix.doping_values(), (4, 1)))) <= {0, 4}
+
+
+def test_resumed_annealing_switches_blocks_at_train_begin():
+  model = anneal_early_1x1(small_lm((4, 1)), block_switch_step=16, epochs=1, end_step=20)
+  assert annealing.current_step(model) == 12  # the switch is still to come
+  with pytest.raises(ValueError, match="early blocks"):
+    dkp.finalize(model)
+  x, y = data()
+  # A fresh callback, as after --resume: the step counter is past its switch.
+  model.fit(x, y, batch_size=4, epochs=1, verbose=0,
+            callbacks=[dkp.SparsityAnnealing(block_switch_step=10)])
+  for owner in doped_owners(dkp.finalize(model)):
+    assert_meets_doping_budget(owner)
+
+
+def test_block_switch_after_the_annealing_window_is_rejected():
+  with pytest.raises(ValueError, match="after the annealing ends"):
+    anneal_early_1x1(small_lm((4, 1)), block_switch_step=9, end_step=8)
+  with pytest.raises(ValueError, match="block_switch_step"):
+    dkp.SparsityAnnealing(block_switch_step=-1)

@@ -85,6 +85,8 @@ def test_schedule_ablations_change_only_their_fields():
   assert models.get_method("dkp-anneal-30").adapt(base) == base.replace(anneal_end=0.3)
   assert models.get_method("dkp-cmr-cosine").adapt(base) == base.replace(cmr_decay="cosine")
   assert models.get_method("dkp-cmr-0.8").adapt(base).cmr == 0.8
+  assert models.get_method("dkp-cmr-row-0.8-early-1x1").adapt(base) == base.replace(
+      cmr=0.8, block_switch=0.3)
 
 
 def test_pruned_lstm_counts_its_nonzeros():
