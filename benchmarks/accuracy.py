@@ -214,7 +214,8 @@ TARGETS = ((25, "dense", 1, 1.01), (25, "prune", 25, 0.92), (25, "lmf", 25, 0.92
 DKP_VARIANTS = {"dkp": "DKP", "dkp-cmr-row": "DKP (row CMR)",
                 "dkp-cmr-row-0.8": "DKP (row CMR from 0.8)",
                 "dkp-1x1-cmr-row-0.8": "DKP (1x1 S, row CMR from 0.8)",
-                "dkp-cmr-row-0.8-early-1x1": "DKP (row CMR from 0.8, S 1x1 then 1x4)"}
+                "dkp-cmr-row-0.8-early-1x1": "DKP (row CMR from 0.8, S 1x1 then 1x4)",
+                "dkp-cmr-row-0.8-max": "DKP (row CMR from 0.8, 1x4 blocks by max)"}
 _NAMES = {"dense": "dense", "prune": "pruning", "lmf": "LMF"}
 
 

@@ -58,7 +58,8 @@ def prepare_for_annealing(model, begin_step=0, end_step=1000, frequency=100, pow
 
   S is pruned from dense (before ``begin_step``) to its layer's target sparsity
   (reached at ``end_step``) along tfmot's cubic `PolynomialDecay`, the mask
-  updated every ``frequency`` steps, in the layer's ``block_size`` blocks.
+  updated every ``frequency`` steps, in the layer's ``block_size`` blocks, each
+  scored by the mean (``block_pooling_type="AVG"``) or largest (``"MAX"``) |value|.
   Steps count training batches. Other layers are shared with ``model``, not
   copied. Train with the `SparsityAnnealing` callback, then call `finalize`.
 
@@ -83,6 +84,8 @@ def prepare_for_annealing(model, begin_step=0, end_step=1000, frequency=100, pow
     raise ValueError(f"need 0 <= begin_step < end_step, got {begin_step} and {end_step}")
   if frequency < 1:
     raise ValueError(f"frequency must be >= 1, got {frequency}")
+  if block_pooling_type not in ("AVG", "MAX"):
+    raise ValueError(f"block_pooling_type must be 'AVG' or 'MAX', got {block_pooling_type!r}")
   if early_block_size is not None:
     early_block_size = check_block_size(early_block_size)
   found = []

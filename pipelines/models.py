@@ -17,8 +17,9 @@
   are the schedule variants ``dkp-anneal-30`` / ``-90`` (annealing window),
   ``dkp-cmr-cosine`` (CMR decay), ``dkp-cmr-0.8`` (CMR rate) and ``dkp-cmr-row-0.8``
   / ``dkp-cmr-row-0.9`` (row CMR from 0.8 / 0.9), ``dkp-1x1-cmr-row-0.8`` (that
-  with S in 1x1 blocks) and ``dkp-cmr-row-0.8-early-1x1`` (S annealed in 1x1
-  blocks, then 1x4).
+  with S in 1x1 blocks), ``dkp-cmr-row-0.8-early-1x1`` (S annealed in 1x1
+  blocks, then 1x4) and ``dkp-cmr-row-0.8-max`` (1x4 blocks scored by their
+  largest entry).
 
 The compression factor applies to the LSTM layers (weights and biases) and is
 counted by `dkp_keras.compression_report` for every method.
@@ -115,6 +116,12 @@ METHODS = {m.name: m for m in (
                        "of the steps, then in 1x4",
            layer_options=(("cmr_granularity", "row"),),
            recipe_options=(("cmr", 0.8), ("block_switch", 0.3))),
+    # The same aim another way: keep a 1x4 block for its largest entry, not its mean.
+    Method("dkp-cmr-row-0.8-max", "kronecker", doped=True, cmr=True,
+           description="DKP, CMR drops rows of S, from 0.8; 1x4 blocks of S kept by their "
+                       "largest entry",
+           layer_options=(("cmr_granularity", "row"),),
+           recipe_options=(("cmr", 0.8), ("block_pooling", "MAX"))),
 )}
 
 

@@ -56,6 +56,9 @@ class Recipe:
   # S anneals in 1x1 blocks until this fraction of the training steps (at most
   # anneal_end), then in its layers' blocks (None: in those blocks throughout).
   block_switch: float | None = None
+  # How tfmot scores a block of S: "AVG" (mean |w|) or "MAX" (its largest |w|, as
+  # block-sparse RNNs (Narang et al., 2017) prune).
+  block_pooling: str = "AVG"
   cmr: float = 0.5
   cmr_decay: str = "linear"  # how CMR's rate falls to 0 over the annealing window
   corpus_tokens: int = 200_000  # size of the embedded corpus when no --data is given
@@ -104,7 +107,7 @@ class Recipe:
 
 
 # Fields added after results were recorded -> the behaviour those results had.
-_LATER_FIELDS = {"precondition_factors": False, "block_switch": None}
+_LATER_FIELDS = {"precondition_factors": False, "block_switch": None, "block_pooling": "AVG"}
 
 
 PRESETS = {

@@ -233,7 +233,8 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
     if method.doped:
       model = dkp.prepare_for_annealing(
           model, 0, end_step, frequency, start_at_target=initial_model is not None,
-          early_block_size=None if block_switch_step is None else (1, 1))
+          early_block_size=None if block_switch_step is None else (1, 1),
+          block_pooling_type=recipe.block_pooling)
     elif method.name == "prune":
       model = models.prepare_for_pruning(model, compression, 0, end_step, frequency)
     _compile(model, recipe)

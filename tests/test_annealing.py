@@ -145,6 +145,26 @@ def test_rejects_unbuilt_models_and_bad_windows():
     dkp.prepare_for_annealing(small_lm(), frequency=0)
 
 
+@pytest.mark.parametrize("pooling, kept", [("AVG", "flat"), ("MAX", "spiky")])
+def test_block_pooling_scores_blocks_by_mean_or_largest_entry(pooling, kept):
+  model = dkp.prepare_for_annealing(small_lm((4, 1)), start_at_target=True,
+                                    block_pooling_type=pooling)
+  wrapper = next(w for w in annealing._wrappers(model) if "dkplstm" in w.layer.name)
+  # [in, out] = [16, 64]: 4 x 64 blocks of 4 inputs, alternately [10, 0, 0, 0] and
+  # [3, 3, 3, 3]; the target keeps fewer than half of them, so one kind only.
+  spiky = np.zeros((4, 64), np.float32)
+  spiky[0] = 10.0
+  flat = np.full((4, 64), 3.0, np.float32)
+  values = np.concatenate([spiky, flat, spiky, flat])
+  assert annealing.target_sparsity(wrapper.layer.cell) > 0.5
+  _, mask = wrapper.pruning_obj._maybe_update_block_mask(tf.constant(values))
+  kept_blocks_by_kind = block_patterns(mask.numpy(), (4, 1)).reshape(2, 2, 64).sum(axis=(0, 2))
+  assert kept_blocks_by_kind[["spiky", "flat"].index(kept)] > 0
+  assert kept_blocks_by_kind[["flat", "spiky"].index(kept)] == 0
+  with pytest.raises(ValueError, match="block_pooling_type"):
+    dkp.prepare_for_annealing(small_lm(), block_pooling_type="L2")
+
+
 def test_callback_without_prepared_model_says_what_to_do():
   model = small_lm()
   model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))

@@ -87,6 +87,8 @@ def test_schedule_ablations_change_only_their_fields():
   assert models.get_method("dkp-cmr-0.8").adapt(base).cmr == 0.8
   assert models.get_method("dkp-cmr-row-0.8-early-1x1").adapt(base) == base.replace(
       cmr=0.8, block_switch=0.3)
+  assert models.get_method("dkp-cmr-row-0.8-max").adapt(base) == base.replace(
+      cmr=0.8, block_pooling="MAX")
 
 
 def test_pruned_lstm_counts_its_nonzeros():

@@ -245,3 +245,17 @@ def test_block_switch_outside_the_annealing_window_is_refused(tiny):
   corpus = train.load_corpus(None, TINY)
   with pytest.raises(ValueError, match="block_switch must be in"):
     train.fit_lm(corpus, TINY.replace(epochs=1, block_switch=0.7), "dkp", 4.0, verbose=0)
+
+
+class PoolingProbe(keras.callbacks.Callback):
+  def on_train_begin(self, logs=None):
+    self.pooling = {w.pruning_obj._block_pooling_type  # pylint: disable=protected-access
+                    for w in dkp.annealing._wrappers(self.model)}
+
+
+def test_max_pooling_method_reaches_the_annealing_wrappers(tiny):
+  probe = PoolingProbe()
+  corpus = train.load_corpus(None, TINY)
+  train.fit_lm(corpus, TINY.replace(epochs=1), "dkp-cmr-row-0.8-max", 4.0, verbose=0,
+               callbacks=[probe])
+  assert probe.pooling == {"MAX"}
