@@ -8,7 +8,8 @@ For a Keras [in, out] matrix S at each density, in two patterns:
 
 one tiny model ``x @ S`` (batch 1) is converted per kernel of
 `tflite_ops.sparse_matmul` (``block`` and ``gather`` with
-``Optimize.EXPERIMENTAL_SPARSITY``, ``dense`` without), plus the dense
+``Optimize.EXPERIMENTAL_SPARSITY``, ``dense`` without, ``csr`` without and
+then rewritten by `tflite_ops.random_sparse`, as `pipelines.convert` does), plus the dense
 baseline: a fully dense random matrix of the same shape, converted without
 the sparsity flag. Where the ``auto`` rule (`sparse_matmul.choose_kernel`)
 picks ``dense``, the model `pipelines.convert` would write for ``auto`` is
@@ -40,10 +41,11 @@ from benchmarks import common  # imports dkp_keras first
 import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-order
 
 from tflite_ops import inspect as tflite_inspect  # noqa: E402
+from tflite_ops import random_sparse  # noqa: E402
 from tflite_ops import sparse_matmul  # noqa: E402
 
 PATTERNS = ("block41", "random")
-METHODS = ("block", "gather", "dense")
+METHODS = ("block", "csr", "gather", "dense")
 RESOLVERS = ("xnnpack", "builtin")
 DEFAULTS = {
     "in_features": 1300,
@@ -103,13 +105,20 @@ def convert(kernel, method, sparsity_flag):
   converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
   if sparsity_flag:
     converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-  return converter.convert()
+  flatbuffer = converter.convert()
+  if method == "csr":
+    flatbuffer, stored = random_sparse.store_csr_weights(flatbuffer, [kernel.T])
+    if stored != 1:
+      raise RuntimeError("the csr rewrite did not find S in the converted file")
+  return random_sparse.mark_sparse_fully_connected(flatbuffer)[0]
 
 
-def runs_as(op_counts, fast):
-  """The computation LiteRT runs: a fast 1x4 sparse FC, a dense FC (DENSIFY too) or gather."""
+def runs_as(op_counts, fast, csr=False):
+  """The computation LiteRT runs: a sparse FC (1x4 or CSR), a dense FC (DENSIFY too) or gather."""
   if "GATHER" in op_counts:
     return "gather"
+  if csr:
+    return "sparse CSR FC"
   return "sparse 1x4 FC" if fast else "dense FC"
 
 
@@ -118,11 +127,14 @@ def storage(flatbuffer):
   info = tflite_inspect.inspect_model(flatbuffer)
   sparse = info.sparse_tensors
   fast = any(tflite_inspect.is_fast_block_sparse(t) for t in sparse)
+  csr = any(tflite_inspect.is_csr_sparse(t) for t in sparse)
   densified = info.op_counts.get("DENSIFY", 0) > 0
   if not sparse:
     text = "dense"
   elif fast:
     text = "sparse 1x4 (fast)"
+  elif csr and not densified:
+    text = "sparse CSR"
   elif densified:
     text = "sparse -> DENSIFY"
   else:
@@ -134,7 +146,8 @@ def storage(flatbuffer):
       "fast_1x4": fast,
       "densified": densified,
       "storage": text,
-      "runs": runs_as(info.op_counts, fast),
+      "csr": csr and not densified,
+      "runs": runs_as(info.op_counts, fast, csr and not densified),
       "stored_density": (statistics.fmean(t.sparsity.density for t in sparse) if sparse else None),
       "op_counts": info.op_counts
   }
@@ -208,7 +221,8 @@ def build_variants(config, log=print):
       kernel = make_matrix(pattern, n, m, target, rng)
       pick = sparse_matmul.choose_kernel(kernel)
       for method in METHODS:
-        add(f"{pattern}/{target:g}/{method}", pattern, target, kernel, method, method != "dense")
+        add(f"{pattern}/{target:g}/{method}", pattern, target, kernel, method,
+            method in ("block", "gather"))
       # What pipelines.convert writes for a 'dense' S when another S of the model
       # runs 'block': the converter's sparsity flag is global.
       if pick == "dense":
@@ -268,7 +282,7 @@ def summarize(config, variants, runners, samples):
     timings.setdefault(name, {})[resolver] = entry
 
   keep = ("name", "pattern", "density", "method", "sparsity_flag", "file_bytes", "weights_bytes",
-          "stored_sparse", "fast_1x4", "densified", "storage", "runs", "stored_density",
+          "stored_sparse", "fast_1x4", "csr", "densified", "storage", "runs", "stored_density",
           "op_counts", "convert_s", "max_normwise_error", "errors")
   out_variants = []
   for variant in variants:
@@ -422,7 +436,7 @@ def main(argv=None):
       "benchmark": "sparse_kernels",
       "config": config,
       "host": host,
-      "rule": {"random_sparse_max_density": sparse_matmul.RANDOM_SPARSE_MAX_DENSITY,
+      "rule": {"csr_max_density": sparse_matmul.CSR_MAX_DENSITY,
                "block_max_density": sparse_matmul.BLOCK_MAX_DENSITY},
       "timing": {
           "method": "blocks of invoke() on a fixed input, interleaved across all variants",

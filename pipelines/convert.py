@@ -1,17 +1,19 @@
 """Lower a Keras model with DKP layers to a verified `.tflite` file.
 
 ``python -m pipelines.convert model.keras --out model.tflite [--mode sequence|step]
-[--seq-len 35] [--batch 1] [--sparse-kernel auto|block|gather|dense]
+[--seq-len 35] [--batch 1] [--sparse-kernel auto|block|csr|gather|dense]
 [--quantize none|float16|dynamic-int8] [--verify N] [--verify-data x.npy]
 [--report report.json] [--force]``
 
 Accepts a `.keras` / `.h5` file, a SavedModel directory or (from Python) an
 in-memory model. The Kronecker part becomes reshape / FULLY_CONNECTED /
-TRANSPOSE ops and S a sparse kernel (see `tflite_ops`); only TFLite builtin
-ops are allowed. The written file is read back: its ops, bytes per component
-and sparse weights are reported, and it is run with LiteRT against the Keras
-model on ``--verify`` random inputs (and ``--verify-data``). A file that fails
-verification is kept as ``<out>.unverified`` and the command exits 1; nothing
+TRANSPOSE ops and S a sparse kernel (see `tflite_ops`: 1x4-block S as the
+converter's block-sparse weight, other sparse S rewritten as a CSR weight
+after conversion); only TFLite builtin ops are allowed. The written file is
+read back: its ops, bytes per component and sparse weights are reported, and
+it is run with LiteRT against the Keras model on ``--verify`` random inputs
+(and ``--verify-data``). A file that fails verification is kept as
+``<out>.unverified`` and the command exits 1; nothing
 is ever half-written at ``--out`` (temp file + rename).
 """
 
@@ -35,6 +37,7 @@ from tflite_ops import files  # noqa: E402
 from tflite_ops import inspect as tflite_inspect  # noqa: E402
 from tflite_ops import lowering  # noqa: E402
 from tflite_ops import quantize as quantize_weights  # noqa: E402
+from tflite_ops import random_sparse  # noqa: E402
 from tflite_ops import sparse_matmul  # noqa: E402
 
 QUANTIZATIONS = ("none", "float16", "dynamic-int8")
@@ -93,6 +96,21 @@ def _converter(lowered, model, quantize):
     optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
   converter.optimizations = optimizations
   return converter
+
+
+def _store_csr(flatbuffer, lowered):
+  """Rewrites each S lowered 'csr' as a CSR weight; (flatbuffer, how many were stored)."""
+  # The converter stores S (Keras [in, out]) as the FULLY_CONNECTED weight [out, in].
+  csr = [m.doping.T for m in lowered.matrices() if m.doping_kernel == "csr"]
+  if not csr:
+    return flatbuffer, 0
+  flatbuffer, stored = random_sparse.store_csr_weights(flatbuffer, csr)
+  if stored != len(csr):
+    # The converter changed a weight (e.g. stored it in 1x4 blocks next to a
+    # 'block' S): say so rather than report a kernel that does not run.
+    raise ConversionError(f"only {stored} of the {len(csr)} S lowered 'csr' were found as "
+                          "FULLY_CONNECTED weights in the converted file")
+  return flatbuffer, stored
 
 
 def _random_inputs(model, lowered, rng, steps):
@@ -192,7 +210,8 @@ def _components(info, lowered, model, quantize):
   sparse_values = sum(t.sparsity.values_bytes for t in info.sparse_tensors)
   sparse_indices = sum(t.sparsity.indices_bytes for t in info.sparse_tensors)
   width = WEIGHT_BYTES[quantize] / 4
-  other = max(info.weights_bytes - sparse_values - sparse_indices, 0)
+  # Sparse index vectors live in the tensors' metadata, not in buffers.
+  other = max(info.weights_bytes - sparse_values, 0)
   structure = min(other, int(width * sum(m.component_bytes() for m in lowered.matrices()
                                          if m.structure is not None)))
   doping_dense = min(other - structure, int(width * sum(
@@ -201,7 +220,7 @@ def _components(info, lowered, model, quantize):
   report = dkp.compression_report(model)
   dense_bytes = int(report.loc[report["layer"] == "total", "dense_bytes"].iloc[0])
   return {
-      "file": info.file_bytes, "weights": info.weights_bytes,
+      "file": info.file_bytes, "weights": info.weights_bytes + sparse_indices,
       "structure_factors": structure, "doping_stored_dense": doping_dense,
       "dense_weights": other - structure - doping_dense,
       "sparse_values": sparse_values, "sparse_indices": sparse_indices,
@@ -211,13 +230,16 @@ def _components(info, lowered, model, quantize):
 
 
 def _sparse_check(info, lowered):
-  """Each S lowered as 'block' must be stored sparse, in the fast layout, not densified."""
+  """Each S lowered as 'block' must be stored sparse, in the fast layout, not densified;
+  those lowered 'csr' are counted as CSR weights read by FULLY_CONNECTED."""
   fast = [t for t in info.sparse_tensors if tflite_inspect.is_fast_block_sparse(t)]
+  csr = [t for t in info.sparse_tensors if tflite_inspect.is_csr_sparse(t)]
   densified = info.op_counts.get("DENSIFY", 0)
   block = [m for m in lowered.matrices() if m.doping_kernel == "block"]
   aligned = [m for m in block if sparse_matmul.is_block_aligned(m.doping)]
   return {"block_kernels": len(block), "block_aligned": len(aligned),
           "sparse_tensors": len(info.sparse_tensors), "fast_block_sparse": len(fast),
+          "csr_sparse": len(csr),
           "densify_ops": densified,  # S lowered 'dense' may be stored sparse, then densified
           "all_block_aligned_stored_fast": len(fast) >= len(aligned)}
 
@@ -240,6 +262,9 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
   """
   if quantize not in QUANTIZATIONS:
     raise ValueError(f"unknown quantization {quantize!r}; choose one of {QUANTIZATIONS}")
+  if quantize == "dynamic-int8" and sparse_kernel == "csr":
+    raise ValueError("the csr kernel needs float weights (TFLite has no CSR kernel for int8 "
+                     "weights); use --sparse-kernel auto, block or dense with dynamic-int8")
   if (seq_len is not None and seq_len < 1) or (batch_size is not None and batch_size < 1):
     raise ValueError(f"seq_len and batch size must be >= 1, got {seq_len}, {batch_size}")
   out = _check_output(out, force)
@@ -247,13 +272,16 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
   model = model_or_path if isinstance(model_or_path, keras.Model) else load_model(model_or_path)
   start = time.perf_counter()
   lowered = lowering.lower_model(model, mode=mode, seq_len=seq_len, batch_size=batch_size,
-                                 sparse_kernel=sparse_kernel)
+                                 sparse_kernel=sparse_kernel, csr=quantize != "dynamic-int8")
   try:
     flatbuffer = _converter(lowered, model, quantize).convert()
-    if quantize == "float16":
-      flatbuffer = quantize_weights.float16_weights(flatbuffer, min_elements=64)
   except Exception as error:
     raise ConversionError(f"the TFLite converter failed: {str(error).strip()[-2000:]}") from error
+  flatbuffer, csr_stored = _store_csr(flatbuffer, lowered)
+  # Sparse weights must be FULLY_CONNECTED version 8, or XNNPack runs them as dense.
+  flatbuffer, _ = random_sparse.mark_sparse_fully_connected(flatbuffer)
+  if quantize == "float16":  # after the CSR rewrite: float16 leaves sparse weights alone
+    flatbuffer = quantize_weights.float16_weights(flatbuffer, min_elements=64)
   convert_s = time.perf_counter() - start
 
   tmp = files.temp_beside(out)
@@ -275,7 +303,7 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
                     if m.doping is not None},
         "inputs": lowered.input_names, "outputs": lowered.output_names,
         "op_counts": info.op_counts, "bytes": _components(info, lowered, model, quantize),
-        "sparsity": _sparse_check(info, lowered),
+        "sparsity": {**_sparse_check(info, lowered), "csr_stored": csr_stored},
         "verification": {**checked, "tolerance": limit}, "convert_seconds": convert_s,
     }
     if checked["max_error"] is not None and not checked["max_error"] <= limit:

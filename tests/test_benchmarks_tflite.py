@@ -33,7 +33,7 @@ def test_sparse_kernels_quick(tmp_path):
   assert not variants["block41/0.05/dense"]["stored_sparse"]
   assert len(written["auto_rule"]) == 2 * 2 * len(sparse_kernels.RESOLVERS)
   for row in written["auto_rule"]:
-    assert row["auto_pick"] in ("block", "dense") and row["fastest"] in sparse_kernels.METHODS
+    assert row["auto_pick"] in ("block", "csr", "dense") and row["fastest"] in sparse_kernels.METHODS
     assert isinstance(row["auto_wrong"], bool)
 
 

@@ -110,6 +110,7 @@ def test_650_unit_layer_at_25x_is_20x_smaller_with_s_stored_sparse(workdir):
 
 
 @pytest.mark.parametrize("kernel, op", [("block", "FULLY_CONNECTED"),
+                                        ("csr", "FULLY_CONNECTED"),
                                         ("gather", "UNSORTED_SEGMENT_SUM"),
                                         ("dense", "FULLY_CONNECTED")])
 def test_each_sparse_kernel_verifies(kernel, op, workdir):
@@ -122,7 +123,46 @@ def test_each_sparse_kernel_verifies(kernel, op, workdir):
   assert result.report["verification"]["max_error"] < 1e-4
   assert op in result.report["op_counts"]
   sparse = tflite_inspect.inspect_model(result.path).sparse_tensors
-  assert bool(sparse) == (kernel == "block")
+  assert bool(sparse) == (kernel in ("block", "csr"))
+  assert all(tflite_inspect.is_csr_sparse(t) == (kernel == "csr") for t in sparse)
+
+
+def unstructured_lstm():
+  """A DKP LSTM whose S (~4.4% dense) is annealed entry by entry: unstructured, not in
+  1x4 blocks; then a DKP Dense layer with S in 1x4 blocks."""
+  inputs = keras.Input((STEPS, 16))
+  x = dkp.DKPLSTM(32, compression=10, block_size=(1, 1), return_sequences=True)(inputs)
+  model = keras.Model(inputs, dkp.DopedDense(16, compression=6, block_size=(4, 1))(x))
+  x = np.random.default_rng(3).normal(size=(2, STEPS, 16)).astype(np.float32)
+  return anneal_now(model, x, np.zeros((2, STEPS, 16), np.float32))
+
+
+@pytest.mark.parametrize("mode", ["sequence", "step"])
+def test_unstructured_s_is_stored_as_csr_beside_block_sparse_s(mode, workdir):
+  """auto: the LSTM's unstructured S become CSR weights, the Dense layer's 1x4 S stays 1x4."""
+  model = unstructured_lstm()
+  result = convert.convert(model, workdir / f"csr_{mode}.tflite", mode=mode, seq_len=STEPS,
+                           verify_samples=3)
+  kernels = result.report["kernels"]
+  assert sorted(kernels.values()) == ["block", "csr", "csr"]
+  sparsity = result.report["sparsity"]
+  assert sparsity["csr_stored"] == sparsity["csr_sparse"] == 2
+  assert sparsity["fast_block_sparse"] == 1 and sparsity["densify_ops"] == 0
+  assert result.report["verification"]["max_error"] < 1e-4
+  dense_s = convert.convert(model, workdir / f"dense_s_{mode}.tflite", mode=mode,
+                            seq_len=STEPS, sparse_kernel="dense", verify_samples=0)
+  assert result.report["bytes"]["file"] < dense_s.report["bytes"]["file"]
+
+
+def test_int8_weights_never_get_the_csr_kernel(workdir):
+  model = unstructured_lstm()
+  with pytest.raises(ValueError, match="csr kernel needs float weights"):
+    convert.convert(model, workdir / "int8_csr.tflite", quantize="dynamic-int8",
+                    sparse_kernel="csr")
+  result = convert.convert(model, workdir / "int8_auto.tflite", seq_len=STEPS,
+                           quantize="dynamic-int8", verify_samples=1)
+  assert "csr" not in result.report["kernels"].values()
+  assert result.report["verification"]["max_error"] <= convert.TOLERANCES["dynamic-int8"]
 
 
 @pytest.mark.parametrize("quantize", ["float16", "dynamic-int8"])
@@ -235,3 +275,10 @@ def test_cli_converts_a_stateful_model_at_batch_1(workdir, capsys):
   tokens = np.random.default_rng(0).integers(0, 30, (1, STEPS)).astype(np.int32)
   expected = models.stateless_twin(model)(tokens, training=False).numpy()
   assert normwise_error(run_step_file(out, tokens, lowered.state_shapes), expected) < 1e-4
+
+
+def test_float16_keeps_csr_weights_sparse_float32(workdir):
+  result = convert.convert(unstructured_lstm(), workdir / "f16_csr.tflite", seq_len=STEPS,
+                           quantize="float16", verify_samples=2)
+  assert result.report["sparsity"]["csr_stored"] == result.report["sparsity"]["csr_sparse"] == 2
+  assert result.report["verification"]["max_error"] <= convert.TOLERANCES["float16"]

@@ -94,4 +94,4 @@ def test_step_mode_needs_an_lstm_and_modes_are_checked():
   with pytest.raises(ValueError, match="unknown mode"):
     lowering.lower_model(model, "batch")
   with pytest.raises(ValueError, match="unknown sparse kernel"):
-    lowering.lower_model(model, sparse_kernel="csr")
+    lowering.lower_model(model, sparse_kernel="sparse")

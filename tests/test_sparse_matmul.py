@@ -18,7 +18,7 @@ def block_sparse(n, m, density, block=(4, 1), seed=0):
 
 @settings(max_examples=15)
 @given(n=st.integers(1, 13), m=st.integers(1, 9), batch=st.integers(1, 3),
-       method=st.sampled_from(["block", "gather", "dense"]), seed=st.integers(0, 99))
+       method=st.sampled_from(["block", "csr", "gather", "dense"]), seed=st.integers(0, 99))
 def test_every_kernel_computes_x_times_s(n, m, batch, method, seed):
   kernel = block_sparse(n, m, 0.4, seed=seed)
   if not kernel.any():
@@ -38,14 +38,23 @@ def test_block_alignment():
 
 @pytest.mark.parametrize("kernel, expected", [
     (block_sparse(64, 32, 0.05), "block"),                     # 1x4 blocks: fast sparse FC
-    (block_sparse(64, 32, 0.05, block=(1, 4)), "dense"),       # wrong orientation, 5% density
-    (block_sparse(200, 100, 0.01, block=(1, 1)), "block"),     # random but very sparse
+    (block_sparse(64, 32, 0.15), "block"),
+    (block_sparse(64, 32, 0.05, block=(1, 4)), "csr"),         # wrong orientation: unstructured
+    (block_sparse(200, 100, 0.01, block=(1, 1)), "csr"),       # random
+    (block_sparse(200, 100, 0.06, block=(1, 1)), "csr"),
+    (block_sparse(200, 100, 0.3, block=(1, 1)), "dense"),      # too dense for CSR to pay
     (np.zeros((8, 8), np.float32), "none"),                    # pruned away
 ])
 def test_auto_rule(kernel, expected):
   assert sparse_matmul.choose_kernel(kernel) == expected
 
 
+def test_auto_rule_without_csr_falls_back_to_dense():
+  random = block_sparse(200, 100, 0.04, block=(1, 1))
+  assert sparse_matmul.choose_kernel(random, csr=False) == "dense"
+  assert sparse_matmul.choose_kernel(block_sparse(64, 32, 0.05), csr=False) == "block"
+
+
 def test_unknown_kernel_is_rejected():
   with pytest.raises(ValueError, match="unknown sparse kernel"):
-    sparse_matmul.sparse_matmul(tf.ones((1, 4)), np.eye(4, dtype=np.float32), "csr")
+    sparse_matmul.sparse_matmul(tf.ones((1, 4)), np.eye(4, dtype=np.float32), "sparse")

@@ -29,6 +29,7 @@ unstructured *and* inserts a DENSIFY op, so the FC runs dense: this is why
 random sparsity above ~3.5% density gain nothing (0.965**4 / 0.965 = 0.9),
 while random sparsity below it is stored in 1x4 blocks padded with zeros (1%
 random on 2600x1300 keeps ~4% of the values; checked on converted files).
+The unstructured layout the kernel runs is written by `tflite_ops.random_sparse`.
 """
 
 from __future__ import annotations
@@ -213,10 +214,20 @@ class ModelInfo:
         "uses_flex": self.uses_flex,
         "sparse_tensors": [{"subgraph": t.subgraph, "index": t.index, "name": t.name,
                             "fast_block_sparse": is_fast_block_sparse(t),
+                            "csr_sparse": is_csr_sparse(t),
                             **dataclasses.asdict(t.sparsity)} for t in self.sparse_tensors],
         "tensors": [{k: v for k, v in dataclasses.asdict(t).items() if k != "sparsity"}
                     for t in self.tensors],
     }
+
+
+def _float_fc_sparsity(sparsity):
+  """The `SparsityInfo` to check; None for a `TensorInfo` that is not a float32 FC weight."""
+  if isinstance(sparsity, TensorInfo):
+    tensor, sparsity = sparsity, sparsity.sparsity
+    if tensor.dtype != "float32" or "FULLY_CONNECTED" not in tensor.consumers:
+      return None
+  return sparsity
 
 
 def is_fast_block_sparse(sparsity):
@@ -231,10 +242,7 @@ def is_fast_block_sparse(sparsity):
   >>> [is_fast_block_sparse(t) for t in info.sparse_tensors]   # doctest: +SKIP
   [True]
   """
-  if isinstance(sparsity, TensorInfo):
-    tensor, sparsity = sparsity, sparsity.sparsity
-    if tensor.dtype != "float32" or "FULLY_CONNECTED" not in tensor.consumers:
-      return False
+  sparsity = _float_fc_sparsity(sparsity)
   if sparsity is None:
     return False
   # The kernel itself only checks dims 0/1 and dim_metadata[2].dense_size == 4;
@@ -244,6 +252,20 @@ def is_fast_block_sparse(sparsity):
           and tuple(sparsity.block_map) == (1,)
           and tuple(sparsity.dim_formats) == ("dense", "sparse_csr", "dense")
           and tuple(sparsity.block_shape) == (1, 4))
+
+
+def is_csr_sparse(sparsity):
+  """True for an unstructured [out, in] weight, dim 0 dense and dim 1 sparse CSR, no blocks.
+
+  TFLite's FULLY_CONNECTED runs it with `FullyConnectedSparseWeight` (what
+  `tflite_ops.random_sparse` writes). Pass a `TensorInfo` to also require a
+  float32 tensor read by a FULLY_CONNECTED op.
+  """
+  sparsity = _float_fc_sparsity(sparsity)
+  if sparsity is None:
+    return False
+  return (len(sparsity.dense_shape) == 2 and tuple(sparsity.traversal_order) == (0, 1)
+          and tuple(sparsity.dim_formats) == ("dense", "sparse_csr"))
 
 
 def _index_vector(vector, vector_type, what, label):
@@ -427,6 +449,8 @@ def _storage(t):
   text = t.sparsity.describe()
   if is_fast_block_sparse(t):
     text += " (fast sparse FC)"
+  elif is_csr_sparse(t):
+    text += " (CSR sparse FC)"
   elif "DENSIFY" in t.consumers:
     text += " -> DENSIFY (runs dense)"
   return text

@@ -24,6 +24,7 @@ branches) are supported.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -69,13 +70,13 @@ class LoweredMatrix:
     return sum(v.size for v in self.values.values()) * 4
 
 
-def _lower_doped_matrix(name, matrix, kernel_choice):
+def _lower_doped_matrix(name, matrix, choose):
   values = {k: np.asarray(v, np.float32) for k, v in matrix.structure_values().items()}
   doping = matrix.doping_values()
   method = "none"
   if doping is not None:
     doping = np.asarray(doping, np.float32)
-    method = sparse_matmul.choose_kernel(doping) if kernel_choice == "auto" else kernel_choice
+    method = choose(doping)
     if not np.any(doping):
       method = "none"
   return LoweredMatrix(name, matrix.structure, values, doping, method)
@@ -88,9 +89,9 @@ def _dense_matrix(name, kernel):
 class _LoweredDense:
   """`DopedDense` at inference: flatten, lowered matmul, bias, activation."""
 
-  def __init__(self, layer, kernel_choice):
+  def __init__(self, layer, choose):
     self.layer = layer
-    self.matrix = _lower_doped_matrix(layer.name, layer.matrix, kernel_choice)
+    self.matrix = _lower_doped_matrix(layer.name, layer.matrix, choose)
     self.bias = None if layer.bias is None else np.asarray(layer.bias.numpy(), np.float32)
 
   def matrices(self):
@@ -108,14 +109,14 @@ class _LoweredDense:
 class _LoweredLSTM:
   """A DKPLSTM or Keras LSTM at inference, unrolled over time, states explicit."""
 
-  def __init__(self, layer, kernel_choice):
+  def __init__(self, layer, choose):
     cell = layer.cell
     self.layer, self.units = layer, cell.units
     if isinstance(layer, dkp.DKPLSTM):
       self.input_matrix = _lower_doped_matrix(f"{layer.name}/input", cell.input_matrix,
-                                              kernel_choice)
+                                              choose)
       self.recurrent_matrix = _lower_doped_matrix(f"{layer.name}/recurrent",
-                                                  cell.recurrent_matrix, kernel_choice)
+                                                  cell.recurrent_matrix, choose)
     else:
       self.input_matrix = _dense_matrix(f"{layer.name}/input", cell.kernel.numpy())
       self.recurrent_matrix = _dense_matrix(f"{layer.name}/recurrent",
@@ -228,26 +229,32 @@ class LoweredModel:
     return [m for step in self.steps for m in step.matrices()]
 
 
-def lower_model(model, mode="sequence", seq_len=None, batch_size=1, sparse_kernel="auto"):
+def lower_model(model, mode="sequence", seq_len=None, batch_size=1, sparse_kernel="auto",
+                csr=True):
   """Builds the TFLite-ready inference function of ``model`` (see the module doc).
 
   ``seq_len`` (sequence mode) defaults to the model's fixed input length, else
-  `DEFAULT_SEQ_LEN`; ``batch_size=None`` gives a dynamic batch.
+  `DEFAULT_SEQ_LEN`; ``batch_size=None`` gives a dynamic batch. ``csr=False``
+  keeps ``auto`` from choosing the CSR kernel (int8 weights have none).
   """
   if mode not in MODES:
     raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
   if sparse_kernel not in sparse_matmul.KERNELS:
     raise ValueError(f"unknown sparse kernel {sparse_kernel!r}; choose one of "
                      f"{sparse_matmul.KERNELS}")
+  if sparse_kernel == "auto":
+    choose = functools.partial(sparse_matmul.choose_kernel, csr=csr)
+  else:
+    choose = lambda doping: sparse_kernel  # noqa: E731
   layers = model_chain(model)
   steps = []
   for layer in layers:
     _check_layer(layer)
     if isinstance(layer, dkp.DopedDense):
-      steps.append(_LoweredDense(layer, sparse_kernel))
+      steps.append(_LoweredDense(layer, choose))
     elif isinstance(layer, dkp.DKPLSTM) or (mode == "step" and
                                             isinstance(layer, keras.layers.LSTM)):
-      steps.append(_LoweredLSTM(layer, sparse_kernel))
+      steps.append(_LoweredLSTM(layer, choose))
     else:
       steps.append(_PassThrough(layer))
   lstm_steps = [s for s in steps if isinstance(s, _LoweredLSTM)]

@@ -1,4 +1,4 @@
-"""The doping matrix S as TFLite builtin ops: block-sparse FC, gather kernel, or dense.
+"""The doping matrix S as TFLite builtin ops: block-sparse FC, CSR FC, gather kernel, or dense.
 
 Kernels (``x @ S`` for ``x`` (batch, n) and S the Keras [n, m] kernel):
 
@@ -15,10 +15,9 @@ Kernels (``x @ S`` for ``x`` (batch, n) and S the Keras [n, m] kernel):
 
 ``choose_kernel`` is the ``auto`` rule, backed by measurements (DESIGN.md and
 `benchmarks/sparse_kernels.py`; 2-vCPU x86, 1 thread): block-aligned S below
-``BLOCK_MAX_DENSITY`` -> ``block``; unstructured S sparse enough to be stored
-sparse -> ``block``; otherwise ``dense``. The gather
-kernel is never the fastest there; it is kept for patterns and runtimes where
-the sparse FC path is missing.
+``BLOCK_MAX_DENSITY`` -> ``block``; other S up to ``CSR_MAX_DENSITY`` ->
+``csr``; otherwise ``dense``. The gather kernel is never the fastest there;
+it is kept for patterns and runtimes where the sparse FC path is missing.
 """
 
 from __future__ import annotations
@@ -28,10 +27,14 @@ import math
 import numpy as np
 import tensorflow as tf
 
-KERNELS = ("auto", "block", "gather", "dense")
-# Unstructured FULLY_CONNECTED weights at or above this density are densified
-# at load (measured with TF 2.21 / LiteRT, see DESIGN.md).
-RANDOM_SPARSE_MAX_DENSITY = 0.03
+KERNELS = ("auto", "block", "csr", "gather", "dense")
+# Unstructured S up to this density runs the CSR FC. 1300 -> 2600, 1 thread,
+# medians against dense with XNNPack (`results/sparse_kernels_csr.json`):
+# 1% 13.5x, 2% 9.0x, 4% 4.8x, 10% 1.85x, 20% 0.89x, on a host where XNNPack's
+# dense FC was no faster than the builtin one (571 vs 549 µs). On the host of
+# `sparse_kernels.json` it was 1.8x faster (178 vs 320 µs), which would move
+# the break-even near 10%: the limit keeps a margin.
+CSR_MAX_DENSITY = 0.08
 # 1x4 block-sparse FC beats dense below this density. 1300 -> 2600, 1 thread,
 # medians (`python -m benchmarks.sparse_kernels`): against dense with XNNPack
 # (LiteRT's default) 4% 5.4x, 10% 2.3x, 20% 1.12x, 30% 0.72x; against the
@@ -64,13 +67,16 @@ def density(kernel):
   return float(np.count_nonzero(kernel)) / kernel.size if kernel.size else 0.0
 
 
-def choose_kernel(kernel):
-  """The ``auto`` choice for one S: 'block' when TFLite stores it sparse and fast, else 'dense'."""
+def choose_kernel(kernel, csr=True):
+  """The ``auto`` choice for one S: 'block' for S in whole 1x4 blocks, 'csr' for other
+  sparse S (unless ``csr=False``: int8 weights have no CSR kernel), else 'dense'."""
   if not np.any(kernel):
     return "none"
   fill = density(kernel)
-  if fill < RANDOM_SPARSE_MAX_DENSITY or (fill <= BLOCK_MAX_DENSITY and is_block_aligned(kernel)):
+  if fill <= BLOCK_MAX_DENSITY and is_block_aligned(kernel):
     return "block"
+  if csr and fill <= CSR_MAX_DENSITY:
+    return "csr"
   return "dense"
 
 
@@ -85,6 +91,11 @@ def sparse_matmul_fn(kernel, method):
   kernel = np.asarray(kernel, np.float32)
   if method == "none":
     return None
+  if method == "csr":
+    # The CSR kernel is a plain loop over any input size: no padding. The
+    # converter leaves this constant dense (or densifies it); the rewrite finds it.
+    weight = tf.constant(kernel)
+    return lambda x: tf.matmul(x, weight)
   if method in ("block", "dense"):
     # TFLite's sparse FULLY_CONNECTED gives wrong results when the input size
     # is not a multiple of 4 (measured: 37 -> 64 at 5% density, 85% error), and
