@@ -53,6 +53,8 @@ def test_auto_rule_without_csr_falls_back_to_dense():
   random = block_sparse(200, 100, 0.04, block=(1, 1))
   assert sparse_matmul.choose_kernel(random, csr=False) == "dense"
   assert sparse_matmul.choose_kernel(block_sparse(64, 32, 0.05), csr=False) == "block"
+  very_sparse = block_sparse(200, 100, 0.01, block=(1, 1))   # the converter pads it into 1x4
+  assert sparse_matmul.choose_kernel(very_sparse, csr=False) == "block"
 
 
 def test_unknown_kernel_is_rejected():

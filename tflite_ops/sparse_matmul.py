@@ -35,6 +35,9 @@ KERNELS = ("auto", "block", "csr", "gather", "dense")
 # `sparse_kernels.json` it was 1.8x faster (178 vs 320 µs), which would move
 # the break-even near 10%: the limit keeps a margin.
 CSR_MAX_DENSITY = 0.08
+# Below this density the converter stores unstructured S in zero-padded 1x4
+# blocks (above, it densifies it at load): 'block' where CSR is not allowed.
+RANDOM_SPARSE_MAX_DENSITY = 0.03
 # 1x4 block-sparse FC beats dense below this density. 1300 -> 2600, 1 thread,
 # medians (`python -m benchmarks.sparse_kernels`): against dense with XNNPack
 # (LiteRT's default) 4% 5.4x, 10% 2.3x, 20% 1.12x, 30% 0.72x; against the
@@ -77,6 +80,8 @@ def choose_kernel(kernel, csr=True):
     return "block"
   if csr and fill <= CSR_MAX_DENSITY:
     return "csr"
+  if not csr and fill < RANDOM_SPARSE_MAX_DENSITY:
+    return "block"
   return "dense"
 
 
