@@ -126,3 +126,18 @@ def test_sparse_int8_weights_are_marked_version_8_and_xnnpack_then_runs_them_rig
   x = rng.normal(size=(1, 64)).astype(np.float32)
   np.testing.assert_allclose(run(marked, x, True), run(marked, x, False), rtol=1e-4, atol=1e-4)
   assert random_sparse.mark_sparse_fully_connected(marked)[1] == 0
+
+
+def test_dense_float_weights_beside_sparse_ones_leave_version_8_for_xnnpack():
+  """In a float file with a sparse weight the converter puts every FULLY_CONNECTED at
+  version 8, which XNNPack refuses: the dense ones move to a version it takes."""
+  rng = np.random.default_rng(4)
+  keep = np.repeat(rng.random((64 // 4, 48)) < 0.05, 4, axis=0)  # TFLite's 1x4 blocks
+  sparse = tf.constant((rng.normal(size=(64, 48)) * keep).astype(np.float32))
+  dense = tf.constant(rng.normal(size=(48, 8)).astype(np.float32))
+  flatbuffer = convert(lambda x: tf.matmul(tf.matmul(x, sparse), dense), 64, sparsity_flag=True)
+  assert fc_versions(flatbuffer) == [8, 8]
+  marked, count = random_sparse.mark_sparse_fully_connected(flatbuffer)
+  assert count == 1 and fc_versions(marked) == [8, random_sparse.DENSE_FC_VERSION]
+  x = rng.normal(size=(2, 64)).astype(np.float32)
+  np.testing.assert_allclose(run(marked, x, True), run(flatbuffer, x, False), rtol=1e-5, atol=1e-5)

@@ -35,6 +35,9 @@ from tflite_ops import inspect as tflite_inspect
 
 # FULLY_CONNECTED's op version for sparse weights (lite/tools/versioning/op_version.cc).
 SPARSE_FC_VERSION = 8
+# The version the converter gives this package's float FULLY_CONNECTED ops when
+# no weight of the file is sparse (keep_num_dims needs 5); below 8, so XNNPack takes them.
+DENSE_FC_VERSION = 5
 
 
 def csr_encode(weight):
@@ -136,43 +139,51 @@ def _constant_value(model, schema, tensor):
   return _decode(values, tensor.sparsity, shape)
 
 
-def _sparse_fc_opcode(model, schema):
-  """Index of a FULLY_CONNECTED operator code of exactly the sparse-weight version."""
+def _fc_opcode(model, schema, version):
+  """Index of a FULLY_CONNECTED operator code of exactly ``version`` (added if missing)."""
   fc = schema.BuiltinOperator.FULLY_CONNECTED
   for index, code in enumerate(model.operatorCodes):
-    if (max(code.builtinCode, code.deprecatedBuiltinCode) == fc
-        and code.version == SPARSE_FC_VERSION):
+    if max(code.builtinCode, code.deprecatedBuiltinCode) == fc and code.version == version:
       return index
   code = schema.OperatorCodeT()
   code.builtinCode = code.deprecatedBuiltinCode = fc
-  code.version = SPARSE_FC_VERSION
+  code.version = version
   model.operatorCodes.append(code)
   return len(model.operatorCodes) - 1
 
 
 def _mark_sparse_fully_connected(model, schema):
-  """Points every FULLY_CONNECTED with a sparse weight at a version-8 operator code; a count."""
+  """Sparse-weight FULLY_CONNECTED ops to version 8, float dense-weight ones off it; a count."""
   fc = schema.BuiltinOperator.FULLY_CONNECTED
   marked = 0
   for subgraph in model.subgraphs:
     for op in subgraph.operators or []:
       code = model.operatorCodes[op.opcodeIndex]
-      if (max(code.builtinCode, code.deprecatedBuiltinCode) == fc and len(op.inputs) > 1
-          and op.inputs[1] >= 0 and subgraph.tensors[op.inputs[1]].sparsity is not None
-          and code.version != SPARSE_FC_VERSION):
-        op.opcodeIndex = _sparse_fc_opcode(model, schema)
+      if (max(code.builtinCode, code.deprecatedBuiltinCode) != fc or len(op.inputs) < 2
+          or op.inputs[1] < 0):
+        continue
+      weight = subgraph.tensors[op.inputs[1]]
+      if weight.sparsity is not None and code.version != SPARSE_FC_VERSION:
+        op.opcodeIndex = _fc_opcode(model, schema, SPARSE_FC_VERSION)
+        marked += 1
+      elif (weight.sparsity is None and code.version == SPARSE_FC_VERSION
+            and weight.type == schema.TensorType.FLOAT32):
+        op.opcodeIndex = _fc_opcode(model, schema, DENSE_FC_VERSION)
         marked += 1
   return marked
 
 
 def mark_sparse_fully_connected(flatbuffer):
-  """The model with every FULLY_CONNECTED that reads a sparse weight at op version 8.
+  """The model with FULLY_CONNECTED ops at version 8 exactly when they read a sparse weight.
 
   XNNPack refuses FULLY_CONNECTED version 8 (sparse weights) and delegates any
-  other version, where it reads the sparse values as a dense matrix. The
-  converter gives all FULLY_CONNECTED ops one shared version: 8 for float
-  sparse weights, but 12 with dynamic int8, so sparse int8 weights ran through
-  XNNPack and computed NaN (measured). Returns (flatbuffer, ops changed).
+  other version, where it reads a sparse weight's values as a dense matrix.
+  The converter gives all FULLY_CONNECTED ops of a file one shared version: 12
+  with dynamic int8, so sparse int8 weights ran through XNNPack and computed
+  NaN (measured); 8 in float files with a sparse weight, so XNNPack took none
+  of their dense FULLY_CONNECTED ops (the Kronecker factors) either. Sparse
+  ones get version 8, float dense ones at 8 get `DENSE_FC_VERSION`. Returns
+  (flatbuffer, ops changed).
   """
   flatbuffer_utils, schema = tflite_inspect._flatbuffer_modules()  # pylint: disable=protected-access
   model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
