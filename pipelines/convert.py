@@ -106,8 +106,8 @@ def _store_csr(flatbuffer, lowered):
     return flatbuffer, 0
   flatbuffer, stored = random_sparse.store_csr_weights(flatbuffer, csr)
   if stored != len(csr):
-    # The converter changed a weight (e.g. stored it in 1x4 blocks next to a
-    # 'block' S): say so rather than report a kernel that does not run.
+    # The converter changed a weight into a form the rewrite does not read:
+    # say so rather than report a kernel that does not run.
     raise ConversionError(f"only {stored} of the {len(csr)} S lowered 'csr' were found as "
                           "FULLY_CONNECTED weights in the converted file")
   return flatbuffer, stored
