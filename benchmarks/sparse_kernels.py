@@ -105,12 +105,12 @@ def convert(kernel, method, sparsity_flag):
   converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
   if sparsity_flag:
     converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-  flatbuffer = converter.convert()
-  if method == "csr":
-    flatbuffer, stored = random_sparse.store_csr_weights(flatbuffer, [kernel.T])
-    if stored != 1:
-      raise RuntimeError("the csr rewrite did not find S in the converted file")
-  return random_sparse.mark_sparse_fully_connected(flatbuffer)[0]
+  # As pipelines.convert: the CSR rewrite, and sparse FULLY_CONNECTED ops at version 8.
+  csr = [kernel.T] if method == "csr" else []
+  flatbuffer, stored = random_sparse.store_csr_weights(converter.convert(), csr)
+  if stored != len(csr):
+    raise RuntimeError("the csr rewrite did not find S in the converted file")
+  return flatbuffer
 
 
 def runs_as(op_counts, fast, csr=False):

@@ -99,11 +99,13 @@ def _converter(lowered, model, quantize):
 
 
 def _store_csr(flatbuffer, lowered):
-  """Rewrites each S lowered 'csr' as a CSR weight; (flatbuffer, how many were stored)."""
+  """Rewrites each S lowered 'csr' as a CSR weight; (flatbuffer, how many were stored).
+
+  One pass also puts exactly the FULLY_CONNECTED ops with sparse weights at op
+  version 8, or XNNPack would run them as dense (`random_sparse.mark_sparse_fully_connected`).
+  """
   # The converter stores S (Keras [in, out]) as the FULLY_CONNECTED weight [out, in].
   csr = [m.doping.T for m in lowered.matrices() if m.doping_kernel == "csr"]
-  if not csr:
-    return flatbuffer, 0
   flatbuffer, stored = random_sparse.store_csr_weights(flatbuffer, csr)
   if stored != len(csr):
     # The converter changed a weight into a form the rewrite does not read:
@@ -278,8 +280,6 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
   except Exception as error:
     raise ConversionError(f"the TFLite converter failed: {str(error).strip()[-2000:]}") from error
   flatbuffer, csr_stored = _store_csr(flatbuffer, lowered)
-  # Sparse weights must be FULLY_CONNECTED version 8, or XNNPack runs them as dense.
-  flatbuffer, _ = random_sparse.mark_sparse_fully_connected(flatbuffer)
   if quantize == "float16":  # after the CSR rewrite: float16 leaves sparse weights alone
     flatbuffer = quantize_weights.float16_weights(flatbuffer, min_elements=64)
   convert_s = time.perf_counter() - start

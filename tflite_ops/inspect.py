@@ -372,13 +372,36 @@ def _buffer_sizes(model, file_bytes, label):
   return sizes
 
 
+def builtin_code(code):
+  """The builtin operator of an `OperatorCodeT`.
+
+  Codes >= 127 live in `builtinCode` only; older files fill the deprecated byte.
+  """
+  return max(code.deprecatedBuiltinCode, code.builtinCode)
+
+
+def opcode_index(model, schema, builtin, version):
+  """Index of the model's operator code for ``builtin`` at exactly ``version`` (added if missing).
+
+  For the rewrites of a converted file (`tflite_ops.quantize`, `tflite_ops.random_sparse`).
+  """
+  for index, code in enumerate(model.operatorCodes):
+    if builtin_code(code) == builtin and code.version == version:
+      return index
+  code = schema.OperatorCodeT()
+  code.builtinCode = builtin
+  code.deprecatedBuiltinCode = min(builtin, 127)
+  code.version = version
+  model.operatorCodes.append(code)
+  return len(model.operatorCodes) - 1
+
+
 def _op_names(model, schema):
   builtin = _enum_names(schema.BuiltinOperator)
   custom_code = getattr(schema.BuiltinOperator, "CUSTOM", 32)
   names = []
   for code in model.operatorCodes or ():
-    # Codes >= 127 live in `builtinCode` only; older files fill the deprecated byte.
-    value = max(code.deprecatedBuiltinCode, code.builtinCode)
+    value = builtin_code(code)
     if value == custom_code or code.customCode:
       custom = code.customCode
       names.append((custom.decode("utf-8", "replace") if isinstance(custom, bytes)

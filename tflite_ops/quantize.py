@@ -17,18 +17,6 @@ import numpy as np
 from tflite_ops import inspect as tflite_inspect
 
 
-def _opcode_index(model, schema, builtin, version):
-  for index, code in enumerate(model.operatorCodes):
-    if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
-      return index
-  code = schema.OperatorCodeT()
-  code.builtinCode = builtin
-  code.deprecatedBuiltinCode = min(builtin, 127)
-  code.version = version
-  model.operatorCodes.append(code)
-  return len(model.operatorCodes) - 1
-
-
 def float16_weights(flatbuffer, min_elements=1024):
   """Returns the model with dense float32 weights of >= min_elements stored as float16.
 
@@ -59,7 +47,8 @@ def float16_weights(flatbuffer, min_elements=1024):
       subgraph.tensors.append(copy)
       if dequantize is None:
         # DEQUANTIZE version 3 is the one that reads float16.
-        dequantize = _opcode_index(model, schema, schema.BuiltinOperator.DEQUANTIZE, 3)
+        dequantize = tflite_inspect.opcode_index(model, schema,
+                                                 schema.BuiltinOperator.DEQUANTIZE, 3)
       op = schema.OperatorT()
       op.opcodeIndex = dequantize
       op.inputs = np.array([len(subgraph.tensors) - 1], dtype=np.int32)

@@ -113,17 +113,12 @@ def _decode(values, params, shape):
   if len(dims) == 2 and order == [0, 1]:
     return csr_decode(values, segments, indices, shape)
   if len(dims) == 3 and order == [0, 1, 2] and block_map == [1] and dims[2].format == 0:
+    # Each stored block is `width` consecutive entries of its row: the same CSR per entry.
     width = int(dims[2].denseSize)
     out, inputs = shape
-    n_blocks = -(-inputs // width)
-    csr_decode(np.ones(len(indices)), segments, indices, (out, n_blocks))  # checks the layout
-    if len(values) != len(indices) * width:
-      raise ValueError(f"{len(values)} values for {len(indices)} blocks of {width}")
-    rows = np.repeat(np.arange(out), np.diff(segments))
-    cols = indices[:, None] * width + np.arange(width)
-    dense = np.zeros((out, n_blocks * width), np.float32)
-    dense[rows[:, None], cols] = np.asarray(values).reshape(-1, width)
-    return dense[:, :inputs]
+    entries = (indices[:, None] * width + np.arange(width)).ravel()
+    padded = (out, -(-inputs // width) * width)
+    return csr_decode(values, segments * width, entries, padded)[:, :inputs]
   return None
 
 
@@ -139,19 +134,6 @@ def _constant_value(model, schema, tensor):
   return _decode(values, tensor.sparsity, shape)
 
 
-def _fc_opcode(model, schema, version):
-  """Index of a FULLY_CONNECTED operator code of exactly ``version`` (added if missing)."""
-  fc = schema.BuiltinOperator.FULLY_CONNECTED
-  for index, code in enumerate(model.operatorCodes):
-    if max(code.builtinCode, code.deprecatedBuiltinCode) == fc and code.version == version:
-      return index
-  code = schema.OperatorCodeT()
-  code.builtinCode = code.deprecatedBuiltinCode = fc
-  code.version = version
-  model.operatorCodes.append(code)
-  return len(model.operatorCodes) - 1
-
-
 def _mark_sparse_fully_connected(model, schema):
   """Sparse-weight FULLY_CONNECTED ops to version 8, float dense-weight ones off it; a count."""
   fc = schema.BuiltinOperator.FULLY_CONNECTED
@@ -159,16 +141,15 @@ def _mark_sparse_fully_connected(model, schema):
   for subgraph in model.subgraphs:
     for op in subgraph.operators or []:
       code = model.operatorCodes[op.opcodeIndex]
-      if (max(code.builtinCode, code.deprecatedBuiltinCode) != fc or len(op.inputs) < 2
-          or op.inputs[1] < 0):
+      if tflite_inspect.builtin_code(code) != fc or len(op.inputs) < 2 or op.inputs[1] < 0:
         continue
       weight = subgraph.tensors[op.inputs[1]]
       if weight.sparsity is not None and code.version != SPARSE_FC_VERSION:
-        op.opcodeIndex = _fc_opcode(model, schema, SPARSE_FC_VERSION)
+        op.opcodeIndex = tflite_inspect.opcode_index(model, schema, fc, SPARSE_FC_VERSION)
         marked += 1
       elif (weight.sparsity is None and code.version == SPARSE_FC_VERSION
             and weight.type == schema.TensorType.FLOAT32):
-        op.opcodeIndex = _fc_opcode(model, schema, DENSE_FC_VERSION)
+        op.opcodeIndex = tflite_inspect.opcode_index(model, schema, fc, DENSE_FC_VERSION)
         marked += 1
   return marked
 
@@ -202,8 +183,7 @@ def _key(weight):
 def _fc_weight_constants(model, schema, ops):
   """(constant tensor, DENSIFY op index or None, reading FC op indices) of every tensor read
   only as the weight of FULLY_CONNECTED ops, directly or through a DENSIFY op."""
-  kinds = [max(model.operatorCodes[op.opcodeIndex].builtinCode,
-               model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode) for op in ops]
+  kinds = [tflite_inspect.builtin_code(model.operatorCodes[op.opcodeIndex]) for op in ops]
   readers = collections.defaultdict(list)  # tensor -> [(op index, input position)]
   producer = {}
   for i, op in enumerate(ops):
@@ -231,21 +211,27 @@ def store_csr_weights(flatbuffer, weights):
   A weight may be a dense constant or a sparse constant in a layout the
   converter writes, read directly or through a DENSIFY op (which is then
   removed; its output tensor is left unused). Weights read by anything but the
-  weight input of FULLY_CONNECTED ops are left alone. Returns (new flatbuffer,
-  number of ``weights`` found and stored); equal weights count once each.
+  weight input of FULLY_CONNECTED ops are left alone. The result is also
+  `mark_sparse_fully_connected`'s (with no ``weights``, that alone, in one pass).
+  Returns (new flatbuffer, number of ``weights`` found and stored); equal
+  weights count once each.
   """
   flatbuffer_utils, schema = tflite_inspect._flatbuffer_modules()  # pylint: disable=protected-access
   model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
   wanted = collections.Counter(_key(w) for w in weights)
   found = set()
   buffer_users = collections.Counter(t.buffer for g in model.subgraphs for t in g.tensors)
-  for subgraph in model.subgraphs:
+  shapes = {shape for shape, _ in wanted}  # decode only weights that may match
+  for subgraph in model.subgraphs if wanted else ():
     ops = list(subgraph.operators or [])
     removed = set()
     for source, densify, fc_ops in list(_fc_weight_constants(model, schema, ops)):
       tensor = subgraph.tensors[source]
+      if tuple(int(d) for d in tensor.shape) not in shapes:
+        continue
       value = _constant_value(model, schema, tensor)
-      if value is None or _key(value) not in wanted:
+      key = None if value is None else _key(value)
+      if key not in wanted:
         continue
       values, segments, indices = csr_encode(value)
       tensor.sparsity = _csr_parameters(schema, value.shape[0], segments, indices)
@@ -258,8 +244,8 @@ def store_csr_weights(flatbuffer, weights):
         ops[i].inputs[1] = source
       if densify is not None:
         removed.add(densify)
-      found.add(_key(value))
+      found.add(key)
     subgraph.operators = [op for i, op in enumerate(ops) if i not in removed]
-  _mark_sparse_fully_connected(model, schema)
-  stored = sum(wanted[key] for key in found)
-  return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), stored
+  if not _mark_sparse_fully_connected(model, schema) and not found:
+    return flatbuffer, 0  # nothing changed: no need to write the model again
+  return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), sum(wanted[k] for k in found)
