@@ -14,6 +14,7 @@ inputs of one output: TFLite's fast "1x4" sparse FULLY_CONNECTED layout.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -21,34 +22,83 @@ import tf_keras as keras
 from tensorflow_model_optimization.sparsity import keras as tfmot_sparsity
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
-from dkp_keras.doped_matrix import DopedLayerMixin, all_layers, find_doped_owners
+from dkp_keras import blocks
+from dkp_keras import compression
+from dkp_keras.doped_matrix import all_layers, find_doped_owners
 from dkp_keras.structures import check_block_size
 
 
-def _doped_owner(layer):
-  """The DKP layer or cell that owns S inside ``layer`` (an RNN's cell), or None."""
-  owner = getattr(layer, "cell", layer)
-  if isinstance(owner, DopedLayerMixin) and owner.doped:
-    return owner
-  return None
+def target_sparsity(owners):
+  """The final sparsity tfmot must reach for all S of one layer (or several, in a wrapper).
 
-
-def target_sparsity(owner):
-  """The final sparsity tfmot must reach for all S of one layer.
-
-  tfmot prunes every weight of a layer to the same sparsity, rounding the kept
-  block count of each; aim half a block per matrix low so the total kept never
-  exceeds the blocks the plans budgeted.
+  tfmot prunes every weight of a wrapper to the same sparsity, rounding the
+  kept block count of each; aim half a block per matrix low so the total kept
+  never exceeds the blocks the plans budgeted.
   """
-  plans = [m.plan for m in owner.doped_matrices.values() if m.plan.doped]
+  owners = owners if isinstance(owners, (list, tuple)) else [owners]
+  plans = [m.plan for owner in owners for m in owner.doped_matrices.values() if m.plan.doped]
   if len(plans) == 1:
     return plans[0].doping_sparsity
   kept = pooled = 0
   for plan in plans:
-    bh, bw = plan.block_size
-    kept += plan.doping_max_nnz // (bh * bw)
-    pooled += math.ceil(plan.structure.n / bh) * math.ceil(plan.structure.m / bw)
+    kept += plan.doping_max_nnz // (plan.block_size[0] * plan.block_size[1])
+    pooled += math.prod(blocks.grid_shape((plan.structure.n, plan.structure.m),
+                                          plan.block_size))
   return max(0.0, 1.0 - (kept - 0.5 * len(plans)) / pooled)
+
+
+@keras.utils.register_keras_serializable(package="dkp_keras")
+class AnnealingDecay(tfmot_sparsity.PolynomialDecay):
+  """tfmot's `PolynomialDecay` whose last mask update falls exactly on ``end_step``.
+
+  tfmot updates masks only where ``(step - begin_step) % frequency == 0``: with a
+  window shorter than, or not a multiple of, ``frequency`` the final sparsity
+  would never be applied. This schedule also updates at ``end_step``.
+
+  >>> schedule = AnnealingDecay(0.0, 0.9, begin_step=0, end_step=150, frequency=100)
+  >>> [bool(schedule(step)[0]) for step in (100, 149, 150)]
+  [True, False, True]
+  """
+
+  def __call__(self, step):
+    should_prune, sparsity = super().__call__(step)
+    return tf.math.logical_or(should_prune, tf.math.equal(step, self.end_step)), sparsity
+
+  def get_config(self):
+    # tfmot's wrapper deserializes the schedule by this name (a registered object).
+    return {**super().get_config(), "class_name": keras.utils.get_registered_name(type(self))}
+
+
+def _doped_owners(layer):
+  """The doped DKP layers or cells a layer holds: itself, an RNN's cell, or those inside a
+  Keras wrapper (`Bidirectional`, `TimeDistributed`), which are annealed as one.
+
+  Raises:
+    ValueError: for doped layers inside a nested model, or a wrapper whose doped
+      layers prune in different blocks (one tfmot wrapper has one block size).
+  """
+  owners = find_doped_owners(layer)
+  if not owners:
+    return owners
+  if isinstance(layer, keras.Model):
+    raise ValueError(f"prepare_for_annealing does not reach into the nested model "
+                     f"{layer.name!r}: call it on a flat model")
+  sizes = {tuple(owner.block_size) for owner in owners}
+  if len(sizes) > 1:
+    raise ValueError(f"the doped layers inside {layer.name!r} use different block sizes "
+                     f"{sorted(sizes)}: give them one block_size")
+  return owners
+
+
+def _give_prunable_weights(layer, owners):
+  """Lets tfmot wrap a Keras wrapper layer: its prunable weights are its cells' S.
+
+  tfmot itself sets ``get_prunable_weights`` on the instances it supports
+  (its `PruneRegistry.make_prunable`); it has no entry for `Bidirectional`.
+  """
+  if not hasattr(layer, "get_prunable_weights"):
+    layer.get_prunable_weights = lambda: [w for owner in owners
+                                          for w in owner.get_prunable_weights()]
 
 
 def prepare_for_annealing(model, begin_step=0, end_step=1000, frequency=100, power=3,
@@ -91,17 +141,17 @@ def prepare_for_annealing(model, begin_step=0, end_step=1000, frequency=100, pow
   found = []
 
   def wrap(layer):
-    owner = _doped_owner(layer)
-    if owner is None or isinstance(layer, pruning_wrapper.PruneLowMagnitude):
+    owners = _doped_owners(layer)
+    if not owners or isinstance(layer, pruning_wrapper.PruneLowMagnitude):
       return layer
     found.append(layer.name)
-    target = target_sparsity(owner)
-    schedule = tfmot_sparsity.PolynomialDecay(
+    target = target_sparsity(owners)
+    schedule = AnnealingDecay(
         initial_sparsity=target if start_at_target else 0.0, final_sparsity=target,
-        begin_step=begin_step,
-        end_step=end_step, power=power, frequency=frequency)
+        begin_step=begin_step, end_step=end_step, power=power, frequency=frequency)
+    _give_prunable_weights(layer, owners)
     return tfmot_sparsity.prune_low_magnitude(
-        layer, pruning_schedule=schedule, block_size=early_block_size or owner.block_size,
+        layer, pruning_schedule=schedule, block_size=early_block_size or owners[0].block_size,
         block_pooling_type=block_pooling_type)
 
   annealed = keras.models.clone_model(model, clone_function=wrap)
@@ -117,8 +167,8 @@ def _wrappers(model):
 
 def _final_block_size(wrapper):
   """The doped layer's own blocks; a plain pruned layer keeps the wrapper's."""
-  owner = _doped_owner(wrapper.layer)
-  return tuple(owner.block_size) if owner is not None else _pruning_block_size(wrapper)
+  owners = _doped_owners(wrapper.layer)
+  return tuple(owners[0].block_size) if owners else _pruning_block_size(wrapper)
 
 
 def _pruning_block_size(wrapper):
@@ -243,22 +293,87 @@ class SparsityAnnealing(tfmot_sparsity.UpdatePruningStep):
     super().on_epoch_end(None, logs)  # re-mask after the last gradient step
 
 
-def finalize(model):
+MISSED_TARGET_ACTIONS = ("prune", "raise")
+
+
+def doped_layers(model):
+  """(layer, its doped owners) for every layer of ``model`` that holds a doped S."""
+  return [(layer, owners) for layer in model.layers if (owners := find_doped_owners(layer))]
+
+
+def _missed_target_message(missed):
+  lines = [f"  {name}: S {compression.format_density(nnz, size)}, its target needs at most "
+           f"{compression.format_density(max_nnz, size)}" for name, nnz, max_nnz, size in missed]
+  return ("the doped layers below are denser than their compression allows (training stopped "
+          "before the annealing's end_step, or the annealing ended before S's values differed: "
+          "train at least end_step steps, or anneal over fewer):\n" + "\n".join(lines))
+
+
+def finalize(model, on_missed_target="prune"):
   """Strips the annealing wrappers: a plain model whose S keeps its zeros.
 
   Applies each wrapper's final mask before stripping (the last optimizer step
   may have moved pruned entries) and resets the CMR rates, so the result is
-  ready to save or convert.
+  ready to save or convert. Then checks every doped layer against its target:
+  an S denser than its layer's compression allows (training stopped before
+  the annealing's ``end_step``, or a model never annealed) is never returned
+  silently.
+
+  Args:
+    model: a tf_keras model, annealed with `prepare_for_annealing` or not.
+    on_missed_target: ``"prune"`` (default) brings such an S to its target by
+      magnitude, in its layer's blocks, and warns naming the layers and the
+      density they had reached; ``"raise"`` raises a ValueError instead.
+
+  Returns:
+    The stripped model (same layers), every S within its budget.
+
+  >>> model = finalize(model)                             # doctest: +SKIP
+  >>> model = finalize(model, on_missed_target="raise")   # doctest: +SKIP
   """
+  if not isinstance(model, keras.Model):
+    raise ValueError(f"finalize expects a tf_keras Model (the one prepare_for_annealing "
+                     f"returned), got {type(model).__name__}")
+  if on_missed_target not in MISSED_TARGET_ACTIONS:
+    raise ValueError(f"on_missed_target must be one of {MISSED_TARGET_ACTIONS}, "
+                     f"got {on_missed_target!r}")
   early = [w.layer.name for w in _wrappers(model)
            if _pruning_block_size(w) != _final_block_size(w)]
   if early:
     raise ValueError(
         f"the annealing of {early} still prunes in its early blocks, not the layers' own: "
         f"give SparsityAnnealing a block_switch_step within the training steps")
+  pooling = {w.layer.name: w.block_pooling_type for w in _wrappers(model)}
   for wrapper in _wrappers(model):
     wrapper.pruning_obj.weight_mask_op()
   stripped = tfmot_sparsity.strip_pruning(model)
+  missed = []
+  for layer, owners in doped_layers(stripped):
+    nnz, max_nnz, size = compression.doping_counts(owners)
+    if nnz > max_nnz:
+      missed.append((layer.name, nnz, max_nnz, size))
+      if on_missed_target == "prune":
+        _prune_to_budget(owners, pooling.get(layer.name, "AVG"))
+  if missed:
+    message = _missed_target_message(missed)
+    if on_missed_target == "raise":
+      raise ValueError(message + "\n(finalize(model) prunes them to their targets instead)")
+    warnings.warn(message + "\nfinalize pruned them to their targets by magnitude, without "
+                  "training: fine-tune the model or anneal again to recover accuracy",
+                  stacklevel=2)
   for owner in find_doped_owners(stripped):
     owner.cmr_rate.assign(0.0)
   return stripped
+
+
+def _prune_to_budget(owners, pooling):
+  """Keeps each S's highest-scored blocks, as many as its plan budgets."""
+  for owner in owners:
+    for matrix in owner.doped_matrices.values():
+      if matrix.doping is None:
+        continue
+      bh, bw = matrix.plan.block_size
+      values = matrix.doping_values()
+      if np.count_nonzero(values) > matrix.plan.doping_max_nnz:
+        matrix.doping.assign(blocks.keep_top_blocks(
+            values, matrix.plan.doping_max_nnz // (bh * bw), (bh, bw), pooling))

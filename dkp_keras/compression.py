@@ -17,7 +17,8 @@ import pandas as pd
 import tf_keras as keras
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
-from dkp_keras.doped_matrix import DopedLayerMixin
+from dkp_keras.blocks import kept_blocks
+from dkp_keras.doped_matrix import DopedLayerMixin, all_layers
 
 FLOAT_BYTES = 4
 
@@ -29,16 +30,6 @@ def index_bytes(max_value):
   if max_value < 2 ** 16:
     return 2
   return 4
-
-
-def kept_blocks(kernel, block_size):
-  """Number of ``block_size`` blocks of a Keras [in, out] kernel with a nonzero."""
-  bh, bw = block_size
-  n, m = kernel.shape
-  padded = np.zeros((math.ceil(n / bh) * bh, math.ceil(m / bw) * bw), dtype=bool)
-  padded[:n, :m] = kernel != 0
-  blocks = padded.reshape(padded.shape[0] // bh, bh, padded.shape[1] // bw, bw)
-  return int(blocks.any(axis=(1, 3)).sum())
 
 
 def sparse_bytes(kernel, block_size):
@@ -57,10 +48,26 @@ def sparse_bytes(kernel, block_size):
   return values + indices + segments
 
 
-def _owner(layer):
-  if isinstance(layer, pruning_wrapper.PruneLowMagnitude):
-    layer = layer.layer
-  return getattr(layer, "cell", layer), layer
+def doping_counts(owners):
+  """(nonzeros, budgeted nonzeros, entries) over every S of the DKP layers or cells ``owners``.
+
+  The budget is what the layers' compression factors allow (their plans);
+  an S with more nonzeros misses its target.
+  """
+  nnz = max_nnz = size = 0
+  for owner in owners:
+    for matrix in owner.doped_matrices.values():
+      values = matrix.doping_values()
+      if values is not None:
+        nnz += int(np.count_nonzero(values))
+        max_nnz += matrix.plan.doping_max_nnz
+        size += values.size
+  return nnz, max_nnz, size
+
+
+def format_density(nnz, size):
+  """``"12.5% dense (1000 of 8000 entries)"``: how a doping matrix's fill is reported."""
+  return f"{100.0 * nnz / size:.2f}% dense ({nnz} of {size} entries)" if size else "empty"
 
 
 def _plain_counts(layer):
@@ -86,28 +93,44 @@ def _plain_counts(layer):
 
 
 def _layer_row(layer):
-  owner, inner = _owner(layer)
+  inner = layer.layer if isinstance(layer, pruning_wrapper.PruneLowMagnitude) else layer
+  # DKP layers or cells inside: the layer itself, an RNN's cell, a Bidirectional's two.
+  owners = [sub for sub in all_layers(inner) if isinstance(sub, DopedLayerMixin)]
   row = {"layer": inner.name, "type": type(inner).__name__, "structure": "dense",
-         "doped": False, "target_compression": 1.0}
-  if not isinstance(owner, DopedLayerMixin):
+         "doped": False, "target_compression": 1.0, "meets_target": True}
+  if not owners:
     return {**row, **_plain_counts(inner)}
-  dense_params = params = nnz = size = nbytes = 0
-  for matrix in owner.doped_matrices.values():
-    structure = matrix.structure
-    dense_params += structure.m * structure.n
-    params += structure.params
-    nbytes += structure.params * FLOAT_BYTES
-    if matrix.doping is not None:
-      values = matrix.doping_values()
-      nnz += int(np.count_nonzero(values))
-      size += values.size
-      nbytes += sparse_bytes(values, matrix.plan.block_size)
-  bias = 0 if getattr(owner, "bias", None) is None else int(np.prod(owner.bias.shape))
-  return {**row, "structure": owner.structure, "doped": owner.doped,
-          "target_compression": owner.compression, "dense_params": dense_params + bias,
-          "params": params + nnz + bias, "nnz_doping": nnz,
-          "doping_density": nnz / size if size else np.nan,
-          "bytes": nbytes + bias * FLOAT_BYTES, "dense_bytes": (dense_params + bias) * FLOAT_BYTES}
+  structured = {id(w) for owner in owners for m in owner.doped_matrices.values()
+                for w in list(m.weights.values()) + [m.doping]}
+  dense_params = params = nbytes = 0
+  for owner in owners:
+    for matrix in owner.doped_matrices.values():
+      structure = matrix.structure
+      dense_params += structure.m * structure.n
+      params += structure.params
+      nbytes += structure.params * FLOAT_BYTES
+      if matrix.doping is not None:
+        nbytes += sparse_bytes(matrix.doping_values(), matrix.plan.block_size)
+  nnz, max_nnz, size = doping_counts(owners)
+  # Biases (any weight beside the structures, S and the CMR rate) are stored dense.
+  skipped = structured | {id(owner.cmr_rate) for owner in owners}
+  other = sum(int(np.prod(w.shape)) for w in inner.weights if id(w) not in skipped)
+  return {**row, "structure": owners[0].structure, "doped": any(o.doped for o in owners),
+          "target_compression": _target_compression(owners), "meets_target": nnz <= max_nnz,
+          "dense_params": dense_params + other, "params": params + nnz + other,
+          "nnz_doping": nnz, "doping_density": nnz / size if size else np.nan,
+          "bytes": nbytes + other * FLOAT_BYTES,
+          "dense_bytes": (dense_params + other) * FLOAT_BYTES}
+
+
+def _target_compression(owners):
+  """The compression the DKP layers or cells ``owners`` were asked for, together."""
+  targets = {owner.compression for owner in owners}
+  if len(targets) == 1:
+    return targets.pop()
+  dense = [sum(m.structure.m * m.structure.n for m in owner.doped_matrices.values())
+           for owner in owners]
+  return sum(dense) / sum(d / owner.compression for d, owner in zip(dense, owners))
 
 
 def compression_report(model):
@@ -120,22 +143,30 @@ def compression_report(model):
   twin's count), ``params`` (structure + nonzeros of S + bias),
   ``nnz_doping``, ``doping_density``, ``bytes`` (as TFLite stores them, S
   block-sparse), ``dense_bytes``, ``compression`` (dense_params / params),
-  ``byte_compression`` and ``target_compression`` (what the layer was asked
-  for; it is met once S reaches its annealed sparsity).
+  ``byte_compression``, ``target_compression`` (what the layer was asked
+  for) and ``meets_target`` (whether its S holds no more nonzeros than that
+  allows; the ``total`` row: whether every layer does). DKP layers inside
+  Keras wrappers (`Bidirectional`, `TimeDistributed`) count as DKP layers.
+
+  Raises:
+    ValueError: for anything but a built tf_keras model.
 
   >>> compression_report(model)[["layer", "compression"]]  # doctest: +SKIP
   """
   if not isinstance(model, keras.Model):
     raise ValueError(f"compression_report expects a tf_keras Model, got {type(model)}")
+  if not model.built:
+    raise ValueError("compression_report needs a built model: call it on data, or give its "
+                     "first layer an input shape (keras.Input)")
   rows = [_layer_row(layer) for layer in model.layers if layer.weights]
   frame = pd.DataFrame(rows, columns=[
       "layer", "type", "structure", "doped", "dense_params", "params", "nnz_doping",
-      "doping_density", "bytes", "dense_bytes", "target_compression"])
+      "doping_density", "bytes", "dense_bytes", "target_compression", "meets_target"])
   total = {"layer": "total", "type": "", "structure": "", "doped": bool(frame["doped"].any()),
            "dense_params": frame["dense_params"].sum(), "params": frame["params"].sum(),
            "nnz_doping": frame["nnz_doping"].sum(), "doping_density": np.nan,
            "bytes": frame["bytes"].sum(), "dense_bytes": frame["dense_bytes"].sum(),
-           "target_compression": np.nan}
+           "target_compression": np.nan, "meets_target": bool(frame["meets_target"].all())}
   frame = pd.concat([frame, pd.DataFrame([total])], ignore_index=True)
   frame["compression"] = frame["dense_params"] / frame["params"]
   frame["byte_compression"] = frame["dense_bytes"] / frame["bytes"]

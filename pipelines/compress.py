@@ -15,6 +15,7 @@ the projection, and after fine-tuning (``<out>.json`` beside the model).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -22,6 +23,7 @@ import numpy as np
 
 import dkp_keras as dkp
 from dkp_keras import annealing
+from dkp_keras import blocks
 from dkp_keras import kronecker
 from pipelines import models
 from pipelines import presets
@@ -45,18 +47,8 @@ def _chain_layers(model):
 
 def top_blocks(residual, keep_fraction, block_size):
   """``residual`` (Keras [in, out]) with only its largest-mean-|value| blocks kept."""
-  bh, bw = block_size
-  n, m = residual.shape
-  padded = np.zeros((-(-n // bh) * bh, -(-m // bw) * bw))
-  padded[:n, :m] = residual
-  blocks = np.abs(padded).reshape(padded.shape[0] // bh, bh, padded.shape[1] // bw, bw)
-  scores = blocks.mean(axis=(1, 3))
-  keep = int(round(keep_fraction * scores.size))
-  mask = np.zeros(scores.size, dtype=bool)
-  if keep:
-    mask[np.argsort(scores, axis=None)[-keep:]] = True
-  full = np.repeat(np.repeat(mask.reshape(scores.shape), bh, axis=0), bw, axis=1)[:n, :m]
-  return np.where(full, residual, 0.0)
+  total = math.prod(blocks.grid_shape(residual.shape, block_size))
+  return blocks.keep_top_blocks(residual, int(round(keep_fraction * total)), block_size)
 
 
 def project_matrix(matrix, kernel, keep_fraction):

@@ -1,6 +1,7 @@
 """Sparsity annealing: S reaches its target sparsity in the requested blocks, the model its factor."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -233,3 +234,145 @@ def test_block_switch_after_the_annealing_window_is_rejected():
     anneal_early_1x1(small_lm((4, 1)), block_switch_step=9, end_step=8)
   with pytest.raises(ValueError, match="block_switch_step"):
     dkp.SparsityAnnealing(block_switch_step=-1)
+
+
+# -- short or misaligned schedules, stopped training, wrapped layers ---------------------------
+
+def fit_steps(model, steps, end_step, frequency, stop_after_epoch=None, epochs=2):
+  """Anneals over [0, end_step] and trains ``steps`` batches (split into ``epochs``)."""
+  model = dkp.prepare_for_annealing(model, begin_step=0, end_step=end_step, frequency=frequency)
+  model.compile(keras.optimizers.Adam(1e-2),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  x, y = data(batches=steps // epochs)
+  callbacks = [dkp.SparsityAnnealing(), dkp.CoMatrixDropout(0.5)]
+  if stop_after_epoch is not None:
+    callbacks.append(keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: setattr(model, "stop_training",
+                                                 epoch + 1 >= stop_after_epoch)))
+  model.fit(x, y, batch_size=4, epochs=epochs, verbose=0, callbacks=callbacks)
+  return model
+
+
+def missed_target_warnings(record):
+  return [w for w in record if "denser than their compression allows" in str(w.message)]
+
+
+@pytest.mark.parametrize("end_step, frequency", [(4, 100), (5, 2), (6, 4)])
+def test_short_or_misaligned_window_still_ends_at_target(end_step, frequency):
+  # tfmot alone updates masks only at multiples of `frequency`: (4, 100) left S dense.
+  model = fit_steps(small_lm(), steps=6, end_step=end_step, frequency=frequency)
+  with warnings.catch_warnings(record=True) as record:
+    warnings.simplefilter("always")
+    final = dkp.finalize(model, on_missed_target="raise")
+  assert not missed_target_warnings(record)
+  for owner in doped_owners(final):
+    assert_meets_doping_budget(owner)
+  report = dkp.compression_report(final)
+  assert report["meets_target"].all()
+
+
+def test_annealing_decay_updates_at_end_step_and_round_trips():
+  schedule = annealing.AnnealingDecay(0.0, 0.8, begin_step=2, end_step=7, frequency=4)
+  updates = [step for step in range(12) if bool(schedule(tf.constant(step, tf.int64))[0])]
+  assert updates == [2, 6, 7]
+  assert float(schedule(tf.constant(7, tf.int64))[1]) == pytest.approx(0.8)
+  wrapped = dkp.prepare_for_annealing(small_lm(), 0, 7, 4)
+  wrapper = next(layer for layer in wrapped.layers if hasattr(layer, "pruning_schedule"))
+  clone = type(wrapper).from_config(wrapper.get_config())
+  assert isinstance(clone.pruning_schedule, annealing.AnnealingDecay)
+  assert clone.pruning_schedule.get_config() == wrapper.pruning_schedule.get_config()
+
+
+@pytest.mark.parametrize("stop_after_epoch", [None, 1])
+def test_training_stopped_before_end_step_warns_and_prunes_to_target(stop_after_epoch):
+  # end_step 200 is never reached: 6 steps trained (3 with early stopping after epoch 1).
+  model = fit_steps(small_lm(), steps=6, end_step=200, frequency=2,
+                    stop_after_epoch=stop_after_epoch)
+  with pytest.warns(UserWarning, match="denser than their compression allows") as record:
+    final = dkp.finalize(model)
+  message = str(missed_target_warnings(record)[0].message)
+  assert "dkplstm" in message and "% dense" in message
+  for owner in doped_owners(final):
+    assert_meets_doping_budget(owner)
+  assert dkp.compression_report(final)["meets_target"].all()
+
+
+def test_mask_update_on_tied_values_is_caught_by_finalize():
+  # After one Adam step every |S| is the same: tfmot's threshold keeps all tied entries.
+  model = fit_steps(small_lm(), steps=6, end_step=1, frequency=1)
+  with pytest.warns(UserWarning, match="denser than their compression allows"):
+    final = dkp.finalize(model)
+  for owner in doped_owners(final):
+    assert_meets_doping_budget(owner)
+
+
+def test_finalize_can_raise_on_a_missed_target():
+  model = fit_steps(small_lm(), steps=6, end_step=200, frequency=2)
+  with pytest.raises(ValueError, match="denser than their compression allows"):
+    dkp.finalize(model, on_missed_target="raise")
+  with pytest.raises(ValueError, match="on_missed_target"):
+    dkp.finalize(model, on_missed_target="ignore")
+
+
+def test_finalize_never_returns_a_silently_dense_s():
+  model = small_lm()  # trained without annealing: S dense
+  rng = np.random.default_rng(0)
+  for owner in doped_owners(model):
+    for matrix in owner.doped_matrices.values():
+      matrix.doping.assign(rng.normal(size=matrix.doping.shape).astype(np.float32))
+  report = dkp.compression_report(model)
+  assert not report["meets_target"].iloc[-1]
+  assert not report.set_index("layer").loc[model.layers[2].name, "meets_target"]
+  with pytest.warns(UserWarning, match="denser than their compression allows"):
+    final = dkp.finalize(model)
+  for owner in doped_owners(final):
+    assert_meets_doping_budget(owner)
+  report = dkp.compression_report(final)
+  assert report["meets_target"].all()
+  rows = report[report["doped"] & (report["layer"] != "total")]
+  assert (rows["compression"] >= rows["target_compression"] * 0.99).all()
+
+
+@pytest.mark.parametrize("bad", [None, "model", 3])
+def test_finalize_refuses_what_is_not_a_model(bad):
+  with pytest.raises(ValueError, match="finalize expects a tf_keras Model"):
+    dkp.finalize(bad)
+
+
+def wrapped_classifier():
+  frames = keras.Input((STEPS, 12))
+  x = keras.layers.Bidirectional(dkp.DKPLSTM(16, compression=4, return_sequences=True))(frames)
+  x = keras.layers.TimeDistributed(dkp.DopedDense(8, compression=3))(x)
+  x = keras.layers.GlobalAveragePooling1D()(x)
+  return keras.Model(frames, keras.layers.Dense(3)(x))
+
+
+def test_doped_layers_inside_bidirectional_and_time_distributed_anneal_to_target():
+  model = wrapped_classifier()
+  annealed = dkp.prepare_for_annealing(model, begin_step=0, end_step=5, frequency=100)
+  wrapped = [layer.layer for layer in annealed.layers if hasattr(layer, "pruning_schedule")]
+  assert [type(layer).__name__ for layer in wrapped] == ["Bidirectional", "TimeDistributed"]
+  annealed.compile(keras.optimizers.Adam(1e-2),
+                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=(24, STEPS, 12)), rng.integers(0, 3, size=24)
+  rates = []
+  annealed.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[
+      dkp.SparsityAnnealing(), dkp.CoMatrixDropout(0.5),
+      keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: rates.append(
+          float(annealed.layers[1].layer.forward_layer.cell.cmr_rate.numpy())))])
+  assert rates[0] > 0  # CoMatrixDropout reaches the cells inside Bidirectional
+  with warnings.catch_warnings(record=True) as record:
+    warnings.simplefilter("always")
+    final = dkp.finalize(annealed, on_missed_target="raise")
+  assert not missed_target_warnings(record)
+  owners = dkp.doped_matrix.find_doped_owners(final)
+  assert len(owners) == 3  # forward cell, backward cell, the TimeDistributed DopedDense
+  for owner in owners:
+    assert_meets_doping_budget(owner)
+  report = dkp.compression_report(final).set_index("layer")
+  for layer in final.layers[1:3]:
+    row = report.loc[layer.name]
+    assert row["doped"] and row["meets_target"]
+    assert row["target_compression"] == pytest.approx(4 if "bidirectional" in layer.name else 3)
+    assert row["compression"] >= 0.99 * row["target_compression"]

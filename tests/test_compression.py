@@ -9,6 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import tf_keras as keras
+
+import dkp_keras as dkp
 from dkp_keras import compression
 from dkp_keras.compression import index_bytes, kept_blocks, sparse_bytes
 
@@ -105,3 +108,23 @@ def test_sparse_bytes_index_width_at_boundary():
   kernel = np.zeros((1024, 1))
   kernel[::4, 0] = 1.0  # 256 blocks, indices 0..255 (uint8), segments [0, 256] (uint16)
   assert sparse_bytes(kernel, (4, 1)) == 256 * 16 + 256 * 1 + 2 * 2
+
+
+def test_report_refuses_an_unbuilt_model():
+  model = keras.Sequential([dkp.DopedDense(8, compression=4)])
+  with pytest.raises(ValueError, match="needs a built model"):
+    dkp.compression_report(model)
+
+
+def test_report_meets_target_column():
+  inputs = keras.Input((16,))
+  x = dkp.DopedDense(16, compression=4)(inputs)
+  model = keras.Model(inputs, keras.layers.Dense(4)(x))
+  report = dkp.compression_report(model).set_index("layer")
+  assert report["meets_target"].all()  # S starts at zero
+  doped = model.layers[1]
+  doped.matrix.doping.assign(np.ones(doped.matrix.doping.shape, np.float32))
+  report = dkp.compression_report(model).set_index("layer")
+  assert not report.loc[doped.name, "meets_target"]
+  assert report.loc["dense", "meets_target"]
+  assert not report.loc["total", "meets_target"]

@@ -1,0 +1,67 @@
+"""The block grid of S: padding, scores, counting and magnitude pruning in blocks."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from dkp_keras import blocks
+
+SHAPES = st.tuples(st.integers(1, 9), st.integers(1, 9))
+BLOCKS = st.sampled_from([(1, 1), (4, 1), (1, 4), (2, 2), (3, 2)])
+
+
+def matrices(shape):
+  return hnp.arrays(np.float64, shape, elements=st.floats(-4, 4, allow_nan=False, width=32))
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.data(), SHAPES, BLOCKS)
+def test_block_view_pads_with_zeros_and_keeps_entries(data, shape, block_size):
+  matrix = data.draw(matrices(shape))
+  view = blocks.block_view(matrix, block_size)
+  rows, cols = blocks.grid_shape(shape, block_size)
+  assert view.shape == (rows, block_size[0], cols, block_size[1])
+  flat = view.reshape(rows * block_size[0], cols * block_size[1])
+  np.testing.assert_array_equal(flat[:shape[0], :shape[1]], matrix)
+  assert np.count_nonzero(flat) == np.count_nonzero(matrix)
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.data(), SHAPES, BLOCKS, st.sampled_from(blocks.POOLINGS))
+def test_keep_top_blocks_keeps_exactly_the_best_blocks(data, shape, block_size, pooling):
+  matrix = data.draw(matrices(shape))
+  rows, cols = blocks.grid_shape(shape, block_size)
+  keep = data.draw(st.integers(0, rows * cols))
+  kept = blocks.keep_top_blocks(matrix, keep, block_size, pooling)
+  # Entries are either kept as they were or zeroed, and at most `keep` blocks survive.
+  assert np.all((kept == matrix) | (kept == 0))
+  assert blocks.kept_blocks(kept, block_size) <= keep
+  scores = blocks.block_scores(matrix, block_size, pooling)
+  kept_mask = blocks.block_view(kept != 0, block_size).any(axis=(1, 3))
+  whole = blocks.expand_blocks(np.ones_like(kept_mask), block_size, shape)
+  assert whole.shape == matrix.shape
+  if keep and kept_mask.any():
+    # No dropped block with a nonzero scores above a kept one.
+    dropped = ~kept_mask & (scores > 0)
+    if dropped.any():
+      assert scores[dropped].max() <= scores[kept_mask].min()
+
+
+def test_kept_blocks_and_scores_small_example():
+  kernel = np.array([[0., 1.], [0., 3.], [-4., 0.], [0., 0.], [0., 0.]])
+  assert blocks.kept_blocks(kernel, (2, 1)) == 2
+  np.testing.assert_allclose(blocks.block_scores(kernel, (2, 1), "AVG"),
+                             [[0., 2.], [2., 0.], [0., 0.]])
+  np.testing.assert_allclose(blocks.block_scores(kernel, (2, 1), "MAX"),
+                             [[0., 3.], [4., 0.], [0., 0.]])
+  assert blocks.keep_top_blocks(kernel, 1, (2, 1), "MAX").tolist() == [
+      [0., 0.], [0., 0.], [-4., 0.], [0., 0.], [0., 0.]]
+
+
+def test_rejects_unknown_pooling_and_impossible_counts():
+  with pytest.raises(ValueError, match="block pooling"):
+    blocks.block_scores(np.ones((2, 2)), (1, 1), "SUM")
+  with pytest.raises(ValueError, match="keep must be in"):
+    blocks.keep_top_blocks(np.ones((2, 2)), 5, (1, 1))
