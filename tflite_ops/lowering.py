@@ -199,7 +199,12 @@ def model_chain(model):
   return layers
 
 
-def _check_layer(layer):
+def _check_layer(layer, mode):
+  if mode == "step" and isinstance(layer, keras.layers.Bidirectional):
+    raise UnsupportedModelError(
+        f"layer {layer.name!r} is Bidirectional: its backward direction reads the sequence "
+        f"from its end, so the model cannot run one time step at a time; convert it in "
+        f"sequence mode (--mode sequence)")
   if getattr(layer, "mask_zero", False) or isinstance(layer, keras.layers.Masking):
     raise UnsupportedModelError(f"layer {layer.name!r} produces a mask; masking is not "
                                 f"supported by the TFLite lowering")
@@ -249,7 +254,7 @@ def lower_model(model, mode="sequence", seq_len=None, batch_size=1, sparse_kerne
   layers = model_chain(model)
   steps = []
   for layer in layers:
-    _check_layer(layer)
+    _check_layer(layer, mode)
     if isinstance(layer, dkp.DopedDense):
       steps.append(_LoweredDense(layer, choose))
     elif isinstance(layer, dkp.DKPLSTM) or (mode == "step" and
