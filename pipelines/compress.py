@@ -169,6 +169,7 @@ def compress(model_path, out, compression=25.0, finetune_epochs=1, data_dir=None
   report["model_compression"] = float(table["compression"].iloc[-1])
   layers = table[table["doped"] & (table["layer"] != "total")]
   report["layers"] = layers[["layer", "compression"]].to_dict("records")
+  report["target_warning"] = dkp.compression.missed_target_warning(table)
   train.save_atomically(final, out)
   files.write_json_atomic(os.path.splitext(out)[0] + ".json", report)
   return report
@@ -200,6 +201,8 @@ def main(argv=None):
     print(f"{stage:>10}: valid perplexity {values['valid']:.2f}, test {values['test']:.2f}")
   print("compressed layers: " + ", ".join(
       f"{row['layer']} {row['compression']:.1f}x" for row in report["layers"]))
+  if report["target_warning"]:
+    print(f"warning: {report['target_warning']}", file=sys.stderr)
   print(f"saved {args.out}")
   return 0
 

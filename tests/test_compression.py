@@ -128,3 +128,7 @@ def test_report_meets_target_column():
   assert not report.loc[doped.name, "meets_target"]
   assert report.loc["dense", "meets_target"]
   assert not report.loc["total", "meets_target"]
+  warning = compression.missed_target_warning(report.reset_index())
+  assert doped.name in warning and "4x asked" in warning and "100.00% dense" in warning
+  doped.matrix.doping.assign(np.zeros(doped.matrix.doping.shape, np.float32))
+  assert compression.missed_target_warning(dkp.compression_report(model)) is None
