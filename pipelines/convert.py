@@ -154,7 +154,7 @@ def _run_tflite(runner, lowered, x):
 
 def verify(path, model, lowered, samples=8, data=None, seed=0):
   """Max normwise error of the .tflite outputs against Keras over the inputs."""
-  interpreter, delegate_note = _interpreter(path)
+  interpreter, delegate_note = open_interpreter(path)
   runner = interpreter.get_signature_runner()
   rng = np.random.default_rng(seed)
   steps = lowered.seq_len if lowered.mode == "sequence" else (model.inputs[0].shape[1] or
@@ -173,7 +173,7 @@ def verify(path, model, lowered, samples=8, data=None, seed=0):
           "errors": errors, "xnnpack": delegate_note}
 
 
-def _interpreter(path):
+def open_interpreter(path):
   """LiteRT's default interpreter (XNNPack), or the builtin kernels where XNNPack refuses.
 
   XNNPack fails to prepare some sparse int8 FULLY_CONNECTED weights (measured);
