@@ -1,10 +1,11 @@
 """Post-training compression of a trained dense model: ``python -m pipelines.compress``.
 
 ``python -m pipelines.compress trained_dense.keras --compression 25 --out compressed.keras
-[--finetune-epochs N] [--data DIR] [--preset demo] [--structure kronecker|lowrank]``
+[--finetune-epochs N] [--data DIR] [--preset demo] [--structure kronecker|lowrank]
+[--layers NAME,NAME | --min-params N]``
 
-Every LSTM (and, with ``--include-dense``, every hidden Dense) layer becomes
-its DKP twin, initialized from the trained weights: the nearest Kronecker
+Every LSTM and Dense layer with at least ``--min-params`` weights (or the
+layers named by ``--layers``) becomes its DKP twin, initialized from the trained weights: the nearest Kronecker
 product of each matrix (Van Loan–Pitsianis; truncated SVD for ``lowrank``)
 plus S = the largest residual blocks, as many as the factor allows. The model
 is then fine-tuned for N epochs with S's mask held at its target and
@@ -72,23 +73,58 @@ def project_matrix(matrix, kernel, keep_fraction):
                          .astype(np.float32))
 
 
-def project_model(model, compression, structure="kronecker", include_dense=False,
-                  precondition_factors=False):
+# Layers with fewer weights gain little from compression and often cannot reach the factor.
+DEFAULT_MIN_PARAMS = 4096
+
+
+def choose_layers(model, layers=None, min_params=DEFAULT_MIN_PARAMS):
+  """The names of the layers of chain ``model`` to compress.
+
+  Args:
+    model: the trained dense chain model.
+    layers: names to compress (each an LSTM or Dense layer of the model), or
+      None for every LSTM and Dense layer with at least ``min_params`` weights.
+    min_params: the size threshold of the default choice.
+
+  Raises:
+    ValueError: naming an unknown layer or one of another type, or when
+      nothing is left to compress.
+  """
+  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  kinds = (keras.layers.LSTM, keras.layers.Dense)
+  candidates = {layer.name: layer for layer in _chain_layers(model)}
+  eligible = [name for name, layer in candidates.items() if isinstance(layer, kinds)]
+  if layers is None:
+    chosen = [name for name in eligible if candidates[name].count_params() >= min_params]
+    if not chosen:
+      raise ValueError(f"{model.name} has no LSTM or Dense layer with at least {min_params} "
+                       f"weights; name the layers to compress with --layers ({eligible})")
+    return chosen
+  for name in layers:
+    if name not in candidates:
+      raise ValueError(f"{model.name} has no layer {name!r}; its LSTM and Dense layers are "
+                       f"{eligible}")
+    if name not in eligible:
+      raise ValueError(f"layer {name!r} is a {type(candidates[name]).__name__}: compress "
+                       f"handles LSTM and Dense layers ({eligible})")
+  if not layers:
+    raise ValueError("--layers names no layer")
+  return [name for name in eligible if name in layers]
+
+
+def project_model(model, compression, structure="kronecker", layers=None,
+                  min_params=DEFAULT_MIN_PARAMS, precondition_factors=False):
   """A stateless DKP twin of chain ``model``, initialized by projection (no training).
 
-  ``precondition_factors`` gives its layers scaled factor gradients, for SGD fine-tuning.
+  ``layers`` / ``min_params`` choose the layers that become DKP layers (see
+  `choose_layers`); the rest keep their weights. ``precondition_factors``
+  gives the DKP layers scaled factor gradients, for SGD fine-tuning.
   """
   import tf_keras as keras  # pylint: disable=import-outside-toplevel
   if structure not in STRUCTURES:
     raise ValueError(f"unknown structure {structure!r}; choose one of {STRUCTURES}")
+  targets = set(choose_layers(model, layers, min_params))
   layers = _chain_layers(model)
-  hidden_dense = [layer for layer in layers[:-1] if isinstance(layer, keras.layers.Dense)]
-  targets = {layer.name for layer in layers if isinstance(layer, keras.layers.LSTM)}
-  if include_dense:
-    targets |= {layer.name for layer in hidden_dense}
-  if not targets:
-    raise ValueError(f"{model.name} has no LSTM{' or hidden Dense' if include_dense else ''} "
-                     f"layer to compress")
   inputs = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype)
   x, sources = inputs, {}
   for layer in layers:
@@ -107,7 +143,10 @@ def project_model(model, compression, structure="kronecker", include_dense=False
       config = layer.get_config()
       config.pop("stateful", None)
       new = type(layer).from_config(config)
-    x = new(x)
+    try:
+      x = new(x)
+    except ValueError as error:
+      raise ValueError(f"layer {layer.name!r}: {error}; or leave it out (--layers)") from error
     sources[layer.name] = (layer, new)
   projected = keras.Model(inputs, x, name=f"{model.name}_dkp")
   for name, (old, new) in sources.items():
@@ -128,7 +167,8 @@ def project_model(model, compression, structure="kronecker", include_dense=False
 
 
 def compress(model_path, out, compression=25.0, finetune_epochs=1, data_dir=None,
-             preset="demo", structure="kronecker", include_dense=False, force=False, verbose=2):
+             preset="demo", structure="kronecker", layers=None, min_params=DEFAULT_MIN_PARAMS,
+             force=False, verbose=2):
   """Projects, fine-tunes and saves; returns the report dict (also in ``<out>.json``)."""
   if os.path.exists(out) and not force:
     raise ValueError(f"{out} exists; pass --force to overwrite it")
@@ -147,7 +187,7 @@ def compress(model_path, out, compression=25.0, finetune_epochs=1, data_dir=None
     return train.evaluate_perplexity(model, getattr(corpus, split), recipe.batch_size,
                                      recipe.num_steps)
 
-  projected = project_model(dense, compression, structure, include_dense,
+  projected = project_model(dense, compression, structure, layers, min_params,
                             recipe.precondition_factors)
   report = {"model": os.path.abspath(model_path), "compression": compression,
             "structure": structure, "finetune_epochs": finetune_epochs, "preset": preset,
@@ -167,8 +207,10 @@ def compress(model_path, out, compression=25.0, finetune_epochs=1, data_dir=None
     report["finetune_seconds"] = result["train_seconds"]
   table = dkp.compression_report(final)
   report["model_compression"] = float(table["compression"].iloc[-1])
-  layers = table[table["doped"] & (table["layer"] != "total")]
-  report["layers"] = layers[["layer", "compression"]].to_dict("records")
+  report["model_byte_compression"] = float(table["byte_compression"].iloc[-1])
+  rows = table[table["layer"] != "total"]
+  report["layers"] = rows[["layer", "type", "compression", "byte_compression",
+                           "target_compression", "meets_target"]].to_dict("records")
   report["target_warning"] = dkp.compression.missed_target_warning(table)
   train.save_atomically(final, out)
   files.write_json_atomic(os.path.splitext(out)[0] + ".json", report)
@@ -177,22 +219,30 @@ def compress(model_path, out, compression=25.0, finetune_epochs=1, data_dir=None
 
 def main(argv=None):
   parser = argparse.ArgumentParser(prog="python -m pipelines.compress",
-                                   description=__doc__.splitlines()[0])
+                                   description=__doc__.splitlines()[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   parser.add_argument("model", help="trained dense .keras model")
-  parser.add_argument("--compression", type=float, default=25.0)
+  parser.add_argument("--compression", type=float, default=25.0,
+                      help="compression factor of each compressed layer")
   parser.add_argument("--out", required=True, help="compressed .keras model to write")
-  parser.add_argument("--finetune-epochs", type=int, default=1)
+  parser.add_argument("--finetune-epochs", type=int, default=1,
+                      help="epochs of fine-tuning after the projection (0: none)")
   parser.add_argument("--data", help="PTB directory (default: the embedded corpus)")
   parser.add_argument("--preset", default="demo", help="recipe for fine-tuning and batching")
-  parser.add_argument("--structure", default="kronecker", choices=STRUCTURES)
-  parser.add_argument("--include-dense", action="store_true",
-                      help="also compress hidden Dense layers (never the last layer)")
+  parser.add_argument("--structure", default="kronecker", choices=STRUCTURES,
+                      help="structure the layers are projected onto")
+  parser.add_argument("--layers", type=lambda text: [n for n in text.split(",") if n],
+                      help="comma-separated names of the LSTM / Dense layers to compress "
+                           "(default: every one with at least --min-params weights)")
+  parser.add_argument("--min-params", type=int, default=DEFAULT_MIN_PARAMS,
+                      help="size threshold of the default layer choice")
+  parser.add_argument("--include-dense", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--force", action="store_true", help="overwrite --out")
-  parser.add_argument("--quiet", action="store_true")
+  parser.add_argument("--quiet", action="store_true", help="no progress bars")
   args = parser.parse_args(argv)
   try:
     report = compress(args.model, args.out, args.compression, args.finetune_epochs, args.data,
-                      args.preset, args.structure, args.include_dense, args.force,
+                      args.preset, args.structure, args.layers, args.min_params, args.force,
                       verbose=0 if args.quiet else 1)
   except (ValueError, OSError) as error:
     print(f"error: {error}", file=sys.stderr)
@@ -200,7 +250,10 @@ def main(argv=None):
   for stage, values in report["perplexity"].items():
     print(f"{stage:>10}: valid perplexity {values['valid']:.2f}, test {values['test']:.2f}")
   print("compressed layers: " + ", ".join(
-      f"{row['layer']} {row['compression']:.1f}x" for row in report["layers"]))
+      f"{row['layer']} {row['compression']:.1f}x" for row in report["layers"]
+      if row["target_compression"] > 1))
+  print(f"whole model: {report['model_compression']:.1f}x fewer parameters, "
+        f"{report['model_byte_compression']:.1f}x fewer bytes as stored")
   if report["target_warning"]:
     print(f"warning: {report['target_warning']}", file=sys.stderr)
   print(f"saved {args.out}")

@@ -37,7 +37,7 @@ def test_top_blocks_keeps_the_largest_blocks():
 
 def test_projection_is_the_nearest_kronecker_plus_residual(dense_path):
   dense = train.load_model_file(str(dense_path))
-  full = compress.project_model(dense, compression=1.5)  # S keeps most of the residual
+  full = compress.project_model(dense, compression=1.5, min_params=0)  # S keeps most of it
   cell, old = full.get_layer("lstm_0").cell, dense.get_layer("lstm_0").cell
   matrix = cell.doped_matrices["recurrent"]
   a, b = kronecker.nearest_kronecker(old.recurrent_kernel.numpy().T, matrix.structure.shape)
@@ -55,7 +55,8 @@ def test_projection_is_the_nearest_kronecker_plus_residual(dense_path):
 def test_projection_takes_scaled_factor_gradients_when_asked(dense_path):
   dense = train.load_model_file(str(dense_path))
   for asked in (False, True):
-    projected = compress.project_model(dense, compression=2, precondition_factors=asked)
+    projected = compress.project_model(dense, compression=2, min_params=0,
+                                       precondition_factors=asked)
     assert projected.get_layer("lstm_0").cell.precondition_factors is asked
 
 
@@ -63,15 +64,42 @@ def test_compress_reports_before_after_and_saves(dense_path, tmp_path):
   out = tmp_path / "small.keras"
   presets.PRESETS["tiny"] = TINY
   report = compress.compress(str(dense_path), str(out), compression=4, finetune_epochs=1,
-                             preset="tiny", verbose=0)
+                             preset="tiny", min_params=0, verbose=0)
   stages = report["perplexity"]
   assert set(stages) == {"dense", "projected", "finetuned"}
   assert all(v["test"] > 1 for v in stages.values())
-  assert report["layers"][0]["compression"] == pytest.approx(4, rel=0.1)
+  layers = {row["layer"]: row for row in report["layers"]}
+  # Every LSTM and Dense layer, the output layer included, reaches the factor.
+  assert layers["lstm_0"]["compression"] == pytest.approx(4, rel=0.1)
+  output = keras.models.load_model(out).layers[-1]
+  assert type(output).__name__ == "DopedDense"
+  assert layers[output.name]["compression"] == pytest.approx(4, rel=0.1)
+  assert all(row["meets_target"] for row in report["layers"])
+  assert report["model_compression"] > 2 and report["model_byte_compression"] > 2
   assert json.loads((tmp_path / "small.json").read_text())["compression"] == 4
   assert keras.models.load_model(out).get_layer("lstm_0").cell.compression == 4
   with pytest.raises(ValueError, match="exists"):
     compress.compress(str(dense_path), str(out), preset="tiny")
+
+
+def test_layers_to_compress_default_by_size_or_by_name(dense_path):
+  dense = train.load_model_file(str(dense_path))
+  names = [layer.name for layer in dense.layers]
+  assert any("embedding" in name for name in names), names
+  output = dense.layers[-1]
+  assert compress.choose_layers(dense, min_params=0) == ["lstm_0", output.name]
+  assert compress.choose_layers(dense, min_params=output.count_params()) == [output.name]
+  assert compress.choose_layers(dense, ["lstm_0"]) == ["lstm_0"]
+  with pytest.raises(ValueError, match="no layer 'nope'.*lstm_0"):
+    compress.choose_layers(dense, ["nope"])
+  with pytest.raises(ValueError, match="is a Embedding"):
+    compress.choose_layers(dense, [next(n for n in names if "embedding" in n)])
+  with pytest.raises(ValueError, match="--layers"):
+    compress.choose_layers(dense, min_params=10 ** 9)
+  projected = compress.project_model(dense, 2, layers=["lstm_0"])
+  assert type(projected.layers[-1]).__name__ == "Dense"
+  with pytest.raises(ValueError, match=f"layer '{output.name}'.*--layers"):
+    compress.project_model(dense, 10 ** 6, layers=[output.name])
 
 
 def test_bad_inputs(dense_path, tmp_path, capsys):
