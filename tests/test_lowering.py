@@ -111,3 +111,26 @@ def test_bidirectional_lowers_in_sequence_mode_and_says_why_not_in_step_mode():
                         model(x).numpy(), 1e-5)
   with pytest.raises(lowering.UnsupportedModelError, match="both_ways.*Bidirectional.*sequence"):
     lowering.lower_model(model, "step")
+
+
+def test_pruned_keras_lstm_is_lowered_sparse_in_both_modes():
+  inputs = keras.Input((5, 8))
+  x = keras.layers.LSTM(16, return_sequences=True, name="pruned")(inputs)
+  model = keras.Model(inputs, keras.layers.LSTM(4, return_sequences=True, name="kept")(x))
+  rng = np.random.default_rng(0)
+  cell = model.get_layer("pruned").cell
+  for kernel in (cell.kernel, cell.recurrent_kernel):  # 1x1 magnitude pruning to 5%
+    values = kernel.numpy()
+    kernel.assign(np.where(rng.random(values.shape) < 0.05, values, 0.0))
+  x = rng.normal(size=(2, 5, 8)).astype(np.float32)
+  for mode in lowering.MODES:
+    lowered = lowering.lower_model(model, mode, batch_size=2)
+    kernels = {m.name: m.doping_kernel for m in lowered.matrices()}
+    assert kernels["pruned/input"] == kernels["pruned/recurrent"] == "csr"
+    if mode == "step":
+      assert kernels["kept/input"] == "none"  # dense: not pruned, no S
+      assert_normwise_close(run_steps(lowered, x), model(x).numpy(), 1e-5)
+    else:
+      assert "kept/input" not in kernels  # an unpruned Keras LSTM passes through (fused op)
+      assert_normwise_close(lowered.function(tf.constant(x))["outputs"].numpy(),
+                            model(x).numpy(), 1e-5)

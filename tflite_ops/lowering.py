@@ -4,9 +4,11 @@ A model is lowered layer by layer into one `tf.function`:
 - `DopedDense` / DKP matrices: the structure as reshape / FULLY_CONNECTED /
   TRANSPOSE ops on constant factors (never the reconstructed matrix), plus S
   with the chosen sparse kernel (`sparse_matmul`);
-- `DKPLSTM` (and, in step mode, Keras `LSTM`): the input projection of all
-  time steps as one product, then the recurrence unrolled over the fixed
-  sequence length (TFLite runs an unrolled loop faster than a WHILE op);
+- `DKPLSTM` (and, in step mode or once magnitude pruning left its kernels
+  sparse, Keras `LSTM`): the input projection of all time steps as one
+  product, then the recurrence unrolled over the fixed sequence length
+  (TFLite runs an unrolled loop faster than a WHILE op); a pruned plain
+  kernel is stored as a sparse S alone, with the chosen sparse kernel;
 - any other layer passes through unchanged (called with ``training=False``, so
   dropout and CMR are inactive).
 
@@ -57,10 +59,12 @@ class LoweredMatrix:
         self.doping, self.doping_kernel)
 
   def __call__(self, x):
-    if self.structure is None:
-      y = tf.matmul(x, self._constants["kernel"])
-    else:
+    if self.structure is not None:
       y = self.structure.matmul(x, self._constants, ops=tf)
+    elif "kernel" in self._constants:
+      y = tf.matmul(x, self._constants["kernel"])
+    else:  # a pruned plain kernel: all of it is S
+      return self._sparse(x)
     if self._sparse is not None:
       y = y + self._sparse(x)
     return y
@@ -82,8 +86,26 @@ def _lower_doped_matrix(name, matrix, choose):
   return LoweredMatrix(name, matrix.structure, values, doping, method)
 
 
-def _dense_matrix(name, kernel):
-  return LoweredMatrix(name, None, {"kernel": np.asarray(kernel, np.float32)}, None)
+def is_pruned(kernel):
+  """Whether a plain layer's kernel is at least half zeros, as magnitude pruning leaves it
+  (`dkp_keras.compression_report` counts such a kernel by its nonzeros)."""
+  kernel = np.asarray(kernel)
+  return kernel.ndim == 2 and np.count_nonzero(kernel) <= kernel.size // 2
+
+
+def _plain_matrix(name, kernel, choose):
+  """A plain layer's kernel: dense, or, once pruned, all of it stored as a sparse S."""
+  kernel = np.asarray(kernel, np.float32)
+  method = choose(kernel) if is_pruned(kernel) else "dense"
+  if method in ("dense", "none"):
+    return LoweredMatrix(name, None, {"kernel": kernel}, None)
+  return LoweredMatrix(name, None, {}, kernel, method)
+
+
+def _has_pruned_kernels(layer):
+  """A Keras LSTM whose kernels pruning left sparse: lowered here so they are stored sparse
+  (the fused TFLite LSTM op would store them dense)."""
+  return any(is_pruned(k.numpy()) for k in (layer.cell.kernel, layer.cell.recurrent_kernel))
 
 
 class _LoweredDense:
@@ -118,9 +140,9 @@ class _LoweredLSTM:
       self.recurrent_matrix = _lower_doped_matrix(f"{layer.name}/recurrent",
                                                   cell.recurrent_matrix, choose)
     else:
-      self.input_matrix = _dense_matrix(f"{layer.name}/input", cell.kernel.numpy())
-      self.recurrent_matrix = _dense_matrix(f"{layer.name}/recurrent",
-                                            cell.recurrent_kernel.numpy())
+      self.input_matrix = _plain_matrix(f"{layer.name}/input", cell.kernel.numpy(), choose)
+      self.recurrent_matrix = _plain_matrix(f"{layer.name}/recurrent",
+                                            cell.recurrent_kernel.numpy(), choose)
     self.bias = None if cell.bias is None else np.asarray(cell.bias.numpy(), np.float32)
     self.activation, self.recurrent_activation = cell.activation, cell.recurrent_activation
 
@@ -257,8 +279,8 @@ def lower_model(model, mode="sequence", seq_len=None, batch_size=1, sparse_kerne
     _check_layer(layer, mode)
     if isinstance(layer, dkp.DopedDense):
       steps.append(_LoweredDense(layer, choose))
-    elif isinstance(layer, dkp.DKPLSTM) or (mode == "step" and
-                                            isinstance(layer, keras.layers.LSTM)):
+    elif isinstance(layer, dkp.DKPLSTM) or (isinstance(layer, keras.layers.LSTM) and (
+        mode == "step" or _has_pruned_kernels(layer))):
       steps.append(_LoweredLSTM(layer, choose))
     else:
       steps.append(_PassThrough(layer))
