@@ -158,10 +158,11 @@ def inputs(seed=1):
   return np.random.default_rng(seed).normal(size=(2, 5, 24)).astype(np.float32)
 
 
-@pytest.fixture
-def legacy_saving(monkeypatch):
-  """Saving as before sparse storage: Keras' own `save_own_variables`, S dense."""
-  monkeypatch.setattr(DopedLayerMixin, "save_own_variables", keras.layers.Layer.save_own_variables)
+def save_with_s_dense(model, path, monkeypatch):
+  """Saves as dkp-keras did before sparse storage: Keras' own `save_own_variables`, S dense."""
+  with monkeypatch.context() as patch:
+    patch.setattr(DopedLayerMixin, "save_own_variables", keras.layers.Layer.save_own_variables)
+    model.save(path)
 
 
 def test_annealed_s_is_stored_sparse_and_round_trips_bit_exact(tmp_path):
@@ -179,9 +180,7 @@ def test_sparse_file_is_smaller_by_the_bytes_the_encoding_saves(tmp_path, monkey
   model = anneal_by_hand(small_model())
   sparse_path, dense_path = str(tmp_path / "sparse.keras"), str(tmp_path / "dense.keras")
   model.save(sparse_path)
-  with monkeypatch.context() as patch:
-    patch.setattr(DopedLayerMixin, "save_own_variables", keras.layers.Layer.save_own_variables)
-    model.save(dense_path)
+  save_with_s_dense(model, dense_path, monkeypatch)
   saved = 0
   for owner in find_doped_owners(model):
     for doping in owner.get_prunable_weights():
@@ -198,10 +197,10 @@ def test_sparse_file_is_smaller_by_the_bytes_the_encoding_saves(tmp_path, monkey
   assert_bit_exact(model, keras.models.load_model(sparse_path), inputs())
 
 
-def test_files_saved_with_s_dense_still_load_bit_exact(tmp_path, legacy_saving):
+def test_files_saved_with_s_dense_still_load_bit_exact(tmp_path, monkeypatch):
   model = anneal_by_hand(small_model())
   path = str(tmp_path / "old.keras")
-  model.save(path)
+  save_with_s_dense(model, path, monkeypatch)
   assert not any(".bsr_" in key for key in stored_keys(path))
   assert_bit_exact(model, keras.models.load_model(path), inputs())
 
