@@ -4,7 +4,8 @@
 structure's factors and the doping matrix S (Keras [in, out] layout, so tfmot's
 ``block_size=(4, 1)`` gives TFLite's fast 1x4 blocks). `DopedLayerMixin` holds
 what `DopedDense` and `DKPLSTMCell` have in common: the compression options,
-planning, CMR rate, and the tfmot `PrunableLayer` contract (only S is pruned).
+planning, CMR rate, the tfmot `PrunableLayer` contract (only S is pruned), and
+the `.keras` storage that keeps an annealed S sparse.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tensorflow_model_optimization.sparsity.keras import PrunableLayer
 
 from dkp_keras import cmr
 from dkp_keras import preconditioning
+from dkp_keras import sparse_storage
 from dkp_keras import structures
 
 
@@ -186,6 +188,62 @@ class DopedLayerMixin(PrunableLayer):
   def get_prunable_weights(self):
     """The doping matrices S: the only weights sparsity annealing prunes."""
     return [m.doping for m in self.doped_matrices.values() if m.doping is not None]
+
+  def clear_negative_zeros(self):
+    """Turns every ``-0.0`` of each S into ``+0.0``, leaving all other bits as they are.
+
+    tfmot masks S by multiplication, so a pruned entry that was negative
+    becomes ``-0.0``: the same number, but one `save_own_variables` must keep
+    bit for bit, at the cost of a nonzero. Call this once S is final (after
+    annealing) so that the pruned entries cost nothing in a `.keras` file.
+    """
+    for doping in self.get_prunable_weights():
+      values = keras.backend.get_value(doping)
+      negative_zero = (values == 0) & np.signbit(values)
+      if negative_zero.any():
+        doping.assign(np.where(negative_zero, np.zeros((), values.dtype), values))
+
+  def _stored_variables(self):
+    # The list and order Keras' own `save_own_variables` uses: the file's indices.
+    return self._trainable_weights + self._non_trainable_weights
+
+  def save_own_variables(self, store):
+    """Writes the variables for a `.keras` / ``.weights.h5`` file, S sparse when that is smaller.
+
+    Each S is stored in sparse blocks (`dkp_keras.sparse_storage`; single
+    entries or ``block_size`` blocks, whichever is smaller) when that holds
+    fewer bytes than the dense array, so an annealed S costs its kept entries
+    only; every other variable, and an S not sparse enough, is stored dense as
+    Keras stores it. Entries are zero only when all their bits are: a ``-0.0``
+    (left by masking S by multiplication) is kept like a nonzero, see
+    `clear_negative_zeros`. Legacy ``.h5`` files and SavedModels go through
+    other paths and keep S dense.
+
+    Args:
+      store: the dict-like Keras' saving gives this layer.
+    """
+    doping = {id(v) for v in self.get_prunable_weights()}
+    block_shapes = tuple(dict.fromkeys([(1, 1), tuple(self.block_size)]))
+    variables = self._stored_variables()
+    sparse_storage.write_arrays(store, [v.numpy() for v in variables],
+                                [block_shapes if id(v) in doping else None for v in variables])
+
+  def load_own_variables(self, store):
+    """Reads what `save_own_variables` wrote, S sparse or dense (files saved before S
+    was stored sparse hold it dense), into the variables bit for bit.
+
+    Args:
+      store: the dict-like Keras' loading gives this layer.
+    """
+    self._update_trackables()
+    variables = self._stored_variables()
+    arrays = sparse_storage.read_arrays(store, len(variables), self.name)
+    for variable, array in zip(variables, arrays):
+      if array.shape != tuple(variable.shape):
+        raise ValueError(f"layer '{self.name}': the file holds {variable.name} with shape "
+                         f"{array.shape}, the layer has {tuple(variable.shape)}; rebuild the "
+                         f"model it was saved from")
+      variable.assign(array)
 
 
 def all_layers(model):

@@ -283,6 +283,10 @@ class DKPLSTM(keras.layers.RNN):
   def get_prunable_weights(self):
     return self.cell.get_prunable_weights()
 
+  def clear_negative_zeros(self):
+    """The cell's `clear_negative_zeros`: every ``-0.0`` of S becomes ``+0.0``."""
+    self.cell.clear_negative_zeros()
+
   def get_config(self):
     config = super().get_config()
     cell_config = config.pop("cell")["config"]
