@@ -363,6 +363,8 @@ def finalize(model, on_missed_target="prune"):
                   stacklevel=2)
   for owner in find_doped_owners(stripped):
     owner.cmr_rate.assign(0.0)
+    # Masking by multiplication leaves -0.0 where S was negative: it would be stored.
+    owner.clear_negative_zeros()
   return stripped
 
 

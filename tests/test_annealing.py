@@ -306,6 +306,17 @@ def test_mask_update_on_tied_values_is_caught_by_finalize():
     assert_meets_doping_budget(owner)
 
 
+def test_finalized_s_holds_no_negative_zeros():
+  # tfmot masks by multiplication: pruned negative entries become -0.0, which a
+  # .keras file would have to store like nonzeros.
+  final, _ = anneal(small_lm())
+  for owner in doped_owners(final):
+    for matrix in owner.doped_matrices.values():
+      values = matrix.doping_values()
+      assert np.count_nonzero(values == 0) > 0
+      assert not np.any((values == 0) & np.signbit(values))
+
+
 def test_finalize_can_raise_on_a_missed_target():
   model = fit_steps(small_lm(), steps=6, end_step=200, frequency=2)
   with pytest.raises(ValueError, match="denser than their compression allows"):
