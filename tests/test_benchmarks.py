@@ -3,7 +3,7 @@
 import json
 import os
 
-from benchmarks import common, train_step
+from benchmarks import checkpoint_size, common, train_step
 
 
 def test_train_step_quick(tmp_path):
@@ -69,3 +69,14 @@ def test_project_path_is_relative_to_the_project(monkeypatch, tmp_path):
   monkeypatch.chdir(tmp_path)  # a relative path is read from where the command runs
   assert not os.path.isabs(common.project_path("runs"))
   assert common.project_path("runs").endswith("runs")
+
+
+def test_checkpoint_size_quick(tmp_path):
+  out = tmp_path / "checkpoint_size.json"
+  assert checkpoint_size.main(["--quick", "--out", str(out)]) == 0
+  rows = json.loads(out.read_text())["rows"]
+  assert [(r["structure"], r["compression"]) for r in rows] == [
+      ("dense", 1.0), ("dkp", 4.0), ("dkp-1x1", 4.0)]
+  assert all(r["bit_exact_reload"] for r in rows)
+  # S is stored sparse: the annealed DKP files are smaller than the dense one.
+  assert all(r["dense_bytes_over_this"] > 1.5 for r in rows[1:])
