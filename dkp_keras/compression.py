@@ -1,51 +1,22 @@
 """Compression accounting: parameters and bytes per layer against the dense model.
 
-Counts what a deployed model stores: dense float32 weights, structure factors,
-and S as TFLite stores a block-sparse FULLY_CONNECTED weight: the values of
-every kept block (zeros inside a kept block included), one index per kept
-block and one segment offset per output row (+1), each index vector in the
-narrowest unsigned type that holds its largest value (uint8 / uint16 / int32,
-TFLite's `SparseIndexVector` choices).
+Counts what the float32 file `pipelines.convert` writes stores: dense weights,
+structure factors, and each S (and each LSTM kernel that magnitude pruning
+left at least half zeros) as the lowering's ``auto`` kernel stores it:
+1x4 block-sparse, CSR or dense (`dkp_keras.deployed_layout`).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pandas as pd
 import tf_keras as keras
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
-from dkp_keras.blocks import kept_blocks
+from dkp_keras.blocks import kept_blocks  # noqa: F401  pylint: disable=unused-import
+from dkp_keras.deployed_layout import (  # noqa: F401  pylint: disable=unused-import
+    FLOAT_BYTES, index_bytes, is_pruned, sparse_bytes, stored_bytes)
 from dkp_keras.doped_matrix import DopedLayerMixin, all_layers
-
-FLOAT_BYTES = 4
-
-
-def index_bytes(max_value):
-  """Bytes per entry of a TFLite sparse index vector holding values <= max_value."""
-  if max_value < 2 ** 8:
-    return 1
-  if max_value < 2 ** 16:
-    return 2
-  return 4
-
-
-def sparse_bytes(kernel, block_size):
-  """Bytes of S stored as a TFLite block-sparse weight (values + indices + segments).
-
-  The TFLite weight is [out, in]: rows dense, the input axis compressed in
-  blocks (a Keras (4, 1) block is TFLite's 1x4).
-  """
-  bh, bw = block_size
-  n, m = kernel.shape
-  blocks = kept_blocks(kernel, block_size)
-  rows = math.ceil(m / bw)
-  values = blocks * bh * bw * FLOAT_BYTES
-  indices = blocks * index_bytes(math.ceil(n / bh) - 1)
-  segments = (rows + 1) * index_bytes(blocks)
-  return values + indices + segments
 
 
 def doping_counts(owners):
@@ -73,20 +44,25 @@ def format_density(nnz, size):
 def _plain_counts(layer):
   """Counts of a layer without doping; a pruned matrix (mostly zeros) counts as sparse.
 
-  A >= 2-D weight at least half zeros (what magnitude pruning leaves) is
-  counted by its nonzeros and stored as 1x1-block sparse; anything else dense.
+  A matrix at least half zeros (what magnitude pruning leaves) is counted by
+  its nonzeros; an LSTM's such kernels are stored as the lowering stores them
+  (sparse), every other weight dense.
   """
+  lstm_kernels = set()
+  if isinstance(layer, keras.layers.LSTM):
+    lstm_kernels = {id(layer.cell.kernel), id(layer.cell.recurrent_kernel)}
   dense_params = params = nbytes = 0
   for weight in layer.weights:
     size = int(np.prod(weight.shape))
     dense_params += size
     values = keras.backend.get_value(weight) if len(weight.shape) >= 2 else None
-    if values is not None and np.count_nonzero(values) <= size // 2:
-      kernel = values.reshape(-1, values.shape[-1])
-      params += int(np.count_nonzero(kernel))
-      nbytes += min(sparse_bytes(kernel, (1, 1)), size * FLOAT_BYTES)
+    if values is not None and is_pruned(values.reshape(-1, values.shape[-1])):
+      params += int(np.count_nonzero(values))
     else:
       params += size
+    if id(weight) in lstm_kernels:
+      nbytes += stored_bytes(values)
+    else:
       nbytes += size * FLOAT_BYTES
   return {"dense_params": dense_params, "params": params, "nnz_doping": 0,
           "doping_density": np.nan, "bytes": nbytes, "dense_bytes": dense_params * FLOAT_BYTES}
@@ -110,7 +86,7 @@ def _layer_row(layer):
       params += structure.params
       nbytes += structure.params * FLOAT_BYTES
       if matrix.doping is not None:
-        nbytes += sparse_bytes(matrix.doping_values(), matrix.plan.block_size)
+        nbytes += stored_bytes(matrix.doping_values())
   nnz, max_nnz, size = doping_counts(owners)
   # Biases (any weight beside the structures, S and the CMR rate) are stored dense.
   skipped = structured | {id(owner.cmr_rate) for owner in owners}
@@ -141,8 +117,8 @@ def compression_report(model):
   pruning leaves it: then by its nonzeros) and a final ``total`` row. Columns:
   ``layer``, ``type``, ``structure``, ``doped``, ``dense_params`` (the dense
   twin's count), ``params`` (structure + nonzeros of S + bias),
-  ``nnz_doping``, ``doping_density``, ``bytes`` (as TFLite stores them, S
-  block-sparse), ``dense_bytes``, ``compression`` (dense_params / params),
+  ``nnz_doping``, ``doping_density``, ``bytes`` (as the float32 file of
+  `pipelines.convert` stores them, S with its ``auto`` kernel), ``dense_bytes``, ``compression`` (dense_params / params),
   ``byte_compression``, ``target_compression`` (what the layer was asked
   for) and ``meets_target`` (whether its S holds no more nonzeros than that
   allows; the ``total`` row: whether every layer does). DKP layers inside

@@ -33,6 +33,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import dkp_keras as dkp
+from dkp_keras.deployed_layout import is_pruned
 from tflite_ops import sparse_matmul
 
 MODES = ("sequence", "step")
@@ -84,13 +85,6 @@ def _lower_doped_matrix(name, matrix, choose):
     if not np.any(doping):
       method = "none"
   return LoweredMatrix(name, matrix.structure, values, doping, method)
-
-
-def is_pruned(kernel):
-  """Whether a plain layer's kernel is at least half zeros, as magnitude pruning leaves it
-  (`dkp_keras.compression_report` counts such a kernel by its nonzeros)."""
-  kernel = np.asarray(kernel)
-  return kernel.ndim == 2 and np.count_nonzero(kernel) <= kernel.size // 2
 
 
 def _plain_matrix(name, kernel, choose):

@@ -22,69 +22,15 @@ it is kept for patterns and runtimes where the sparse FC path is missing.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
+# The auto rule and its constants live with the accounting, which counts the same bytes.
+from dkp_keras.deployed_layout import (  # noqa: F401  pylint: disable=unused-import
+    BLOCK_MAX_DENSITY, CSR_MAX_DENSITY, FAST_BLOCK, RANDOM_SPARSE_MAX_DENSITY, choose_kernel,
+    density, is_block_aligned)
+
 KERNELS = ("auto", "block", "csr", "gather", "dense")
-# Unstructured S up to this density runs the CSR FC. 1300 -> 2600, 1 thread,
-# medians against dense with XNNPack (`results/sparse_kernels_csr.json`):
-# 1% 13.5x, 2% 9.0x, 4% 4.8x, 10% 1.85x, 20% 0.89x, on a host where XNNPack's
-# dense FC was no faster than the builtin one (571 vs 549 µs). On the host of
-# `sparse_kernels.json` it was 1.8x faster (178 vs 320 µs), which would move
-# the break-even near 10%: the limit keeps a margin.
-CSR_MAX_DENSITY = 0.08
-# Below this density the converter stores unstructured S in zero-padded 1x4
-# blocks (above, it densifies it at load): 'block' where CSR is not allowed.
-RANDOM_SPARSE_MAX_DENSITY = 0.03
-# 1x4 block-sparse FC beats dense below this density. 1300 -> 2600, 1 thread,
-# medians (`python -m benchmarks.sparse_kernels`): against dense with XNNPack
-# (LiteRT's default) 4% 5.4x, 10% 2.3x, 20% 1.12x, 30% 0.72x; against the
-# builtin dense kernel 4% 9.1x, 10% 3.6x, 20% 1.7x, 30% 1.16x, 40% 0.81x.
-BLOCK_MAX_DENSITY = 0.2
-# TFLite's optimized sparse FC kernel: blocks of 4 consecutive inputs = Keras (4, 1).
-FAST_BLOCK = (4, 1)
-
-
-def is_block_aligned(kernel, block_size=FAST_BLOCK):
-  """Whether every ``block_size`` block of the [n, m] kernel is all zero or all nonzero.
-
-  That is: the nonzero pattern is a union of whole blocks (edge blocks count
-  only their cells inside the kernel).
-  """
-  bh, bw = block_size
-  n, m = kernel.shape
-  nonzero = np.zeros((math.ceil(n / bh) * bh, math.ceil(m / bw) * bw), dtype=bool)
-  nonzero[:n, :m] = kernel != 0
-  blocks = nonzero.reshape(nonzero.shape[0] // bh, bh, nonzero.shape[1] // bw, bw)
-  counts = blocks.sum(axis=(1, 3))
-  full = np.zeros_like(nonzero)
-  full[:n, :m] = True
-  capacity = full.reshape(blocks.shape).sum(axis=(1, 3))
-  return bool(np.all((counts == 0) | (counts == capacity)))
-
-
-def density(kernel):
-  kernel = np.asarray(kernel)
-  return float(np.count_nonzero(kernel)) / kernel.size if kernel.size else 0.0
-
-
-def choose_kernel(kernel, csr=True):
-  """The ``auto`` choice for one S: 'block' for S in whole 1x4 blocks, 'csr' for other
-  sparse S (unless ``csr=False``: int8 weights have no CSR kernel), else 'dense'."""
-  if not np.any(kernel):
-    return "none"
-  fill = density(kernel)
-  if fill <= BLOCK_MAX_DENSITY and is_block_aligned(kernel):
-    return "block"
-  if csr and fill <= CSR_MAX_DENSITY:
-    return "csr"
-  if not csr and fill < RANDOM_SPARSE_MAX_DENSITY:
-    return "block"
-  return "dense"
-
-
 def sparse_matmul_fn(kernel, method):
   """A function ``x -> x @ kernel`` (2-D ``x``) with the chosen TFLite lowering of S.
 
