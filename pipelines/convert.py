@@ -96,31 +96,28 @@ def _vocabulary(model):
 
 
 def _check_verify_data(data, model):
-  """Refuses data the model cannot take: wrong rank, or values that are no valid token id."""
+  """``data`` as an array, refused where the model cannot take it: wrong rank, or values
+  that are not finite (or, for token inputs, not ids of the model's Embedding)."""
   data = np.asarray(data)
   if data.ndim < 2 or data.size == 0:
     raise ConversionError(f"--verify-data must be an array (examples, steps, ...), got shape "
                           f"{data.shape}")
-  if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
+  if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
     raise ConversionError(f"--verify-data must hold real numbers, got dtype {data.dtype}")
-  if not model.inputs or not model.inputs[0].dtype.is_integer:
-    bad = ~np.isfinite(data)
-    if bad.any():
-      where = tuple(int(i) for i in np.argwhere(bad)[0])
-      raise ConversionError(f"--verify-data holds {data[where].item()} at index {where}; inputs must "
-                            "be finite")
-    return
-  vocabulary = _vocabulary(model)
-  bad = ~np.isfinite(data) | (data != np.round(data)) | (data < 0)
-  if vocabulary is not None:
-    bad |= data >= vocabulary
+  bad = ~np.isfinite(data)
+  expected = "finite numbers"
+  if model.inputs and model.inputs[0].dtype.is_integer:
+    vocabulary = _vocabulary(model)
+    bad |= (data != np.round(data)) | (data < 0)
+    expected = "whole token ids 0 or more"
+    if vocabulary is not None:
+      bad |= data >= vocabulary
+      expected = f"whole token ids 0..{vocabulary - 1} (the Embedding's input_dim {vocabulary})"
   if bad.any():
     where = tuple(int(i) for i in np.argwhere(bad)[0])
-    valid = "0 or more" if vocabulary is None else f"0..{vocabulary - 1} (the Embedding's " \
-                                                    f"input_dim {vocabulary})"
     raise ConversionError(f"--verify-data holds {data[where].item()} at index {where} "
-                          f"({int(bad.sum())} such values); the model takes whole token ids "
-                          f"{valid}")
+                          f"({int(bad.sum())} such values); the model takes {expected}")
+  return data
 
 
 def _converter(lowered, model, quantize):
@@ -163,7 +160,8 @@ def _random_inputs(model, lowered, rng, steps):
   shape = [s if s is not None else 1 for s in spec.shape.as_list()]
   shape[1] = steps
   if spec.dtype.is_integer:
-    return rng.integers(0, _vocabulary(model) or 10, size=shape).astype(spec.dtype.as_numpy_dtype)
+    high = _vocabulary(model) or 10
+    return rng.integers(0, high, size=shape).astype(spec.dtype.as_numpy_dtype)
   return rng.normal(size=shape).astype(np.float32)
 
 
@@ -345,14 +343,13 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
   _check_options(verify_samples, tolerance)
   in_memory = isinstance(model_or_path, keras.Model)
   source = model_or_path if in_memory else os.fspath(model_or_path)
-  data_path = None if verify_data is None or isinstance(verify_data, np.ndarray) else (
-      os.fspath(verify_data))
+  data_path = os.fspath(verify_data) if isinstance(verify_data, (str, os.PathLike)) else None
   out, report_path = _check_outputs(out, report_path, {
       "model": None if in_memory else source, "--verify-data": data_path}, force)
   model = model_or_path if in_memory else load_model(source)
   if verify_data is not None:
-    verify_data = _load_verify_data(data_path) if data_path else verify_data
-    _check_verify_data(verify_data, model)
+    verify_data = _check_verify_data(
+        _load_verify_data(data_path) if data_path else verify_data, model)
   start = time.perf_counter()
   lowered = lowering.lower_model(model, mode=mode, seq_len=seq_len, batch_size=batch_size,
                                  sparse_kernel=sparse_kernel, csr=quantize != "dynamic-int8")
