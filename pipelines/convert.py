@@ -80,10 +80,13 @@ def _check_outputs(out, report_path, inputs, force):
 def _load_verify_data(path):
   try:
     data = np.load(path, allow_pickle=False)
-  except (ValueError, OSError, EOFError) as error:
-    if isinstance(error, FileNotFoundError):
-      raise FileNotFoundError(f"--verify-data {path}: no such file") from error
-    raise ConversionError(f"--verify-data {path} is not a .npy array ({error})") from error
+  except FileNotFoundError as error:
+    raise FileNotFoundError(f"--verify-data {path}: no such file") from error
+  except OSError as error:
+    raise ConversionError(f"cannot read --verify-data {path}: {error.strerror or error}") from error
+  except (ValueError, EOFError) as error:  # numpy's message for a text file speaks of pickles
+    raise ConversionError(f"--verify-data {path} is not an array written by numpy.save (a .npy "
+                          "file)") from error
   if not isinstance(data, np.ndarray):
     raise ConversionError(f"--verify-data {path} holds several arrays (.npz); give one .npy "
                           "array (examples, steps, ...)")

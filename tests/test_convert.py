@@ -429,7 +429,7 @@ def test_cli_verifies_on_valid_token_data(token_model_file, tmp_path, capsys):
   assert code == 0 and "verification: 4 inputs" in captured.out, captured.err
 
 
-@pytest.mark.parametrize("content, message", [(b"not numpy", "is not a .npy array"),
+@pytest.mark.parametrize("content, message", [(b"not numpy", "is not an array written by numpy.save"),
                                               (None, "no such file")])
 def test_cli_refuses_unreadable_verify_data(content, message, saved_model_file, tmp_path, capsys):
   if content is not None:
@@ -438,3 +438,19 @@ def test_cli_refuses_unreadable_verify_data(content, message, saved_model_file, 
                         tmp_path / "ids.npy"], capsys)
   assert code == 1 and message in captured.err and "Traceback" not in captured.err
   assert not (tmp_path / "m.tflite").exists()
+
+
+@pytest.mark.parametrize("data, message", [
+    (np.full((1, STEPS, 8), np.nan), r"holds nan at index \(0, 0, 0\) \(48 such values\); the "
+     "model takes finite numbers"),
+    (np.zeros((1, STEPS, 5)), r"must be \(>= 1 examples, >= 6 steps, 8\) for this model, got "
+     r"shape \(1, 6, 5\)"),
+    (np.array([["a"] * STEPS]), "must hold real numbers, got dtype <U1"),
+])
+def test_cli_refuses_verify_data_a_float_model_cannot_take(data, message, saved_model_file,
+                                                           tmp_path, capsys):
+  np.save(tmp_path / "x.npy", data)
+  code, captured = cli([saved_model_file, "--out", tmp_path / "m.tflite", "--seq-len", STEPS,
+                        "--verify-data", tmp_path / "x.npy"], capsys)
+  assert code == 1 and re.search(message, captured.err), captured.err
+  assert sorted(os.listdir(tmp_path)) == ["x.npy"]
