@@ -15,8 +15,9 @@ from dkp_keras.annealing import SparsityAnnealing, finalize, prepare_for_anneali
 from dkp_keras.cmr import CoMatrixDropout  # noqa: E402
 from dkp_keras.compression import compression_report  # noqa: E402
 from dkp_keras.layers import DopedDense  # noqa: E402
+from dkp_keras.loading import load_model  # noqa: E402
 from dkp_keras.lstm import DKPLSTM, DKPLSTMCell  # noqa: E402
 
 __all__ = ["DopedDense", "DKPLSTM", "DKPLSTMCell", "prepare_for_annealing", "SparsityAnnealing",
-           "CoMatrixDropout", "finalize", "compression_report"]
+           "CoMatrixDropout", "finalize", "compression_report", "load_model"]
 __version__ = "0.1.0"

@@ -14,7 +14,9 @@ read back: its ops, bytes per component and sparse weights are reported, and
 it is run with LiteRT against the Keras model on ``--verify`` random inputs
 (and ``--verify-data``). A file that fails verification is kept as
 ``<out>.unverified`` and the command exits 1; nothing
-is ever half-written at ``--out`` (temp file + rename).
+is ever half-written at ``--out`` (temp file + rename). Every output location
+is checked before any work: no output is an input or another output, and an
+existing file is replaced only with ``--force``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ QUANTIZATIONS = ("none", "float16", "dynamic-int8")
 WEIGHT_BYTES = {"none": 4, "float16": 2, "dynamic-int8": 1}
 # Normwise tolerance of the LiteRT output against Keras, per quantization.
 TOLERANCES = {"none": 1e-4, "float16": 1e-2, "dynamic-int8": 1e-1}
+# A file that fails verification is kept at ``out + UNVERIFIED``.
+UNVERIFIED = ".unverified"
 
 
 class ConversionError(RuntimeError):
@@ -51,34 +55,72 @@ class ConversionError(RuntimeError):
 
 
 def load_model(path):
-  """Loads a `.keras` / `.h5` file or a SavedModel directory, with clear errors."""
-  path = os.fspath(path)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no such file or directory (expected a .keras file or "
-                            f"a SavedModel directory)")
+  """Loads a `.keras` / `.h5` file or a SavedModel directory (`dkp_keras.load_model`)."""
+  return dkp.load_model(path)
+
+
+def _check_options(verify_samples, tolerance):
+  if isinstance(verify_samples, bool) or not isinstance(verify_samples, (int, np.integer)) or (
+      verify_samples < 0):
+    raise ValueError(f"--verify must be a whole number >= 0 (0 skips the random inputs), got "
+                     f"{verify_samples!r}")
+  if tolerance is not None and not tolerance >= 0:  # NaN fails too
+    raise ValueError(f"--tolerance must be a number >= 0 (the max normwise error accepted), got "
+                     f"{tolerance!r}")
+
+
+def _check_outputs(out, report_path, inputs, force):
+  """Every output location, checked before any work: (out, report_path) as absolute paths."""
+  outputs = files.check_outputs({"--out": out, "the failed-verification copy": (
+      None if out is None else os.fspath(out) + UNVERIFIED), "--report": report_path},
+                                inputs, force)
+  return outputs["--out"], outputs.get("--report")
+
+
+def _load_verify_data(path):
   try:
-    model = keras.models.load_model(path, compile=False)
-  except Exception as error:  # Keras raises many types for a bad file
-    kind = "SavedModel directory" if os.path.isdir(path) else "Keras model file"
-    raise ConversionError(f"{path} is not a readable {kind} ({type(error).__name__}: "
-                          f"{str(error).splitlines()[0] if str(error) else ''})") from error
-  if not isinstance(model, keras.Model):
-    raise ConversionError(f"{path} holds a {type(model).__name__}, not a Keras model")
-  return model
+    data = np.load(path, allow_pickle=False)
+  except FileNotFoundError as error:
+    raise FileNotFoundError(f"--verify-data {path}: no such file") from error
+  except OSError as error:
+    raise ConversionError(f"cannot read --verify-data {path}: {error.strerror or error}") from error
+  except (ValueError, EOFError) as error:  # numpy's message for a text file speaks of pickles
+    raise ConversionError(f"--verify-data {path} is not an array written by numpy.save (a .npy "
+                          "file)") from error
+  if not isinstance(data, np.ndarray):
+    raise ConversionError(f"--verify-data {path} holds several arrays (.npz); give one .npy "
+                          "array (examples, steps, ...)")
+  return data
 
 
-def _check_output(out, force):
-  out = os.path.abspath(os.fspath(out))
-  directory = os.path.dirname(out)
-  if os.path.isdir(out):
-    raise ConversionError(f"{out} is a directory; give a file name for --out")
-  if os.path.exists(out) and not force:
-    raise ConversionError(f"{out} exists; pass --force to overwrite it")
-  if not os.path.isdir(directory):
-    raise ConversionError(f"cannot write {out}: directory {directory} does not exist")
-  if not os.access(directory, os.W_OK):
-    raise ConversionError(f"cannot write {out}: directory {directory} is not writable")
-  return out
+def _vocabulary(model):
+  """The token ids the model's first layer accepts (an Embedding's input_dim), else None."""
+  return getattr(lowering.model_chain(model)[0], "input_dim", None)
+
+
+def _check_verify_data(data, model):
+  """``data`` as an array, refused where the model cannot take it: wrong rank, or values
+  that are not finite (or, for token inputs, not ids of the model's Embedding)."""
+  data = np.asarray(data)
+  if data.ndim < 2 or data.size == 0:
+    raise ConversionError(f"--verify-data must be an array (examples, steps, ...), got shape "
+                          f"{data.shape}")
+  if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+    raise ConversionError(f"--verify-data must hold real numbers, got dtype {data.dtype}")
+  bad = ~np.isfinite(data)
+  expected = "finite numbers"
+  if model.inputs and model.inputs[0].dtype.is_integer:
+    vocabulary = _vocabulary(model)
+    bad |= (data != np.round(data)) | (data < 0)
+    expected = "whole token ids 0 or more"
+    if vocabulary is not None:
+      bad |= data >= vocabulary
+      expected = f"whole token ids 0..{vocabulary - 1} (the Embedding's input_dim {vocabulary})"
+  if bad.any():
+    where = tuple(int(i) for i in np.argwhere(bad)[0])
+    raise ConversionError(f"--verify-data holds {data[where].item()} at index {where} "
+                          f"({int(bad.sum())} such values); the model takes {expected}")
+  return data
 
 
 def _converter(lowered, model, quantize):
@@ -121,8 +163,7 @@ def _random_inputs(model, lowered, rng, steps):
   shape = [s if s is not None else 1 for s in spec.shape.as_list()]
   shape[1] = steps
   if spec.dtype.is_integer:
-    first = lowering.model_chain(model)[0]
-    high = getattr(first, "input_dim", 10)
+    high = _vocabulary(model) or 10
     return rng.integers(0, high, size=shape).astype(spec.dtype.as_numpy_dtype)
   return rng.normal(size=shape).astype(np.float32)
 
@@ -157,8 +198,7 @@ def verify(path, model, lowered, samples=8, data=None, seed=0):
   interpreter, delegate_note = open_interpreter(path)
   runner = interpreter.get_signature_runner()
   rng = np.random.default_rng(seed)
-  steps = lowered.seq_len if lowered.mode == "sequence" else (model.inputs[0].shape[1] or
-                                                              min(lowered.seq_len, 8))
+  steps = _verify_steps(model, lowered)
   inputs = [_random_inputs(model, lowered, rng, steps) for _ in range(samples)]
   if data is not None:
     inputs += list(_batches(data, lowered, steps))
@@ -193,13 +233,30 @@ def open_interpreter(path):
     return interpreter, f"failed ({str(error).splitlines()[0][:120]}); verified without it"
 
 
+def _verify_steps(model, lowered):
+  """Time steps per verification input."""
+  if lowered.mode == "sequence":
+    return lowered.seq_len
+  return model.inputs[0].shape[1] or min(lowered.seq_len, 8)
+
+
+def _check_data_shape(data, model, lowered):
+  """Refuses --verify-data whose shape the converted model cannot take (before converting)."""
+  steps = _verify_steps(model, lowered)
+  spec = lowered.concrete.structured_input_signature[0][0]
+  batch = spec.shape[0] or 1
+  per_step = tuple(spec.shape.as_list()[2:])
+  if data.shape[1] < steps or len(data) < batch or len(data.shape[2:]) != len(per_step) or any(
+      d is not None and d != n for d, n in zip(per_step, data.shape[2:])):
+    raise ConversionError(
+        f"--verify-data must be (>= {batch} examples, >= {steps} steps"
+        f"{''.join(f', {d}' for d in per_step)}) for this model, got shape {data.shape}")
+
+
 def _batches(data, lowered, steps):
   data = np.asarray(data)
   spec = lowered.concrete.structured_input_signature[0][0]
   batch = spec.shape[0] or 1
-  if data.ndim < 2 or data.shape[1] < steps:
-    raise ConversionError(f"--verify-data must be (examples, >= {steps} steps, ...), got "
-                          f"shape {data.shape}")
   for start in range(0, len(data) - batch + 1, batch):
     yield data[start:start + batch, :steps].astype(spec.dtype.as_numpy_dtype)
 
@@ -257,9 +314,26 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
             report_path=None, force=False, tolerance=None):
   """Converts, writes, inspects and verifies; returns the path and the report dict.
 
+  Args:
+    model_or_path: a tf_keras model, or a `.keras` / `.h5` file or SavedModel
+      directory (loaded with `dkp_keras.load_model`).
+    out: the `.tflite` file to write.
+    verify_samples: random inputs to verify on (0: none).
+    verify_data: an array, or a `.npy` file of one, of inputs (examples,
+      steps, ...) verified beside the random ones; token ids must be valid
+      for the model's Embedding.
+    report_path: where to write the report as JSON (None: nowhere).
+    force: whether an existing ``out``, ``report_path`` or ``out +
+      '.unverified'`` may be replaced. Outputs are checked before any work,
+      and never replace an input or each other, even with ``force``.
+    tolerance: max normwise error accepted (>= 0; default per quantization,
+      `TOLERANCES`).
+    mode, seq_len, batch_size, sparse_kernel, quantize: as the CLI flags.
+
   Raises:
-    FileNotFoundError, ConversionError, lowering.UnsupportedModelError (a
-    ValueError) with a message naming the problem. On a verification failure
+    FileNotFoundError, ConversionError, lowering.UnsupportedModelError,
+    files.OutputPathError, dkp_keras.loading.ModelFileError (the last three
+    ValueErrors) with a message naming the problem. On a verification failure
     the file is kept as ``out + '.unverified'``.
   """
   if quantize not in QUANTIZATIONS:
@@ -269,12 +343,21 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
                      "weights); use --sparse-kernel auto, block or dense with dynamic-int8")
   if (seq_len is not None and seq_len < 1) or (batch_size is not None and batch_size < 1):
     raise ValueError(f"seq_len and batch size must be >= 1, got {seq_len}, {batch_size}")
-  out = _check_output(out, force)
-  source = model_or_path if isinstance(model_or_path, keras.Model) else os.fspath(model_or_path)
-  model = model_or_path if isinstance(model_or_path, keras.Model) else load_model(model_or_path)
+  _check_options(verify_samples, tolerance)
+  in_memory = isinstance(model_or_path, keras.Model)
+  source = model_or_path if in_memory else os.fspath(model_or_path)
+  data_path = os.fspath(verify_data) if isinstance(verify_data, (str, os.PathLike)) else None
+  out, report_path = _check_outputs(out, report_path, {
+      "model": None if in_memory else source, "--verify-data": data_path}, force)
+  model = model_or_path if in_memory else load_model(source)
+  if verify_data is not None:
+    verify_data = _check_verify_data(
+        _load_verify_data(data_path) if data_path else verify_data, model)
   start = time.perf_counter()
   lowered = lowering.lower_model(model, mode=mode, seq_len=seq_len, batch_size=batch_size,
                                  sparse_kernel=sparse_kernel, csr=quantize != "dynamic-int8")
+  if verify_data is not None:
+    _check_data_shape(verify_data, model, lowered)
   try:
     flatbuffer = _converter(lowered, model, quantize).convert()
   except Exception as error:
@@ -307,12 +390,12 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
         "verification": {**checked, "tolerance": limit}, "convert_seconds": convert_s,
     }
     if checked["max_error"] is not None and not checked["max_error"] <= limit:
-      files.publish(tmp, out + ".unverified")
-      report["output"] = out + ".unverified"
+      files.publish(tmp, out + UNVERIFIED)
+      report["output"] = out + UNVERIFIED
       _write_report(report_path, report)
       raise ConversionError(
           f"verification failed: max normwise error {checked['max_error']:.3g} exceeds "
-          f"{limit:.3g}; the file is kept as {out}.unverified")
+          f"{limit:.3g}; the file is kept as {out}{UNVERIFIED}")
     files.publish(tmp, out)
   finally:
     if os.path.exists(tmp):
@@ -349,6 +432,29 @@ def format_report(report):
   return "\n".join(lines)
 
 
+def _whole_number(text):
+  """argparse type: an integer >= 0."""
+  try:
+    value = int(text)
+  except ValueError:
+    value = -1
+  if value < 0:
+    raise argparse.ArgumentTypeError(f"expected a whole number >= 0 (0: none), got {text!r}")
+  return value
+
+
+def _tolerance(text):
+  """argparse type: a number >= 0 (not NaN)."""
+  try:
+    value = float(text)
+  except ValueError:
+    value = float("nan")
+  if not value >= 0:
+    raise argparse.ArgumentTypeError(f"expected a number >= 0 (the max normwise error "
+                                     f"accepted), got {text!r}")
+  return value
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(prog="python -m pipelines.convert",
                                    description=__doc__.splitlines()[0])
@@ -360,18 +466,20 @@ def main(argv=None):
   parser.add_argument("--batch", type=int, default=1, help="batch size (0: dynamic)")
   parser.add_argument("--sparse-kernel", choices=sparse_matmul.KERNELS, default="auto")
   parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none")
-  parser.add_argument("--verify", type=int, default=8, metavar="N",
+  parser.add_argument("--verify", type=_whole_number, default=8, metavar="N",
                       help="random inputs to verify on (0: none)")
   parser.add_argument("--verify-data", help=".npy array of inputs (examples, steps, ...)")
-  parser.add_argument("--tolerance", type=float, help="max normwise error accepted")
+  parser.add_argument("--tolerance", type=_tolerance, help="max normwise error accepted "
+                      f"(default: {', '.join(f'{k} {v:g}' for k, v in TOLERANCES.items())})")
   parser.add_argument("--report", help="write the report as JSON here")
-  parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
+  parser.add_argument("--force", action="store_true",
+                      help="overwrite an existing --out / --report / <out>.unverified")
   args = parser.parse_args(argv)
   try:
-    data = np.load(args.verify_data) if args.verify_data else None
     result = convert(args.model, args.out, mode=args.mode, seq_len=args.seq_len,
                      batch_size=args.batch or None, sparse_kernel=args.sparse_kernel,
-                     quantize=args.quantize, verify_samples=args.verify, verify_data=data,
+                     quantize=args.quantize, verify_samples=args.verify,
+                     verify_data=args.verify_data,
                      report_path=args.report, force=args.force, tolerance=args.tolerance)
   except (FileNotFoundError, ValueError, ConversionError, OSError) as error:
     print(f"error: {error}", file=sys.stderr)

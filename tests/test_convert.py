@@ -1,6 +1,8 @@
 """pipelines.convert: verified .tflite files for DKP / LMF / HMD / dense models, clear failures."""
 
+import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -221,6 +223,8 @@ def test_cli_failed_verification_keeps_unverified_file(saved_model_file, workdir
     (lambda d: _write(d / "notes.keras", b"just some text"), "not a readable"),
     (lambda d: _write(d / "cut.keras", (d / "small.keras").read_bytes()[:500]),
      "not a readable"),
+    (lambda d: _write(d / "empty.keras", b""), "it is empty"),
+    (lambda d: _mkdir(d / "not_a_savedmodel"), "not a readable SavedModel directory"),
 ])
 def test_cli_rejects_bad_models(make_input, message, saved_model_file, workdir, capsys):
   before = set(os.listdir(workdir))
@@ -241,6 +245,11 @@ def test_cli_names_the_unsupported_layer(workdir, capsys):
 def test_cli_rejects_unwritable_output(saved_model_file, workdir, capsys):
   code, captured = cli([saved_model_file, "--out", workdir / "no_dir" / "m.tflite"], capsys)
   assert code == 1 and "does not exist" in captured.err
+
+
+def _mkdir(path):
+  path.mkdir(exist_ok=True)
+  return path
 
 
 def _write(path, data):
@@ -282,3 +291,166 @@ def test_float16_keeps_csr_weights_sparse_float32(workdir):
                            quantize="float16", verify_samples=2)
   assert result.report["sparsity"]["csr_stored"] == result.report["sparsity"]["csr_sparse"] == 2
   assert result.report["verification"]["max_error"] <= convert.TOLERANCES["float16"]
+
+
+# ---------------------------------------------------------------- outputs: no file is ever lost
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+  """Fails the test if the command gets as far as loading the model."""
+  def load_model(path):
+    raise AssertionError(f"loaded {path}: the outputs were not checked first")
+  monkeypatch.setattr(convert, "load_model", load_model)
+
+
+def _listing(directory):
+  return {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("outputs, message", [
+    (lambda d, m: ["--out", d / "x.tflite", "--report", d / "x.tflite"],
+     "--out and --report are both"),
+    (lambda d, m: ["--out", d / "x.tflite", "--report", _link(d / "alias.json", d / "x.tflite")],
+     "--out and --report are both"),
+    (lambda d, m: ["--out", m, "--force"], "is the input model"),
+    (lambda d, m: ["--out", _link(d / "to_model.tflite", m), "--force"], "is the input model"),
+    (lambda d, m: ["--out", d / "x.tflite", "--report", m, "--force"], "is the input model"),
+    (lambda d, m: ["--out", d / "x.tflite", "--report", d / "x.tflite.unverified"],
+     "failed-verification copy and --report are both"),
+    (lambda d, m: ["--out", d / "x.tflite", "--verify-data", _npy(d / "ids.npy"), "--report",
+                   d / "ids.npy", "--force"], "is the input --verify-data"),
+    (lambda d, m: ["--out", d / "x.tflite", "--report", _write(d / "mine.json", b"{}")],
+     "--report .*mine.json exists; pass --force to overwrite it"),
+    (lambda d, m: ["--out", d / "x.tflite", "--report", _write(d / "other.keras", b"model")],
+     "--report .*other.keras exists; pass --force to overwrite it"),
+    (lambda d, m: ["--out", _write(d / "x.tflite.unverified", b"old") and d / "x.tflite"],
+     "unverified exists; pass --force"),
+    (lambda d, m: ["--out", d / "x.tflite", "--report", d / "nodir" / "r.json"],
+     "cannot write --report .*r.json: directory .*nodir does not exist"),
+], ids=["out-is-report", "report-links-to-out", "out-is-model", "out-links-to-model",
+        "report-is-model", "report-is-unverified-copy", "report-is-verify-data",
+        "report-exists", "report-is-a-model", "unverified-copy-exists", "report-dir-missing"])
+def test_cli_refuses_outputs_that_would_lose_a_file_before_any_work(
+    outputs, message, saved_model_file, tmp_path, capsys, no_work):
+  model = tmp_path / "model.keras"
+  model.write_bytes(saved_model_file.read_bytes())
+  argv = outputs(tmp_path, model)
+  before = _listing(tmp_path)
+  code, captured = cli([model, *argv], capsys)
+  assert code == 1 and re.search(message, captured.err), captured.err
+  assert _listing(tmp_path) == before                    # nothing written, nothing replaced
+
+
+def test_cli_report_replaces_an_existing_file_only_with_force(saved_model_file, tmp_path,
+                                                              capsys):
+  report = _write(tmp_path / "r.json", b"mine")
+  code, _ = cli([saved_model_file, "--out", tmp_path / "m.tflite", "--report", report,
+                 "--seq-len", STEPS, "--verify", 1, "--force"], capsys)
+  assert code == 0 and json.loads(report.read_text())["output"] == str(tmp_path / "m.tflite")
+
+
+def _link(link, target):
+  link.symlink_to(target)
+  return link
+
+
+def _npy(path):
+  np.save(path, np.zeros((1, STEPS, 8), np.float32))
+  return path
+
+
+# ---------------------------------------------------------------- verification options
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--verify", "-1"], "argument --verify: expected a whole number >= 0"),
+    (["--verify", "two"], "argument --verify: expected a whole number >= 0"),
+    (["--tolerance", "-1"], "argument --tolerance: expected a number >= 0"),
+    (["--tolerance", "nan"], "argument --tolerance: expected a number >= 0"),
+])
+def test_cli_refuses_negative_verify_and_tolerance(argv, message, tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    convert.main(["m.keras", "--out", str(tmp_path / "m.tflite"), *argv])
+  assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"verify_samples": -1}, "--verify must be a whole number >= 0"),
+    ({"tolerance": -1.0}, "--tolerance must be a number >= 0"),
+    ({"tolerance": float("nan")}, "--tolerance must be a number >= 0"),
+])
+def test_convert_refuses_negative_verify_and_tolerance(options, message, tmp_path):
+  with pytest.raises(ValueError, match=message):
+    convert.convert(keras.Sequential(), tmp_path / "m.tflite", **options)
+
+
+def test_cli_verify_0_skips_verification(saved_model_file, tmp_path, capsys):
+  code, captured = cli([saved_model_file, "--out", tmp_path / "m.tflite", "--seq-len", STEPS,
+                        "--verify", 0], capsys)
+  assert code == 0 and "verification: skipped" in captured.out
+
+
+@pytest.fixture(scope="module")
+def token_model_file(workdir):
+  inputs = keras.Input((STEPS,), dtype="int32")
+  x = keras.layers.Embedding(30, 8)(inputs)
+  x = dkp.DKPLSTM(8, compression=1.5, return_sequences=True)(x)
+  path = workdir / "tokens.keras"
+  keras.Model(inputs, keras.layers.Dense(30)(x)).save(path)
+  return path
+
+
+@pytest.mark.parametrize("data, message", [
+    (np.array([[1, 2, 3, 30, 4, 5, 6]]), r"holds 30 at index \(0, 3\) \(1 such values\); the "
+     r"model takes whole token ids 0\.\.29 \(the Embedding's input_dim 30\)"),
+    (np.array([[1, 2, 3, 4, 5, 6], [0, -1, 0, 0, 99, 0]]), r"holds -1 at index \(1, 1\) \(2 "),
+    (np.array([[1.0, 2.5, 3, 4, 5, 6]]), r"holds 2\.5 at index \(0, 1\)"),
+    (np.array([[1, 2, 3]]), r"must be \(>= 1 examples, >= 6 steps\) for this model, got shape "
+     r"\(1, 3\)"),
+    (np.array([1, 2, 3, 4, 5, 6]), r"must be an array \(examples, steps, \.\.\.\)"),
+], ids=["id-past-vocabulary", "negative-id", "not-whole", "too-short", "one-dimensional"])
+def test_cli_refuses_verify_data_the_model_cannot_take(data, message, token_model_file, tmp_path,
+                                                       capsys, monkeypatch):
+  def convert_nothing(*args):
+    raise AssertionError("the converter ran before --verify-data was checked")
+  monkeypatch.setattr(convert, "_converter", convert_nothing)
+  np.save(tmp_path / "ids.npy", data)
+  code, captured = cli([token_model_file, "--out", tmp_path / "m.tflite", "--verify-data",
+                        tmp_path / "ids.npy"], capsys)
+  assert code == 1 and re.search(message, captured.err), captured.err
+  assert sorted(os.listdir(tmp_path)) == ["ids.npy"]
+
+
+def test_cli_verifies_on_valid_token_data(token_model_file, tmp_path, capsys):
+  np.save(tmp_path / "ids.npy", np.random.default_rng(0).integers(0, 30, (3, STEPS + 2)))
+  code, captured = cli([token_model_file, "--out", tmp_path / "m.tflite", "--verify", 1,
+                        "--verify-data", tmp_path / "ids.npy"], capsys)
+  assert code == 0 and "verification: 4 inputs" in captured.out, captured.err
+
+
+@pytest.mark.parametrize("content, message", [(b"not numpy", "is not an array written by numpy.save"),
+                                              (None, "no such file")])
+def test_cli_refuses_unreadable_verify_data(content, message, saved_model_file, tmp_path, capsys):
+  if content is not None:
+    _write(tmp_path / "ids.npy", content)
+  code, captured = cli([saved_model_file, "--out", tmp_path / "m.tflite", "--verify-data",
+                        tmp_path / "ids.npy"], capsys)
+  assert code == 1 and message in captured.err and "Traceback" not in captured.err
+  assert not (tmp_path / "m.tflite").exists()
+
+
+@pytest.mark.parametrize("data, message", [
+    (np.full((1, STEPS, 8), np.nan), r"holds nan at index \(0, 0, 0\) \(48 such values\); the "
+     "model takes finite numbers"),
+    (np.zeros((1, STEPS, 5)), r"must be \(>= 1 examples, >= 6 steps, 8\) for this model, got "
+     r"shape \(1, 6, 5\)"),
+    (np.array([["a"] * STEPS]), "must hold real numbers, got dtype <U1"),
+])
+def test_cli_refuses_verify_data_a_float_model_cannot_take(data, message, saved_model_file,
+                                                           tmp_path, capsys):
+  np.save(tmp_path / "x.npy", data)
+  code, captured = cli([saved_model_file, "--out", tmp_path / "m.tflite", "--seq-len", STEPS,
+                        "--verify-data", tmp_path / "x.npy"], capsys)
+  assert code == 1 and re.search(message, captured.err), captured.err
+  assert sorted(os.listdir(tmp_path)) == ["x.npy"]
