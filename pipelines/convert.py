@@ -261,7 +261,7 @@ def _batches(data, lowered, steps):
     yield data[start:start + batch, :steps].astype(spec.dtype.as_numpy_dtype)
 
 
-def _components(info, lowered, model, quantize):
+def _components(info, lowered, table, quantize):
   """Bytes per component. Sparse values / indices and totals are read from the file;
   structure factors and S stored dense are the lowering's sizes at the quantized width
   (an estimate); dense weights are the rest of the constants.
@@ -276,8 +276,7 @@ def _components(info, lowered, model, quantize):
   doping_dense = min(other - structure, int(width * sum(
       m.doping.size * 4 for m in lowered.matrices()
       if m.doping is not None and m.doping_kernel == "dense")))
-  report = dkp.compression_report(model)
-  dense_bytes = int(report.loc[report["layer"] == "total", "dense_bytes"].iloc[0])
+  dense_bytes = int(table.loc[table["layer"] == "total", "dense_bytes"].iloc[0])
   return {
       "file": info.file_bytes, "weights": info.weights_bytes + sparse_indices,
       "structure_factors": structure, "doping_stored_dense": doping_dense,
@@ -354,12 +353,16 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
     verify_data = _check_verify_data(
         _load_verify_data(data_path) if data_path else verify_data, model)
   start = time.perf_counter()
-  lowered = lowering.lower_model(model, mode=mode, seq_len=seq_len, batch_size=batch_size,
-                                 sparse_kernel=sparse_kernel, csr=quantize != "dynamic-int8")
+  # A model saved stateful (trained with a fixed batch) is lowered as its stateless twin,
+  # which takes any --batch; layers the lowering passes through keep the model's batch.
+  reference = _reference_model(model)
+  lowered = lowering.lower_model(reference, mode=mode, seq_len=seq_len,
+                                 batch_size=batch_size, sparse_kernel=sparse_kernel,
+                                 csr=quantize != "dynamic-int8")
   if verify_data is not None:
     _check_data_shape(verify_data, model, lowered)
   try:
-    flatbuffer = _converter(lowered, model, quantize).convert()
+    flatbuffer = _converter(lowered, reference, quantize).convert()
   except Exception as error:
     raise ConversionError(f"the TFLite converter failed: {str(error).strip()[-2000:]}") from error
   flatbuffer, csr_stored = _store_csr(flatbuffer, lowered)
@@ -377,6 +380,7 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
     checked = verify(tmp, model, lowered, verify_samples, verify_data) if (
         verify_samples or verify_data is not None) else {"samples": 0, "max_error": None}
     limit = TOLERANCES[quantize] if tolerance is None else tolerance
+    table = dkp.compression_report(model)
     report = {
         "source": source if isinstance(source, str) else model.name, "output": out,
         "mode": mode, "seq_len": lowered.seq_len if mode == "sequence" else 1,
@@ -385,9 +389,10 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
         "kernels": {m.name: m.doping_kernel for m in lowered.matrices()
                     if m.doping is not None},
         "inputs": lowered.input_names, "outputs": lowered.output_names,
-        "op_counts": info.op_counts, "bytes": _components(info, lowered, model, quantize),
+        "op_counts": info.op_counts, "bytes": _components(info, lowered, table, quantize),
         "sparsity": {**_sparse_check(info, lowered), "csr_stored": csr_stored},
         "verification": {**checked, "tolerance": limit}, "convert_seconds": convert_s,
+        "target_warning": dkp.compression.missed_target_warning(table),
     }
     if checked["max_error"] is not None and not checked["max_error"] <= limit:
       files.publish(tmp, out + UNVERIFIED)
@@ -429,6 +434,8 @@ def format_report(report):
        f"verification: {verification['samples']} inputs, max normwise error {error:.2e} "
        f"(tolerance {verification['tolerance']:.0e})"),
   ]
+  if report.get("target_warning"):
+    lines.append(f"warning: {report['target_warning']}")
   return "\n".join(lines)
 
 

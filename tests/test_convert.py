@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -12,7 +13,9 @@ from ai_edge_litert.interpreter import Interpreter
 import dkp_keras as dkp
 from dkp_keras.verify import normwise_error
 from pipelines import convert
+from helpers import randomize_doping
 from pipelines import models
+from pipelines import presets
 from tflite_ops import inspect as tflite_inspect
 from tflite_ops import lowering
 
@@ -284,6 +287,62 @@ def test_cli_converts_a_stateful_model_at_batch_1(workdir, capsys):
   tokens = np.random.default_rng(0).integers(0, 30, (1, STEPS)).astype(np.int32)
   expected = models.stateless_twin(model)(tokens, training=False).numpy()
   assert normwise_error(run_step_file(out, tokens, lowered.state_shapes), expected) < 1e-4
+
+
+def test_stateful_plain_lstm_converts_in_sequence_mode_at_batch_1(workdir):
+  """A dense model saved as trained (stateful Keras LSTM, passed through as the fused op)."""
+  inputs = keras.Input((STEPS,), batch_size=4, dtype="int32")
+  x = keras.layers.Embedding(30, 8)(inputs)
+  x = keras.layers.LSTM(16, return_sequences=True, stateful=True)(x)
+  model = keras.Model(inputs, keras.layers.Dense(30)(x))
+  result = convert.convert(model, workdir / "stateful_dense.tflite", verify_samples=2)
+  assert result.report["verification"]["max_error"] < 1e-4
+  assert result.report["batch"] == 1
+
+
+def _lm(method, compression):
+  """A tiny LM of ``method`` whose S (or pruned kernels) is at its target, without training."""
+  recipe = presets.Recipe("claims", layers=1, units=64, embedding=64, num_steps=STEPS,
+                          batch_size=2, epochs=1, corpus_tokens=1000, carry_state=False)
+  model = models.build_lm(30, recipe, method, compression)
+  rng = np.random.default_rng(0)
+  for owner in dkp.doped_matrix.find_doped_owners(model):
+    randomize_doping(owner)
+  if method == "prune":  # magnitude pruning to 1 / compression of the kernels, 1x1
+    for layer in models.recurrent_layers(model):
+      for kernel in (layer.cell.kernel, layer.cell.recurrent_kernel):
+        values = kernel.numpy()
+        keep = np.abs(values) >= np.quantile(np.abs(values), 1 - 1 / compression)
+        kernel.assign(np.where(keep, values, 0.0))
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # finalize prunes the random S to its budget
+    return dkp.finalize(model)
+
+
+@pytest.mark.parametrize("method, compression", [
+    ("dense", 1), ("prune", 25), ("prune", 10), ("dkp", 25), ("dkp-1x1-cmr-row-0.8", 25),
+    ("dkp-1x1-cmr-row-0.8", 10), ("lmf", 25), ("hmd", 25), ("kp", 25), ("doped-hmd", 25)])
+@pytest.mark.parametrize("mode", lowering.MODES)
+def test_report_bytes_are_the_files_bytes_for_every_method(workdir, method, compression, mode):
+  """Every size compression_report gives is checkable against the converted float32 file."""
+  model = _lm(method, compression)
+  table = dkp.compression_report(model)
+  claimed = int(table["bytes"].iloc[-1])
+  result = convert.convert(model, workdir / f"{method}-{compression}-{mode}.tflite", mode=mode,
+                           verify_samples=1)
+  stored = result.report["bytes"]["weights"]
+  # The file adds a few small constants (shapes, paddings): within 1% and 512 bytes.
+  assert abs(stored - claimed) <= 0.01 * claimed + 512, (claimed, stored, result.report["kernels"])
+  assert result.report["target_warning"] is None
+
+
+def test_convert_warns_when_s_misses_its_target(workdir):
+  inputs = keras.Input((STEPS, 8))
+  model = keras.Model(inputs, dkp.DopedDense(32, compression=2, name="too_dense")(inputs))
+  randomize_doping(model.layers[1])  # S dense: never annealed
+  result = convert.convert(model, workdir / "too_dense.tflite", verify_samples=1)
+  assert "too_dense" in result.report["target_warning"]
+  assert "warning: S is denser than its target" in convert.format_report(result.report)
 
 
 def test_float16_keeps_csr_weights_sparse_float32(workdir):
