@@ -123,7 +123,7 @@ def test_cli_refuses_an_existing_run(tiny, tmp_path, capsys):
   out = tmp_path / "run"
   out.mkdir()
   (out / "run.json").write_text('{"settings": {}}')
-  assert train.main(["--preset", "tiny", "--out", str(out), "--quiet"]) == 2
+  assert train.main(["--preset", "tiny", "--compression", "4", "--out", str(out), "--quiet"]) == 2
   assert "already holds a run" in capsys.readouterr().err
   assert (out / "run.json").read_text() == '{"settings": {}}'
 
