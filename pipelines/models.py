@@ -154,8 +154,8 @@ def small_dense_units(recipe, compression):
   narrowest = dense_lstm_params(recipe.replace(units=1))
   if narrowest > budget:
     # The message has the shape of the structured layers' (`layer_weight_budget`).
-    raise ValueError(f"compression {compression:g} leaves {budget:.0f} parameters for the LSTM "
-                     f"stack, fewer than its narrowest version (1 unit per layer) needs "
+    raise ValueError(f"compression {float(compression)} leaves {budget:.0f} parameters for the "
+                     f"LSTM stack, fewer than its narrowest version (1 unit per layer) needs "
                      f"({narrowest}); ask for a lower compression")
   units = recipe.units
   while units > 1 and dense_lstm_params(recipe.replace(units=units)) > budget:

@@ -594,8 +594,8 @@ def _fractions(text):
                                      f"0.8,0.1,0.1, got {text!r}") from None
 
 
-def parse_args(argv=None):
-  """The CLI's options; every flag has a help line that shows its default."""
+def build_parser():
+  """The CLI's parser; every flag has a help line that shows its default."""
   parser = argparse.ArgumentParser(prog="python -m pipelines.train",
                                    description=__doc__.splitlines()[0])
   corpus = parser.add_argument_group(
@@ -650,6 +650,12 @@ def parse_args(argv=None):
                       help="int8/int4: quantize this trained dense model.keras (same preset "
                            "and data) instead of training one (default: train one)")
   parser.add_argument("--quiet", action="store_true", help="no progress bars")
+  return parser
+
+
+def parse_args(argv=None):
+  """The CLI's options, with ``text_files`` = (train, valid, test) or None."""
+  parser = build_parser()
   args = parser.parse_args(argv)
   text_files = (args.train, args.valid, args.test)
   if any(text_files) and not all(text_files):

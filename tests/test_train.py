@@ -1,5 +1,6 @@
 """`pipelines.train`: run directories, resume, logs, stateful evaluation, the CLI's errors."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -57,7 +58,13 @@ def test_resumed_run_equals_uninterrupted(tiny, tmp_path):
   # Dropout, CMR draws, annealing masks, optimizer and LSTM states all continue.
   assert resumed["test_perplexity"] == pytest.approx(whole["test_perplexity"], rel=1e-6)
   assert resumed["valid_perplexity"] == pytest.approx(whole["valid_perplexity"], rel=1e-6)
-  assert resumed["history"]["loss"] == pytest.approx(whole["history"]["loss"][2:], rel=1e-6)
+  # The whole run's history survives the kill: every epoch's, as the uninterrupted run's.
+  assert resumed["history"].keys() == whole["history"].keys()
+  for key, values in whole["history"].items():
+    assert len(values) == TINY.epochs
+    assert resumed["history"][key] == pytest.approx(values, rel=1e-6), key
+  saved = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+  assert saved["history"] == resumed["history"]
   # A finished run resumes to its metrics without training again.
   again = train.train_run(str(tmp_path / "killed"), resume=True, **options)
   assert again["test_perplexity"] == resumed["test_perplexity"]
@@ -105,11 +112,19 @@ def test_run_directory_refusals(tiny, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--preset", "nope"], "unknown preset 'nope'"),
-    (["--structure", "magic"], "unknown method 'magic'"),
-    (["--structure", "dkp", "--compression", "0.5"], "compression"),
-    (["--structure", "dkp", "--compression", "1e6"], "compression"),
+    (["--method", "magic"], "unknown method 'magic'"),
+    (["--method", "dkp", "--compression", "0.5"], "compression"),
+    (["--method", "dkp", "--compression", "1e6"], "dkp cannot compress the tiny model 1e+06x"),
+    (["--method", "prune", "--compression", "1e9"], "prune cannot compress the tiny model 1e+09x"),
+    (["--method", "small-dense", "--compression", "1e9"],
+     "small-dense cannot compress the tiny model 1e+09x"),
     (["--cmr", "1.5"], "--cmr"),
     (["--data", "/nonexistent/ptb"], "PTB data directory not found"),
+    (["--min-count", "2"], "--min-count and --max-vocab apply to a corpus of your own"),
+    (["--text", "/nonexistent/t.txt"], "text file not found: /nonexistent/t.txt"),
+    (["--text", "/nonexistent/t.txt", "--data", "/nonexistent/ptb"],
+     "give one corpus, not --data and --text"),
+    (["--data", "/nonexistent/ptb", "--split", "0.5,0.25,0.25"], "--split cuts a --text file"),
 ])
 def test_cli_errors(tiny, tmp_path, capsys, argv, message):
   code = train.main(argv + ["--preset" if "--preset" not in argv else "--seed",
@@ -117,6 +132,85 @@ def test_cli_errors(tiny, tmp_path, capsys, argv, message):
                             "--out", str(tmp_path / "run"), "--quiet"])
   assert code == 2
   assert message in capsys.readouterr().err
+  assert not (tmp_path / "run").exists()
+
+
+def _write_words(path, lines, seed=0, vocabulary=30):
+  """``lines`` lines of 1-9 words drawn from ``vocabulary`` made-up words (Zipf-like)."""
+  rng = np.random.default_rng(seed)
+  words = [f"w{i}" for i in range(vocabulary)]
+  weights = 1.0 / np.arange(1, vocabulary + 1)
+  text = "\n".join(" ".join(rng.choice(words, size=rng.integers(1, 10), p=weights / weights.sum()))
+                   for _ in range(lines))
+  path.write_text(text + "\n", encoding="utf-8")
+  return path
+
+
+def test_a_refused_run_leaves_nothing_behind(tiny, tmp_path, capsys):
+  """Refused after reading the corpus, before the run directory: a fixed rerun needs no --force."""
+  short = tmp_path / "short"
+  short.mkdir()
+  _write_words(short / "ptb.train.txt", 200)
+  _write_words(short / "ptb.test.txt", 200, seed=1)
+  (short / "ptb.valid.txt").write_text("w0 w1\n")
+  out = tmp_path / "run"
+  for argv, message in (
+      (["--method", "small-dense", "--compression", "1e9"],
+       "small-dense cannot compress the tiny model 1e+09x: compression 1000000000.0 leaves 0 "
+       "parameters for the LSTM stack"),
+      (["--data", str(short), "--min-count", "1", "--compression", "4"],
+       "the valid split has 3 tokens, too few for one batch of the tiny preset")):
+    assert train.main(argv + ["--preset", "tiny", "--out", str(out), "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+  assert train.main(["--preset", "tiny", "--method", "small-dense", "--compression", "4",
+                     "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+  assert json.loads((out / "metrics.json").read_text())["lstm_compression"] >= 4.0
+
+
+def test_cli_trains_on_a_users_own_text(tiny, tmp_path, capsys):
+  text = _write_words(tmp_path / "my notes.md", 400, vocabulary=60)
+  out = tmp_path / "run"
+  assert train.main(["--text", str(text), "--split", "0.8,0.1,0.1", "--min-count", "3",
+                     "--max-vocab", "40", "--preset", "tiny", "--method", "lmf",
+                     "--compression", "4", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+  vocab = json.loads((out / "vocab.json").read_text())
+  assert vocab["options"] == {"min_count": 3, "max_vocab": 40}
+  assert vocab["unk_token"] == "<unk>" and len(vocab["tokens"]) <= 40
+  settings = json.loads((out / "run.json").read_text())["settings"]
+  assert settings["vocabulary"] == {"min_count": 3, "max_vocab": 40}
+  assert settings["data"] == {"text": str(text), "split": [0.8, 0.1, 0.1]}
+  assert settings["vocab_size"] == len(vocab["tokens"])
+  assert np.isfinite(json.loads((out / "metrics.json").read_text())["test_perplexity"])
+  # Three files with any names; words of valid/test unseen in train are no error.
+  (tmp_path / "v.txt").write_text("w1 w2 never-seen\n" * 20)
+  (tmp_path / "t.txt").write_text("w3 also-new w1\n" * 20)
+  corpus = train.load_corpus(text_files=(str(text), str(tmp_path / "v.txt"),
+                                         str(tmp_path / "t.txt")))
+  assert corpus.vocab.decode(corpus.valid[:3]) == ["w1", "w2", "<unk>"]
+
+
+def test_cli_help_shows_every_flag_and_default(capsys):
+  parser = train.build_parser()
+  for action in parser._actions:  # pylint: disable=protected-access
+    if action.help == argparse.SUPPRESS:
+      continue
+    assert action.help, action.option_strings
+    if action.default not in (None, False, argparse.SUPPRESS):
+      assert "(default: " in action.help, action.option_strings
+  with pytest.raises(SystemExit):
+    train.main(["--help"])
+  shown = capsys.readouterr().out
+  assert "--method" in shown and "--structure" not in shown  # the old name is hidden
+  assert "(default: dkp)" in shown and "(default: 25)" in shown
+  assert "contiguous spans" in shown
+
+
+def test_structure_is_a_deprecated_alias_of_method(capsys):
+  assert train.parse_args(["--structure", "lmf"]).method == "lmf"
+  assert "--structure is now --method" in capsys.readouterr().err
+  assert train.parse_args([]).method == "dkp"
+  assert train.parse_args(["--method", "kp"]).method == "kp"
 
 
 def test_cli_refuses_an_existing_run(tiny, tmp_path, capsys):
@@ -182,7 +276,7 @@ def test_mirrored_strategy_matches_one_device():
 
 def test_cli_trains_into_the_run_directory(tiny, tmp_path, capsys):
   out = tmp_path / "run"
-  assert train.main(["--preset", "tiny", "--structure", "lmf", "--compression", "4",
+  assert train.main(["--preset", "tiny", "--method", "lmf", "--compression", "4",
                      "--epochs", "1", "--out", str(out), "--quiet"]) == 0
   printed = capsys.readouterr().out
   assert "lmf (tiny): LSTM" in printed and "test" in printed
