@@ -36,6 +36,7 @@ from pipelines import presets
 from tflite_ops import files
 
 STRATEGIES = ("default", "mirrored", "multiworker")
+DEFAULT_COMPRESSION = 25.0  # for the methods that reach any factor
 TEXT_SPLIT = (0.8, 0.1, 0.1)  # --text: fractions of its words for train, valid, test
 # Training seconds and every finished epoch's logs so far, for resumed runs.
 CLOCK_FILE = "train_clock.json"
@@ -492,22 +493,30 @@ def prepare_run_dir(out, settings, resume=False, force=False):
   return None
 
 
-def train_run(out, preset="demo", data_dir=None, method="dkp", compression=25.0, cmr=None,
+def run_compression(method, compression=None):
+  """The factor a run asks for: ``compression``, else the method's only one, else 25."""
+  method = models.get_method(method) if isinstance(method, str) else method
+  if compression is not None:
+    return float(compression)
+  return method.fixed_compression or DEFAULT_COMPRESSION
+
+
+def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None, cmr=None,
               epochs=None, seed=0, strategy="default", resume=False, force=False, verbose=2,
               callbacks=(), base_model=None, text_files=None, text_file=None, split=None,
               min_count=None, max_vocab=None):
   """The CLI's work: trains into run directory ``out`` and returns the metrics dict.
 
-  ``base_model`` (quantization methods only) is a trained dense model file of
-  the same preset: it is quantized instead of training a dense model again.
-  ``text_files``, ``text_file``, ``split``, ``min_count`` and ``max_vocab``
+  ``compression`` defaults to `run_compression`'s; a factor the method cannot
+  honour is refused. ``base_model`` (quantization methods only) is a trained
+  dense model file of the same preset: it is quantized instead of training a
+  dense model again. ``text_files``, ``text_file``, ``split``, ``min_count`` and ``max_vocab``
   choose the corpus as in `load_corpus`. Everything is checked before ``out``
   is created, so a refused run leaves nothing behind.
   """
   method = models.get_method(method)
   recipe = method.adapt(presets.get_preset(preset))  # before the overrides below
-  compression = method.fixed_compression or compression
-  models.check_method_compression(method, compression)
+  compression = run_compression(method, compression)  # checked by check_run
   if base_model is not None and not method.quantized:
     raise ValueError(f"--from-model applies to the quantization methods "
                      f"({', '.join(m for m in models.METHODS if models.METHODS[m].quantized)}), "
@@ -629,9 +638,10 @@ def build_parser():
                            "(default: %(default)s)")
   parser.add_argument("--structure", dest="method", action=_DeprecatedAlias, metavar="--method",
                       default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # the old name
-  parser.add_argument("--compression", type=float, default=25.0,
-                      help="factor for the LSTM layers (dense is 1x, int8 4x and int4 8x "
-                           "whatever is given) (default: %(default)g)")
+  parser.add_argument("--compression", type=float,
+                      help="factor for the LSTM layers; dense, int8 and int4 reach only 1x, 4x "
+                           f"and 8x (default: {DEFAULT_COMPRESSION:g}, or the method's only "
+                           "factor)")
   parser.add_argument("--cmr", type=float,
                       help="initial co-matrix dropout rate of the methods with CMR (default: "
                            "the preset's, or the method's)")
@@ -666,9 +676,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
   args = parse_args(argv)
-  out = args.out or f"runs/{args.preset}-{args.method}-{args.compression:g}x"
   try:
-    metrics = train_run(out, args.preset, args.data, args.method, args.compression, args.cmr,
+    compression = run_compression(args.method, args.compression)
+    out = args.out or f"runs/{args.preset}-{args.method}-{compression:g}x"
+    metrics = train_run(out, args.preset, args.data, args.method, compression, args.cmr,
                         args.epochs, args.seed, args.strategy, args.resume, args.force,
                         verbose=0 if args.quiet else 1, base_model=args.from_model,
                         text_files=args.text_files, text_file=args.text, split=args.split,

@@ -118,6 +118,8 @@ def test_run_directory_refusals(tiny, tmp_path):
     (["--method", "prune", "--compression", "1e9"], "prune cannot compress the tiny model 1e+09x"),
     (["--method", "small-dense", "--compression", "1e9"],
      "small-dense cannot compress the tiny model 1e+09x"),
+    (["--method", "int8", "--compression", "25"],  # used to quantize to 4x silently
+     "int8 cannot compress the tiny model 25x: int8 quantization compresses by 4x"),
     (["--cmr", "1.5"], "--cmr"),
     (["--data", "/nonexistent/ptb"], "PTB data directory not found"),
     (["--min-count", "2"], "--min-count and --max-vocab apply to a corpus of your own"),
@@ -200,9 +202,9 @@ def test_cli_help_shows_every_flag_and_default(capsys):
       assert "(default: " in action.help, action.option_strings
   with pytest.raises(SystemExit):
     train.main(["--help"])
-  shown = capsys.readouterr().out
+  shown = " ".join(capsys.readouterr().out.split())  # unwrapped
   assert "--method" in shown and "--structure" not in shown  # the old name is hidden
-  assert "(default: dkp)" in shown and "(default: 25)" in shown
+  assert "(default: dkp)" in shown and "(default: 25, or the method's only factor)" in shown
   assert "contiguous spans" in shown
 
 
