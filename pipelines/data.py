@@ -581,7 +581,7 @@ def read_ptb(data_dir: str | os.PathLike, min_count: int | None = None,
   tokens = {s: _read_tokens(p) for s, p in paths.items()}
   if min_count is None and max_vocab is None:
     return _closed_vocabulary_corpus(tokens, paths)
-  return _open_vocabulary_corpus(tokens, "ptb", min_count or 1, max_vocab)
+  return _open_vocabulary_corpus(tokens, "ptb", _or_one(min_count), max_vocab)
 
 
 def read_text_files(train: str | os.PathLike, valid: str | os.PathLike,
@@ -604,7 +604,7 @@ def read_text_files(train: str | os.PathLike, valid: str | os.PathLike,
     if not path.is_file():
       raise FileNotFoundError(f"{split} text file not found: {path}")
   tokens = {split: _read_tokens(path) for split, path in paths.items()}
-  return _open_vocabulary_corpus(tokens, f"text:{paths['train'].name}", min_count or 1,
+  return _open_vocabulary_corpus(tokens, f"text:{paths['train'].name}", _or_one(min_count),
                                  max_vocab)
 
 
@@ -644,7 +644,7 @@ def split_text_file(path: str | os.PathLike, splits: Sequence[float] = (0.8, 0.1
                      f"text or other fractions")
   a, b = sizes[0], sizes[0] + sizes[1]
   tokens = {"train": words[:a], "valid": words[a:b], "test": words[b:]}
-  return _open_vocabulary_corpus(tokens, f"text:{path.name}", min_count or 1, max_vocab)
+  return _open_vocabulary_corpus(tokens, f"text:{path.name}", _or_one(min_count), max_vocab)
 
 
 def build_vocabulary(train_tokens: Iterable[str], min_count: int = 1,
@@ -680,6 +680,10 @@ def build_vocabulary(train_tokens: Iterable[str], min_count: int = 1,
   mapped_out = sum(counts.values()) - sum(counts[t] for t in words) - counts[EOS]
   pooled = {**{t: counts[t] for t in words}, EOS: counts[EOS], UNK: mapped_out}
   return Vocabulary(sorted(pooled, key=lambda t: (-pooled[t], t)), unk_token=UNK)
+
+
+def _or_one(min_count):
+  return 1 if min_count is None else min_count  # 0 is refused, not taken for "not given"
 
 
 def _closed_vocabulary_corpus(tokens: dict, paths: dict) -> Corpus:

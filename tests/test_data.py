@@ -362,6 +362,8 @@ def test_read_text_files_with_any_names_maps_unseen_words_to_unk(tmp_path):
   (tmp_path / "empty").write_text("")
   with pytest.raises(ValueError, match="empty file"):
     read_text_files(tmp_path / "mine.md", tmp_path / "held", tmp_path / "empty")
+  with pytest.raises(ValueError, match="min_count must be >= 1, got 0"):
+    read_text_files(tmp_path / "mine.md", tmp_path / "held", tmp_path / "held", min_count=0)
 
 
 def test_split_text_file_cuts_contiguous_spans_of_words(tmp_path):
