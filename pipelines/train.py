@@ -164,9 +164,10 @@ def _callbacks_module():
     every epoch, not only the last leg's.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, write=True):
       super().__init__()
       self.path, self.earlier_seconds, self._start = path, 0.0, None
+      self.write = write  # False: another worker (the chief) keeps the file
       self.epoch_logs = {}  # epoch (0-based) -> its logs
 
     def on_train_begin(self, logs=None):
@@ -185,7 +186,7 @@ def _callbacks_module():
     def on_epoch_end(self, epoch, logs=None):
       # A rerun epoch (killed before its checkpoint) replaces its first try.
       self.epoch_logs[epoch] = {key: float(value) for key, value in (logs or {}).items()}
-      if self.path:
+      if self.path and self.write:
         files.write_json_atomic(self.path, {"train_seconds": self.seconds(),
                                             "epochs_done": epoch + 1,
                                             "epoch_logs": self.epoch_logs})
@@ -341,7 +342,8 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
     fit_callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
                                                      update_freq="epoch"))
   # After BackupAndRestore: the seconds saved belong to a saved epoch.
-  clock = TrainClock(os.path.join(run_dir, CLOCK_FILE) if run_dir else None)
+  clock = TrainClock(os.path.join(run_dir, CLOCK_FILE) if run_dir else None,
+                     write=strategy.extended.should_checkpoint)
   fit_callbacks.append(clock)
   fit_callbacks.extend(callbacks)
   model.fit(x, y, batch_size=recipe.batch_size, epochs=recipe.epochs, shuffle=False,
@@ -453,6 +455,12 @@ def _read_json(path):
     raise ValueError(f"{path} is not a readable run file: {error}") from error
 
 
+def _finished_metrics(out):
+  """The metrics of the finished run in ``out``, or None."""
+  metrics = os.path.join(out, "metrics.json")
+  return _read_json(metrics) if os.path.exists(metrics) else None
+
+
 def prepare_run_dir(out, settings, resume=False, force=False):
   """Creates or checks the run directory. Returns the finished metrics when there are any.
 
@@ -481,8 +489,7 @@ def prepare_run_dir(out, settings, resume=False, force=False):
                        if previous.get(k) != settings.get(k))
       raise ValueError(f"{out} holds a run with other settings ({', '.join(changed)} differ); "
                        f"resume it with the same options or choose another --out")
-    metrics = os.path.join(out, "metrics.json")
-    return _read_json(metrics) if os.path.exists(metrics) else None
+    return _finished_metrics(out)
   elif existing:
     raise ValueError(f"{out} already holds a run; pass --resume to continue it, --force to "
                      f"start over, or choose another --out")
@@ -531,6 +538,9 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
     recipe = recipe.replace(epochs=int(epochs))
   if strategy not in STRATEGIES:
     raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+  # Before any TensorFlow op (the checks below build a model): collective ops
+  # (multiworker) can only be configured at start-up.
+  distribution = make_strategy(strategy) if base_model is None else None
   corpus = load_corpus(data_dir, recipe, 0, text_files, text_file, split, min_count, max_vocab)
   check_run(corpus, recipe, method, compression)
   settings = {"preset": preset, "recipe": recipe.to_dict(), "method": method.name,
@@ -542,21 +552,26 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
   if base_model is not None:
     settings["base_model"] = os.path.abspath(base_model)
     base_model = load_base_model(base_model, corpus, recipe, method)
-  distribution = make_strategy(strategy) if base_model is None else None
-  finished = prepare_run_dir(out, settings, resume=resume, force=force)
+  # With several workers (multiworker: each runs this with the same --out) the
+  # chief owns the run directory; the others read it (the checkpoint) only.
+  chief = distribution is None or distribution.extended.should_checkpoint
+  if chief:
+    finished = prepare_run_dir(out, settings, resume=resume, force=force)
+  else:
+    finished = _finished_metrics(out) if resume else None
   if finished is not None:
     return finished
-  vocab = corpus.vocab.to_dict()
-  if corpus.vocab_options is not None:
-    vocab["options"] = corpus.vocab_options
-  files.write_atomic(os.path.join(out, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
+  if chief:
+    vocab = corpus.vocab.to_dict()
+    if corpus.vocab_options is not None:
+      vocab["options"] = corpus.vocab_options
+    files.write_atomic(os.path.join(out, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
   if base_model is not None:
     result = quantize_trained(base_model, corpus, recipe, method)
   else:
     result = fit_lm(corpus, recipe, method, compression, distribution, seed, out, verbose,
                     callbacks)
   model = result["model"]
-  save_atomically(model, os.path.join(out, "model.keras"))
   metrics = {"method": method.name, "preset": preset, "compression": float(compression),
              "seed": int(seed), "valid_perplexity": result["valid_perplexity"],
              "test_perplexity": result["test_perplexity"],
@@ -566,6 +581,9 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
              "epochs": recipe.epochs,
              "carry_state": result["carry_state"], "history": result["history"],
              **lstm_compression(model, recipe, method)}
+  if not chief:
+    return metrics
+  save_atomically(model, os.path.join(out, "model.keras"))
   files.write_json_atomic(os.path.join(out, "metrics.json"), metrics)
   shutil.rmtree(os.path.join(out, "backup"), ignore_errors=True)
   if os.path.exists(os.path.join(out, CLOCK_FILE)):
@@ -655,7 +673,9 @@ def build_parser():
   parser.add_argument("--force", action="store_true",
                       help="start --out over (deletes our run files there, keeps others)")
   parser.add_argument("--strategy", default="default", choices=STRATEGIES,
-                      help="tf.distribute strategy (default: %(default)s)")
+                      help="tf.distribute strategy; multiworker: run the same command on "
+                           "every worker (each with its TF_CONFIG) with one --out they share; "
+                           "worker 0 writes it (default: %(default)s)")
   parser.add_argument("--from-model", metavar="FILE",
                       help="int8/int4: quantize this trained dense model.keras (same preset "
                            "and data) instead of training one (default: train one)")

@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -356,3 +357,78 @@ def test_max_pooling_method_reaches_the_annealing_wrappers(tiny):
   train.fit_lm(corpus, TINY.replace(epochs=1), "dkp-cmr-row-0.8-max", 4.0, verbose=0,
                callbacks=[probe])
   assert probe.pooling == {"MAX"}
+
+
+MULTIWORKER = presets.Recipe("tiny-mw", layers=1, units=16, embedding=8, num_steps=8,
+                             batch_size=8, epochs=2, optimizer="adam", learning_rate=3e-3,
+                             carry_state=False, corpus_tokens=6000)
+
+WORKER = textwrap.dedent("""
+    import json, os, sys
+    os.environ["TF_CONFIG"] = sys.argv[1]
+    import tf_keras as keras
+    from pipelines import presets, train
+    from tests import test_train
+    presets.PRESETS["tiny-mw"] = test_train.MULTIWORKER
+    kill = sys.argv[3] == "kill"
+    try:
+      metrics = train.train_run(sys.argv[2], "tiny-mw", method="dense", strategy="multiworker",
+                                resume=not kill, verbose=0,
+                                callbacks=[test_train.Interrupt(0)] if kill else [])
+    except KeyboardInterrupt:
+      print("KILLED")
+    else:
+      print("RESULT" + json.dumps(metrics))
+""")
+
+
+def _free_ports(count):
+  sockets = [socket.socket() for _ in range(count)]
+  for sock in sockets:
+    sock.bind(("127.0.0.1", 0))
+  ports = [sock.getsockname()[1] for sock in sockets]
+  for sock in sockets:
+    sock.close()
+  return ports
+
+
+def _run_workers(out, mode, timeout=300):
+  """Two worker processes on loopback, one TF_CONFIG each; their stdouts."""
+  cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+  workers = [subprocess.Popen(
+      [sys.executable, "-c", WORKER,
+       json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+       str(out), mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+             for index in range(2)]
+  try:
+    done = [worker.communicate(timeout=timeout) for worker in workers]
+  finally:
+    for worker in workers:
+      worker.kill()  # ours, if still running after a timeout
+  return [stdout + stderr[-3000:] for stdout, stderr in done]
+
+
+def test_multiworker_trains_checkpoints_resumes_and_matches_one_worker(tmp_path, monkeypatch):
+  """Two workers, killed after epoch 1 and resumed, reach one worker's loss (rel 1e-4)."""
+  out = tmp_path / "run"
+  for output in _run_workers(out, "kill"):
+    assert "KILLED" in output, output
+  assert (out / "backup").is_dir() and not (out / "model.keras").exists()  # a checkpoint
+  assert json.loads((out / train.CLOCK_FILE).read_text())["epochs_done"] == 1
+  outputs = _run_workers(out, "resume")
+  results = []
+  for output in outputs:
+    lines = [line for line in output.splitlines() if line.startswith("RESULT")]
+    assert lines, output
+    results.append(json.loads(lines[0][len("RESULT"):]))
+  # The chief (worker 0) wrote the run directory; worker 1 only read it.
+  assert json.loads((out / "metrics.json").read_text()) == results[0]
+  assert sorted(os.listdir(out)) == ["logs", "metrics.json", "model.keras", "run.json",
+                                     "vocab.json"]
+  monkeypatch.setitem(presets.PRESETS, "tiny-mw", MULTIWORKER)
+  single = train.train_run(str(tmp_path / "single"), "tiny-mw", method="dense", verbose=0)
+  for result in results:
+    assert len(result["history"]["loss"]) == MULTIWORKER.epochs
+    assert result["history"]["loss"] == pytest.approx(single["history"]["loss"], rel=1e-4)
+    assert result["valid_perplexity"] == pytest.approx(single["valid_perplexity"], rel=1e-4)
