@@ -168,7 +168,7 @@ def check_factor_fits(vocab_size, recipe, method, compression):
 
   Builds the model once (and plans prune's sparsity), so every method refuses
   with the same shape of message: ``<method> cannot compress the <recipe>
-  model <factor>x: <why>`` (the why ends in the fix: a lower compression).
+  model <factor>x: <why>``, the why saying what to ask for instead.
 
   Args:
     vocab_size: words of the corpus the model will be trained on.
