@@ -10,6 +10,9 @@ Two corpora share one type, :class:`Corpus`:
   report can print the best achievable perplexity ``exp(entropy_rate_nats)``.
 * :func:`read_ptb` -- Mikolov's preprocessed Penn Treebank from a directory
   (plain or gzipped files).
+* :func:`read_text_files` / :func:`split_text_file` -- a user's own UTF-8 text
+  (three files with any names, or one cut into contiguous spans), with an open
+  vocabulary (:func:`build_vocabulary`: rare words map to ``<unk>``).
 
 Example::
 
@@ -44,6 +47,9 @@ __all__ = [
     "make_markov_source",
     "generate_corpus",
     "read_ptb",
+    "read_text_files",
+    "split_text_file",
+    "build_vocabulary",
     "unigram_perplexity",
     "batchify",
     "batchify_arrays",
@@ -245,6 +251,9 @@ class Corpus:
   name: str
   entropy_rate_nats: float | None = None
   source: "MarkovSource | None" = None
+  # How an open vocabulary was built ({"min_count", "max_vocab"}); None when the
+  # vocabulary is every train word (PTB's convention, the synthetic corpus).
+  vocab_options: dict | None = None
 
   @property
   def vocab_size(self) -> int:
@@ -264,6 +273,7 @@ class Corpus:
         "test_tokens": int(self.test.size),
         "entropy_rate_nats": self.entropy_rate_nats,
         "optimal_perplexity": self.optimal_perplexity,
+        "vocab_options": self.vocab_options,
     }
 
 
@@ -504,7 +514,15 @@ def _read_text(path: Path) -> str:
     raise ValueError(f"{path}: not a UTF-8 text file ({e})") from e
   if "\x00" in text:
     raise ValueError(f"{path}: contains NUL bytes; expected a plain text file")
-  return text
+  return text.removeprefix("\ufeff")  # a byte-order mark is no word
+
+
+def _read_tokens(path: Path) -> list[str]:
+  """The words of a text file, one ``<eos>`` per line; a clear error for an empty file."""
+  tokens = _ptb_tokens(_read_text(path))
+  if not tokens:
+    raise ValueError(f"{path}: empty file; expected one sentence per line")
+  return tokens
 
 
 def _ptb_tokens(text: str) -> list[str]:
@@ -523,13 +541,22 @@ def _find_split_file(data_dir: Path, split: str) -> Path | None:
   return None
 
 
-def read_ptb(data_dir: str | os.PathLike) -> Corpus:
+def read_ptb(data_dir: str | os.PathLike, min_count: int | None = None,
+             max_vocab: int | None = None) -> Corpus:
   """Read Mikolov's PTB (``ptb.{train,valid,test}.txt`` or ``.txt.gz``) from ``data_dir``.
 
     Tokens are whitespace-split with one ``<eos>`` appended per line; the
     vocabulary is built on train (10,000 types for the real data), ordered by
     frequency. Valid/test tokens missing from train map to ``<unk>`` (the real
-    data has none), or raise ``ValueError`` if train has no ``<unk>``.
+    data has none), or raise ``ValueError`` if train has no ``<unk>``, unless
+    a vocabulary option is given: then the vocabulary is
+    :func:`build_vocabulary`'s and every word outside it maps to ``<unk>``.
+
+    Args:
+      data_dir: the directory holding the three files.
+      min_count: keep train words seen at least this often (opts in).
+      max_vocab: keep at most this many words, ``<unk>`` and ``<eos>``
+        included (opts in).
 
     Example::
 
@@ -551,28 +578,144 @@ def read_ptb(data_dir: str | os.PathLike) -> Corpus:
     names = ", ".join(f"{data_dir / f'ptb.{s}.txt'}[.gz]" for s in missing)
     raise FileNotFoundError(
         f"PTB split file(s) missing: {names} (expected {expected} in {data_dir})")
+  tokens = {s: _read_tokens(p) for s, p in paths.items()}
+  if min_count is None and max_vocab is None:
+    return _closed_vocabulary_corpus(tokens, paths)
+  return _open_vocabulary_corpus(tokens, "ptb", _or_one(min_count), max_vocab)
 
-  tokens = {}
-  for s, p in paths.items():
-    toks = _ptb_tokens(_read_text(p))
-    if not toks:
-      raise ValueError(f"{p}: empty file; expected one sentence per line")
-    tokens[s] = toks
 
+def read_text_files(train: str | os.PathLike, valid: str | os.PathLike,
+                    test: str | os.PathLike, min_count: int | None = None,
+                    max_vocab: int | None = None) -> Corpus:
+  """A corpus from three UTF-8 text files with any names (plain or gzipped).
+
+    Read like PTB (words split on whitespace, one ``<eos>`` per line), with
+    an open vocabulary (:func:`build_vocabulary`): words outside it, in any
+    split, map to ``<unk>``.
+
+    Args:
+      train, valid, test: the files of the three splits.
+      min_count: keep train words seen at least this often (default 1).
+      max_vocab: keep at most this many words, ``<unk>`` and ``<eos>``
+        included (default: no limit).
+    """
+  paths = {"train": Path(train), "valid": Path(valid), "test": Path(test)}
+  for split, path in paths.items():
+    if not path.is_file():
+      raise FileNotFoundError(f"{split} text file not found: {path}")
+  tokens = {split: _read_tokens(path) for split, path in paths.items()}
+  return _open_vocabulary_corpus(tokens, f"text:{paths['train'].name}", _or_one(min_count),
+                                 max_vocab)
+
+
+def split_text_file(path: str | os.PathLike, splits: Sequence[float] = (0.8, 0.1, 0.1),
+                    min_count: int | None = None, max_vocab: int | None = None) -> Corpus:
+  """A corpus from one UTF-8 text file, cut into train/valid/test by ``splits``.
+
+    The word stream (one ``<eos>`` per line) is cut into three contiguous
+    spans in file order, train first, sized by the fractions of its words:
+    deterministic, and no word of valid/test is seen in training. The
+    vocabulary is open, as in :func:`read_text_files`.
+
+    Args:
+      path: the text file.
+      splits: fractions (train, valid, test) of the words, summing to 1.
+      min_count, max_vocab: as in :func:`read_text_files`.
+
+    Example::
+
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "notes.txt"
+        >>> _ = f.write_text("a b a c\\na b\\nb a\\n")
+        >>> c = split_text_file(f, (0.5, 0.25, 0.25))
+        >>> c.train.size, c.valid.size, c.test.size
+        (7, 2, 2)
+    """
+  path = Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"text file not found: {path}")
+  fractions = _check_splits(splits)
+  words = _read_tokens(path)
+  sizes = [int(len(words) * f) for f in fractions[1:]]
+  sizes.insert(0, len(words) - sum(sizes))
+  if min(sizes) < 2:
+    raise ValueError(f"{path}: {len(words)} words are too few to split by {tuple(splits)} "
+                     f"(split sizes would be {sizes}; every split needs >= 2); give a longer "
+                     f"text or other fractions")
+  a, b = sizes[0], sizes[0] + sizes[1]
+  tokens = {"train": words[:a], "valid": words[a:b], "test": words[b:]}
+  return _open_vocabulary_corpus(tokens, f"text:{path.name}", _or_one(min_count), max_vocab)
+
+
+def build_vocabulary(train_tokens: Iterable[str], min_count: int = 1,
+                     max_vocab: int | None = None) -> Vocabulary:
+  """The open vocabulary of a corpus: its frequent train words plus ``<unk>`` and ``<eos>``.
+
+    Words seen fewer than ``min_count`` times, and beyond the ``max_vocab``
+    most frequent, map to ``<unk>``. Ids are ordered by frequency in the
+    mapped stream (``<unk>`` pooled), ties by word, as
+    :meth:`Vocabulary.from_tokens` orders them: with ``min_count=1`` and no
+    ``max_vocab``, a train split holding ``<unk>`` gets the same ids as there.
+
+    Args:
+      train_tokens: the train split's words.
+      min_count: the fewest occurrences a kept word has (>= 1).
+      max_vocab: the most words kept, ``<unk>`` and ``<eos>`` included (>= 3),
+        or None for no limit.
+
+    Example::
+
+        >>> build_vocabulary("a a a b b c d <eos>".split(), min_count=2).tokens
+        ('a', '<unk>', 'b', '<eos>')
+    """
+  _check_int("min_count", min_count, minimum=1)
+  reserved = (UNK, EOS)  # always kept: the fallback and the sentence boundary
+  if max_vocab is not None:
+    _check_int("max_vocab", max_vocab, minimum=len(reserved) + 1)
+  counts = Counter(train_tokens)
+  words = sorted((t for t in counts if t not in reserved and counts[t] >= min_count),
+                 key=lambda t: (-counts[t], t))
+  if max_vocab is not None:
+    words = words[:max_vocab - len(reserved)]
+  mapped_out = sum(counts.values()) - sum(counts[t] for t in words) - counts[EOS]
+  pooled = {**{t: counts[t] for t in words}, EOS: counts[EOS], UNK: mapped_out}
+  return Vocabulary(sorted(pooled, key=lambda t: (-pooled[t], t)), unk_token=UNK)
+
+
+def _or_one(min_count):
+  return 1 if min_count is None else min_count  # 0 is refused, not taken for "not given"
+
+
+def _closed_vocabulary_corpus(tokens: dict, paths: dict) -> Corpus:
+  """PTB's convention: every train word, and valid/test words must be among them (or <unk>)."""
   vocab = Vocabulary.from_tokens(tokens["train"], unk_token=UNK)
   for s in ("valid", "test"):
     oov = sorted({t for t in tokens[s] if t not in vocab})
     if oov and vocab.unk_token is None:
       raise ValueError(
           f"{paths[s]}: {len(oov)} token type(s) not in the train vocabulary and train has no "
-          f"{UNK!r} to map them to, e.g. {oov[:5]}")
+          f"{UNK!r} to map them to, e.g. {oov[:5]}; give a vocabulary option (min_count / "
+          f"--min-count, max_vocab / --max-vocab) to map words outside the vocabulary to "
+          f"{UNK!r}")
+  return _encoded_corpus(tokens, vocab, "ptb", None)
+
+
+def _open_vocabulary_corpus(tokens: dict, name: str, min_count: int,
+                            max_vocab: int | None) -> Corpus:
+  vocab = build_vocabulary(tokens["train"], min_count, max_vocab)
+  return _encoded_corpus(tokens, vocab, name, {"min_count": min_count, "max_vocab": max_vocab})
+
+
+def _encoded_corpus(tokens: dict, vocab: Vocabulary, name: str,
+                    vocab_options: dict | None) -> Corpus:
   return Corpus(
       train=vocab.encode(tokens["train"]),
       valid=vocab.encode(tokens["valid"]),
       test=vocab.encode(tokens["test"]),
       vocab=vocab,
-      name="ptb",
+      name=name,
       entropy_rate_nats=None,
+      vocab_options=vocab_options,
   )
 
 

@@ -151,10 +151,41 @@ def lstm_params(units, input_dim):
 def small_dense_units(recipe, compression):
   """The width whose LSTM stack has at most 1/compression of the dense stack's parameters."""
   budget = dense_lstm_params(recipe) / compression
+  narrowest = dense_lstm_params(recipe.replace(units=1))
+  if narrowest > budget:
+    # The message has the shape of the structured layers' (`layer_weight_budget`).
+    raise ValueError(f"compression {float(compression)} leaves {budget:.0f} parameters for the "
+                     f"LSTM stack, fewer than its narrowest version (1 unit per layer) needs "
+                     f"({narrowest}); ask for a lower compression")
   units = recipe.units
   while units > 1 and dense_lstm_params(recipe.replace(units=units)) > budget:
     units -= 1
   return units
+
+
+def check_factor_fits(vocab_size, recipe, method, compression):
+  """Refuses, before any training, a factor ``method`` cannot honour on ``recipe``'s model.
+
+  Builds the model once (and plans prune's sparsity), so every method refuses
+  with the same shape of message: ``<method> cannot compress the <recipe>
+  model <factor>x: <why>``, the why saying what to ask for instead.
+
+  Args:
+    vocab_size: words of the corpus the model will be trained on.
+    recipe: the `presets.Recipe` (after the method's and the user's changes).
+    method: a `Method` or its name.
+    compression: the factor asked for.
+  """
+  method = get_method(method) if isinstance(method, str) else method
+  try:
+    check_method_compression(method, compression)
+    model = build_lm(vocab_size, recipe, method, compression, stateful=False)
+    if method.name == "prune":
+      for layer in recurrent_layers(model):
+        pruning_sparsity(layer, compression)
+  except ValueError as error:
+    raise ValueError(f"{method.name} cannot compress the {recipe.name} model "
+                     f"{float(compression):g}x: {error}") from error
 
 
 def _uniform(recipe):
@@ -235,9 +266,8 @@ def pruning_sparsity(layer, compression):
   """The sparsity of kernel + recurrent kernel that makes a plain LSTM ``compression``x smaller."""
   kernels = sum(int(np.prod(w.shape)) for w in layer.cell.weights if len(w.shape) == 2)
   total = sum(int(np.prod(w.shape)) for w in layer.weights)
-  keep = total / compression - (total - kernels)
-  if keep < 1:
-    raise ValueError(f"{layer.name}: {compression:g}x leaves no kernel weight after its bias")
+  # The structured layers' budget (and refusal): the bias stays dense.
+  keep = dkp.structures.layer_weight_budget(kernels, total - kernels, compression)
   return 1.0 - keep / kernels
 
 

@@ -1,17 +1,21 @@
 """Train a (compressed) LSTM language model: ``python -m pipelines.train``.
 
-``python -m pipelines.train [--data DIR] [--preset demo|ptb-small|ptb-medium]
-[--structure dkp|kp|lmf|hmd|dense|prune|...] [--compression 25] [--cmr RATE]
+``python -m pipelines.train [--data DIR | --train F --valid F --test F | --text F
+[--split 0.8,0.1,0.1]] [--min-count N] [--max-vocab N] [--preset demo|ptb-small|ptb-medium]
+[--method dkp|kp|lmf|hmd|dense|prune|...] [--compression 25] [--cmr RATE]
 [--epochs N] [--out runs/NAME] [--resume | --force] [--strategy mirrored|multiworker]``
 
-Without ``--data`` it trains on the embedded Markov corpus; ``--data DIR``
-reads Mikolov's ``ptb.{train,valid,test}.txt`` (plain or .gz). The run
-directory gets ``run.json`` (the settings), ``vocab.json``, TensorBoard logs
-(``logs/``: loss, perplexity, validation perplexity, S sparsity per layer,
-CMR rate), a checkpoint per epoch (``backup/``, Keras `BackupAndRestore`:
-``--resume`` continues a killed run to the same result), and at the end
-``model.keras`` and ``metrics.json``. Perplexity is per word, <eos> included,
-with LSTM states carried across batches (`evaluate_perplexity`).
+Without a corpus it trains on the embedded Markov corpus; ``--data DIR``
+reads Mikolov's ``ptb.{train,valid,test}.txt`` (plain or .gz); ``--train/--valid/
+--test`` or ``--text`` read a user's own UTF-8 text, whose words outside the
+vocabulary (``--min-count``, ``--max-vocab``) map to ``<unk>``. Everything is
+checked before the run directory is made. It gets ``run.json`` (the
+settings), ``vocab.json``, TensorBoard logs (``logs/``: loss, perplexity,
+validation perplexity, S sparsity per layer, CMR rate), a checkpoint per epoch
+(``backup/``, Keras `BackupAndRestore`: ``--resume`` continues a killed run to
+the same result, history included), and at the end ``model.keras`` and
+``metrics.json``. Perplexity is per word, <eos> included, with LSTM states
+carried across batches (`evaluate_perplexity`).
 """
 
 from __future__ import annotations
@@ -32,15 +36,44 @@ from pipelines import presets
 from tflite_ops import files
 
 STRATEGIES = ("default", "mirrored", "multiworker")
-CLOCK_FILE = "train_clock.json"  # training seconds so far, for resumed runs
+DEFAULT_COMPRESSION = 25.0  # for the methods that reach any factor
+TEXT_SPLIT = (0.8, 0.1, 0.1)  # --text: fractions of its words for train, valid, test
+# Training seconds and every finished epoch's logs so far, for resumed runs.
+CLOCK_FILE = "train_clock.json"
 RUN_FILES = ("run.json", "vocab.json", "model.keras", "metrics.json", "backup", "logs",
              CLOCK_FILE)
 
 
-def load_corpus(data_dir=None, recipe=None, seed=0):
-  """PTB from ``data_dir``, else the embedded corpus sized by ``recipe``."""
+def load_corpus(data_dir=None, recipe=None, seed=0, text_files=None, text_file=None, split=None,
+                min_count=None, max_vocab=None):
+  """The corpus a run trains on: the user's, else the embedded one sized by ``recipe``.
+
+  Args:
+    data_dir: a directory with ``ptb.{train,valid,test}.txt[.gz]`` (`data.read_ptb`).
+    recipe: the recipe whose ``corpus_tokens`` size the embedded corpus.
+    seed: the embedded corpus' seed.
+    text_files: (train, valid, test) UTF-8 text files with any names.
+    text_file: one UTF-8 text file, cut into contiguous spans by ``split``.
+    split: (train, valid, test) fractions for ``text_file`` (default `TEXT_SPLIT`).
+    min_count, max_vocab: vocabulary options (`data.build_vocabulary`); words
+      outside the vocabulary map to ``<unk>``. Plain text files always get an
+      open vocabulary; PTB-format data only with an option.
+  """
+  sources = [name for name, given in (("--data", data_dir), ("--train/--valid/--test", text_files),
+                                      ("--text", text_file)) if given]
+  if len(sources) > 1:
+    raise ValueError(f"give one corpus, not {' and '.join(sources)}")
+  if split is not None and not text_file:
+    raise ValueError("--split cuts a --text file; give --text FILE with it")
   if data_dir:
-    return data.read_ptb(data_dir)
+    return data.read_ptb(data_dir, min_count, max_vocab)
+  if text_files:
+    return data.read_text_files(*text_files, min_count=min_count, max_vocab=max_vocab)
+  if text_file:
+    return data.split_text_file(text_file, split or TEXT_SPLIT, min_count, max_vocab)
+  if min_count is not None or max_vocab is not None:
+    raise ValueError("--min-count and --max-vocab apply to a corpus of your own (--data, "
+                     "--train/--valid/--test or --text), not to the embedded one")
   tokens = (recipe or presets.get_preset("demo")).corpus_tokens
   return data.generate_corpus(num_tokens=tokens, seed=seed)
 
@@ -124,19 +157,26 @@ def _callbacks_module():
         generator.reset_from_seed(self.seed * 1_000_003 + epoch * 10_007 + index)
 
   class TrainClock(keras.callbacks.Callback):
-    """Training seconds summed over the invocations of a resumed run.
+    """Training seconds and per-epoch logs summed over the invocations of a resumed run.
 
-    The sum is saved after every epoch (beside the epoch's checkpoint), so a
-    killed run's row reports what training cost in all, not the last leg.
+    Both are saved after every epoch (beside the epoch's checkpoint), so a
+    killed run's metrics report what training cost in all and the history of
+    every epoch, not only the last leg's.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, write=True):
       super().__init__()
       self.path, self.earlier_seconds, self._start = path, 0.0, None
+      self.write = write  # False: another worker (the chief) keeps the file
+      self.epoch_logs = {}  # epoch (0-based) -> its logs
 
     def on_train_begin(self, logs=None):
       if self.path and os.path.exists(self.path):
-        self.earlier_seconds = float(_read_json(self.path)["train_seconds"])
+        saved = _read_json(self.path)
+        self.earlier_seconds = float(saved["train_seconds"])
+        # A file written before the logs were kept here has none.
+        self.epoch_logs = {int(epoch): values
+                           for epoch, values in saved.get("epoch_logs", {}).items()}
       self._start = time.perf_counter()
 
     def seconds(self):
@@ -144,9 +184,18 @@ def _callbacks_module():
       return self.earlier_seconds + time.perf_counter() - self._start
 
     def on_epoch_end(self, epoch, logs=None):
-      if self.path:
+      # A rerun epoch (killed before its checkpoint) replaces its first try.
+      self.epoch_logs[epoch] = {key: float(value) for key, value in (logs or {}).items()}
+      if self.path and self.write:
         files.write_json_atomic(self.path, {"train_seconds": self.seconds(),
-                                            "epochs_done": epoch + 1})
+                                            "epochs_done": epoch + 1,
+                                            "epoch_logs": self.epoch_logs})
+
+    def history(self):
+      """Every epoch's logs, laid out as `History.history` (key -> one value per epoch)."""
+      epochs = sorted(self.epoch_logs)
+      keys = dict.fromkeys(key for epoch in epochs for key in self.epoch_logs[epoch])
+      return {key: [self.epoch_logs[epoch].get(key) for epoch in epochs] for key in keys}
 
   return ResetStates, Perplexity, Reseed, TrainClock
 
@@ -168,11 +217,15 @@ def _block_switch_step(recipe, steps_per_epoch, end_step, frequency):
   """
   if recipe.block_switch is None:
     return None
-  if not 0.0 < recipe.block_switch <= recipe.anneal_end:
-    raise ValueError(f"block_switch must be in (0, anneal_end={recipe.anneal_end}], "
-                     f"got {recipe.block_switch}")
+  _check_block_switch(recipe)
   return min(_on_mask_update(steps_per_epoch * recipe.epochs * recipe.block_switch, frequency),
              end_step)
+
+
+def _check_block_switch(recipe):
+  if recipe.block_switch is not None and not 0.0 < recipe.block_switch <= recipe.anneal_end:
+    raise ValueError(f"block_switch must be in (0, anneal_end={recipe.anneal_end}], "
+                     f"got {recipe.block_switch}")
 
 
 def _on_mask_update(step, frequency):
@@ -180,14 +233,45 @@ def _on_mask_update(step, frequency):
   return max(1, round(step / frequency)) * frequency
 
 
-def _compile(model, recipe):
+def _optimizer_class(recipe):
+  """The Keras optimizer ``recipe.optimizer`` names; a clear error for another name."""
   import tf_keras as keras  # pylint: disable=import-outside-toplevel
   optimizers = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}
   if recipe.optimizer not in optimizers:
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; choose one of {list(optimizers)}")
-  optimizer = optimizers[recipe.optimizer](recipe.learning_rate_at(0),
-                                           global_clipnorm=recipe.optimizer_clip_norm)
+  return optimizers[recipe.optimizer]
+
+
+def _compile(model, recipe):
+  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  optimizer = _optimizer_class(recipe)(recipe.learning_rate_at(0),
+                                       global_clipnorm=recipe.optimizer_clip_norm)
   model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+
+def check_run(corpus, recipe, method, compression):
+  """Refuses what `fit_lm` would refuse later, before anything is written.
+
+  The factor (`models.check_factor_fits`), the recipe's schedule and
+  optimizer, and a batch of every split.
+
+  Args:
+    corpus: the `data.Corpus` to train on.
+    recipe: the recipe, after the method's and the user's changes.
+    method: a `models.Method`.
+    compression: the factor asked for.
+  """
+  models.check_factor_fits(corpus.vocab_size, recipe, method, compression)
+  _check_block_switch(recipe)
+  _optimizer_class(recipe)
+  for split in ("train", "valid", "test"):
+    ids = getattr(corpus, split)
+    if data.num_batches(ids.size, recipe.batch_size, recipe.num_steps) == 0:
+      raise ValueError(
+          f"the {split} split has {ids.size} tokens, too few for one batch of the "
+          f"{recipe.name} preset (batch {recipe.batch_size} x {recipe.num_steps} steps needs "
+          f"{recipe.batch_size * (recipe.num_steps + 1)}); give a longer corpus or a preset "
+          f"with smaller batches")
 
 
 def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0,
@@ -258,11 +342,12 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
     fit_callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
                                                      update_freq="epoch"))
   # After BackupAndRestore: the seconds saved belong to a saved epoch.
-  clock = TrainClock(os.path.join(run_dir, CLOCK_FILE) if run_dir else None)
+  clock = TrainClock(os.path.join(run_dir, CLOCK_FILE) if run_dir else None,
+                     write=strategy.extended.should_checkpoint)
   fit_callbacks.append(clock)
   fit_callbacks.extend(callbacks)
-  history = model.fit(x, y, batch_size=recipe.batch_size, epochs=recipe.epochs, shuffle=False,
-                      verbose=verbose, callbacks=fit_callbacks)
+  model.fit(x, y, batch_size=recipe.batch_size, epochs=recipe.epochs, shuffle=False,
+            verbose=verbose, callbacks=fit_callbacks)
   train_seconds = clock.seconds()
   if annealed:
     with strategy.scope():  # the final re-mask assigns mirrored variables
@@ -274,7 +359,8 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
             "earlier_train_seconds": clock.earlier_seconds, "carry_state": carry_state,
             "steps_per_epoch": steps_per_epoch, "annealing_end_step": end_step,
             "block_switch_step": block_switch_step,
-            "history": {k: [float(v) for v in values] for k, values in history.history.items()}}
+            # Every epoch's, those of killed invocations of a resumed run included.
+            "history": clock.history()}
   for split in ("valid", "test"):
     result[f"{split}_perplexity"] = evaluate_perplexity(
         model, getattr(corpus, split), recipe.batch_size, recipe.num_steps)
@@ -369,6 +455,12 @@ def _read_json(path):
     raise ValueError(f"{path} is not a readable run file: {error}") from error
 
 
+def _finished_metrics(out):
+  """The metrics of the finished run in ``out``, or None."""
+  metrics = os.path.join(out, "metrics.json")
+  return _read_json(metrics) if os.path.exists(metrics) else None
+
+
 def prepare_run_dir(out, settings, resume=False, force=False):
   """Creates or checks the run directory. Returns the finished metrics when there are any.
 
@@ -397,8 +489,7 @@ def prepare_run_dir(out, settings, resume=False, force=False):
                        if previous.get(k) != settings.get(k))
       raise ValueError(f"{out} holds a run with other settings ({', '.join(changed)} differ); "
                        f"resume it with the same options or choose another --out")
-    metrics = os.path.join(out, "metrics.json")
-    return _read_json(metrics) if os.path.exists(metrics) else None
+    return _finished_metrics(out)
   elif existing:
     raise ValueError(f"{out} already holds a run; pass --resume to continue it, --force to "
                      f"start over, or choose another --out")
@@ -409,18 +500,30 @@ def prepare_run_dir(out, settings, resume=False, force=False):
   return None
 
 
-def train_run(out, preset="demo", data_dir=None, method="dkp", compression=25.0, cmr=None,
+def run_compression(method, compression=None):
+  """The factor a run asks for: ``compression``, else the method's only one, else 25."""
+  method = models.get_method(method) if isinstance(method, str) else method
+  if compression is not None:
+    return float(compression)
+  return method.fixed_compression or DEFAULT_COMPRESSION
+
+
+def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None, cmr=None,
               epochs=None, seed=0, strategy="default", resume=False, force=False, verbose=2,
-              callbacks=(), base_model=None):
+              callbacks=(), base_model=None, text_files=None, text_file=None, split=None,
+              min_count=None, max_vocab=None):
   """The CLI's work: trains into run directory ``out`` and returns the metrics dict.
 
-  ``base_model`` (quantization methods only) is a trained dense model file of
-  the same preset: it is quantized instead of training a dense model again.
+  ``compression`` defaults to `run_compression`'s; a factor the method cannot
+  honour is refused. ``base_model`` (quantization methods only) is a trained
+  dense model file of the same preset: it is quantized instead of training a
+  dense model again. ``text_files``, ``text_file``, ``split``, ``min_count`` and ``max_vocab``
+  choose the corpus as in `load_corpus`. Everything is checked before ``out``
+  is created, so a refused run leaves nothing behind.
   """
   method = models.get_method(method)
   recipe = method.adapt(presets.get_preset(preset))  # before the overrides below
-  compression = method.fixed_compression or compression
-  models.check_method_compression(method, compression)
+  compression = run_compression(method, compression)  # checked by check_run
   if base_model is not None and not method.quantized:
     raise ValueError(f"--from-model applies to the quantization methods "
                      f"({', '.join(m for m in models.METHODS if models.METHODS[m].quantized)}), "
@@ -435,25 +538,40 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=25.0,
     recipe = recipe.replace(epochs=int(epochs))
   if strategy not in STRATEGIES:
     raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
-  corpus = load_corpus(data_dir, recipe, seed=0)
+  # Before any TensorFlow op (the checks below build a model): collective ops
+  # (multiworker) can only be configured at start-up.
+  distribution = make_strategy(strategy) if base_model is None else None
+  corpus = load_corpus(data_dir, recipe, 0, text_files, text_file, split, min_count, max_vocab)
+  check_run(corpus, recipe, method, compression)
   settings = {"preset": preset, "recipe": recipe.to_dict(), "method": method.name,
               "compression": float(compression), "seed": int(seed), "strategy": strategy,
-              "data": os.path.abspath(data_dir) if data_dir else "embedded",
+              "data": _data_setting(data_dir, text_files, text_file, split),
               "vocab_size": corpus.vocab_size}
+  if corpus.vocab_options is not None:  # absent before: earlier runs keep their settings
+    settings["vocabulary"] = corpus.vocab_options
   if base_model is not None:
     settings["base_model"] = os.path.abspath(base_model)
     base_model = load_base_model(base_model, corpus, recipe, method)
-  finished = prepare_run_dir(out, settings, resume=resume, force=force)
+  # With several workers (multiworker: each runs this with the same --out) the
+  # chief owns the run directory; the others read it (the checkpoint) only.
+  chief = distribution is None or distribution.extended.should_checkpoint
+  if chief:
+    finished = prepare_run_dir(out, settings, resume=resume, force=force)
+  else:
+    finished = _finished_metrics(out) if resume else None
   if finished is not None:
     return finished
-  corpus.vocab.save(os.path.join(out, "vocab.json"))
+  if chief:
+    vocab = corpus.vocab.to_dict()
+    if corpus.vocab_options is not None:
+      vocab["options"] = corpus.vocab_options
+    files.write_atomic(os.path.join(out, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
   if base_model is not None:
     result = quantize_trained(base_model, corpus, recipe, method)
   else:
-    result = fit_lm(corpus, recipe, method, compression, make_strategy(strategy), seed, out,
-                    verbose, callbacks)
+    result = fit_lm(corpus, recipe, method, compression, distribution, seed, out, verbose,
+                    callbacks)
   model = result["model"]
-  save_atomically(model, os.path.join(out, "model.keras"))
   metrics = {"method": method.name, "preset": preset, "compression": float(compression),
              "seed": int(seed), "valid_perplexity": result["valid_perplexity"],
              "test_perplexity": result["test_perplexity"],
@@ -463,6 +581,9 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=25.0,
              "epochs": recipe.epochs,
              "carry_state": result["carry_state"], "history": result["history"],
              **lstm_compression(model, recipe, method)}
+  if not chief:
+    return metrics
+  save_atomically(model, os.path.join(out, "model.keras"))
   files.write_json_atomic(os.path.join(out, "metrics.json"), metrics)
   shutil.rmtree(os.path.join(out, "backup"), ignore_errors=True)
   if os.path.exists(os.path.join(out, CLOCK_FILE)):
@@ -470,33 +591,120 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=25.0,
   return metrics
 
 
-def main(argv=None):
+def _data_setting(data_dir, text_files, text_file, split):
+  """run.json's record of the corpus: absolute paths (and the split of one text file)."""
+  if data_dir:
+    return os.path.abspath(data_dir)  # as earlier runs recorded it
+  if text_files:
+    return {name: os.path.abspath(path) for name, path in zip(("train", "valid", "test"),
+                                                             text_files)}
+  if text_file:
+    return {"text": os.path.abspath(text_file), "split": list(split or TEXT_SPLIT)}
+  return "embedded"
+
+
+class _DeprecatedAlias(argparse.Action):
+  """Stores the value like the flag it stands for, with a note to use that flag."""
+
+  def __call__(self, parser, namespace, values, option_string=None):
+    print(f"note: {option_string} is now {self.metavar}; it still works for now",
+          file=sys.stderr)
+    setattr(namespace, self.dest, values)
+
+
+def _fractions(text):
+  """argparse type of --split: "0.8,0.1,0.1" -> (0.8, 0.1, 0.1)."""
+  try:
+    return tuple(float(part) for part in text.split(","))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected three comma-separated fractions such as "
+                                     f"0.8,0.1,0.1, got {text!r}") from None
+
+
+def build_parser():
+  """The CLI's parser; every flag has a help line that shows its default."""
   parser = argparse.ArgumentParser(prog="python -m pipelines.train",
                                    description=__doc__.splitlines()[0])
-  parser.add_argument("--data", help="directory with ptb.{train,valid,test}.txt[.gz]; "
-                      "default: the embedded corpus")
-  parser.add_argument("--preset", default="demo", help=f"one of {sorted(presets.PRESETS)}")
-  parser.add_argument("--structure", default="dkp",
-                      help=f"compression method, one of {list(models.METHODS)}")
-  parser.add_argument("--compression", type=float, default=25.0,
-                      help="factor for the LSTM layers (ignored by dense; int8 is 4x)")
-  parser.add_argument("--cmr", type=float, help="initial co-matrix dropout rate (dkp)")
-  parser.add_argument("--epochs", type=int, help="override the preset's epochs")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--out", help="run directory (default runs/<preset>-<structure>-<c>x)")
-  parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-  parser.add_argument("--force", action="store_true", help="start --out over")
-  parser.add_argument("--strategy", default="default", choices=STRATEGIES)
-  parser.add_argument("--from-model", help="int8/int4: quantize this trained dense model.keras "
-                      "(same preset and data) instead of training one")
+  corpus = parser.add_argument_group(
+      "corpus (default: the embedded Markov corpus)",
+      "Text is split into words on whitespace, with one <eos> per line.")
+  corpus.add_argument("--data", metavar="DIR",
+                      help="directory with ptb.{train,valid,test}.txt[.gz]; every valid/test "
+                           "word must occur in train unless train has <unk> or a vocabulary "
+                           "option below is given")
+  corpus.add_argument("--train", metavar="FILE", help="your train text (UTF-8, any name); with "
+                      "--valid and --test")
+  corpus.add_argument("--valid", metavar="FILE", help="your validation text")
+  corpus.add_argument("--test", metavar="FILE", help="your test text")
+  corpus.add_argument("--text", metavar="FILE",
+                      help="one UTF-8 text file, cut by --split into three contiguous spans of "
+                           "its words in file order (train first)")
+  corpus.add_argument("--split", type=_fractions, metavar="T,V,E",
+                      help="--text's train,valid,test fractions of its words (default: "
+                           f"{','.join(f'{f:g}' for f in TEXT_SPLIT)})")
+  corpus.add_argument("--min-count", type=int, metavar="N",
+                      help="keep train words seen at least N times, the rest become <unk> "
+                           "(default: 1 for text files; PTB data keeps every train word)")
+  corpus.add_argument("--max-vocab", type=int, metavar="N",
+                      help="keep at most the N most frequent words, <unk> and <eos> included "
+                           "(default: no limit)")
+  parser.add_argument("--preset", default="demo",
+                      help=f"model size and training recipe, one of {sorted(presets.PRESETS)} "
+                           "(default: %(default)s)")
+  parser.add_argument("--method", default="dkp", metavar="METHOD",
+                      help=f"compression method, one of {list(models.METHODS)} "
+                           "(default: %(default)s)")
+  parser.add_argument("--structure", dest="method", action=_DeprecatedAlias, metavar="--method",
+                      default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # the old name
+  parser.add_argument("--compression", type=float,
+                      help="factor for the LSTM layers; dense, int8 and int4 reach only 1x, 4x "
+                           f"and 8x (default: {DEFAULT_COMPRESSION:g}, or the method's only "
+                           "factor)")
+  parser.add_argument("--cmr", type=float,
+                      help="initial co-matrix dropout rate of the methods with CMR (default: "
+                           "the preset's, or the method's)")
+  parser.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="seed of the weights and the dropout draws (default: %(default)s)")
+  parser.add_argument("--out", metavar="DIR", help="run directory (default: "
+                      "runs/<preset>-<method>-<compression>x)")
+  parser.add_argument("--resume", action="store_true",
+                      help="continue the killed or finished run in --out (same options)")
+  parser.add_argument("--force", action="store_true",
+                      help="start --out over (deletes our run files there, keeps others)")
+  parser.add_argument("--strategy", default="default", choices=STRATEGIES,
+                      help="tf.distribute strategy; multiworker: run the same command on "
+                           "every worker (each with its TF_CONFIG) with one --out they share; "
+                           "worker 0 writes it (default: %(default)s)")
+  parser.add_argument("--from-model", metavar="FILE",
+                      help="int8/int4: quantize this trained dense model.keras (same preset "
+                           "and data) instead of training one (default: train one)")
   parser.add_argument("--quiet", action="store_true", help="no progress bars")
+  return parser
+
+
+def parse_args(argv=None):
+  """The CLI's options, with ``text_files`` = (train, valid, test) or None."""
+  parser = build_parser()
   args = parser.parse_args(argv)
-  out = args.out or f"runs/{args.preset}-{args.structure}-{args.compression:g}x"
+  text_files = (args.train, args.valid, args.test)
+  if any(text_files) and not all(text_files):
+    parser.error("--train, --valid and --test go together (or give one --text file)")
+  args.text_files = text_files if all(text_files) else None
+  return args
+
+
+def main(argv=None):
+  args = parse_args(argv)
   try:
-    metrics = train_run(out, args.preset, args.data, args.structure, args.compression, args.cmr,
+    compression = run_compression(args.method, args.compression)
+    out = args.out or f"runs/{args.preset}-{args.method}-{compression:g}x"
+    metrics = train_run(out, args.preset, args.data, args.method, compression, args.cmr,
                         args.epochs, args.seed, args.strategy, args.resume, args.force,
-                        verbose=0 if args.quiet else 1, base_model=args.from_model)
-  except (ValueError, OSError, UnicodeDecodeError) as error:
+                        verbose=0 if args.quiet else 1, base_model=args.from_model,
+                        text_files=args.text_files, text_file=args.text, split=args.split,
+                        min_count=args.min_count, max_vocab=args.max_vocab)
+  except (ValueError, TypeError, OSError, UnicodeDecodeError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
   print(f"\n{metrics['method']} ({metrics['preset']}): LSTM {metrics['lstm_compression']:.1f}x "

@@ -17,8 +17,9 @@ if str(REPO) not in sys.path:  # allow plain `pytest` as well as `python -m pyte
   sys.path.insert(0, str(REPO))
 
 from pipelines.data import (  # noqa: E402
-    EOS, Corpus, MarkovSource, Vocabulary, batchify, batchify_arrays, generate_corpus,
-    make_markov_source, num_batches, read_ptb, synthetic_words, unigram_perplexity,
+    EOS, UNK, Corpus, MarkovSource, Vocabulary, batchify, batchify_arrays, build_vocabulary,
+    generate_corpus, make_markov_source, num_batches, read_ptb, read_text_files,
+    split_text_file, synthetic_words, unigram_perplexity,
 )
 
 PTB_DIR = REPO.parent / "shared" / "data" / "ptb"
@@ -300,6 +301,93 @@ def test_read_ptb_oov_and_last_line_without_newline(tmp_path):
   texts = {"train": "a b\n", "valid": "a zzz\n", "test": "b\n"}
   with pytest.raises(ValueError, match="zzz"):
     read_ptb(_write_fake(tmp_path / "q", gz=False, texts=texts))
+
+
+def test_read_ptb_refusal_names_the_vocabulary_options_that_fix_it(tmp_path):
+  texts = {"train": "a b b\n", "valid": "a zzz\n", "test": "b yyy\n"}
+  d = _write_fake(tmp_path / "q", gz=False, texts=texts)
+  with pytest.raises(ValueError, match=r"ptb\.valid\.txt: 1 token type.*'zzz'.*--min-count.*"
+                     r"--max-vocab.*'<unk>'"):
+    read_ptb(d)
+  c = read_ptb(d, min_count=1)  # opted in: words outside the vocabulary become <unk>
+  assert c.vocab.decode(c.valid) == ["a", UNK, EOS]
+  assert c.vocab.decode(c.test) == ["b", UNK, EOS]
+  assert c.vocab_options == {"min_count": 1, "max_vocab": None}
+  assert read_ptb(d, max_vocab=3).vocab.tokens == ("b", EOS, UNK)  # "a" is the 4th word
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_read_ptb_default_is_unchanged_by_a_neutral_vocabulary_option(tmp_path, gz):
+  """PTB holds <unk>: --min-count 1 keeps every word with the same id (the default's)."""
+  d = _write_fake(tmp_path / "ptb", gz)
+  default, opted = read_ptb(d), read_ptb(d, min_count=1)
+  assert default.vocab_options is None
+  assert opted.vocab.tokens == default.vocab.tokens
+  for split in ("train", "valid", "test"):
+    np.testing.assert_array_equal(getattr(opted, split), getattr(default, split))
+
+
+def test_build_vocabulary_min_count_and_max_vocab():
+  words = "a a a a b b b c c d <eos> <eos>".split()
+  assert build_vocabulary(words).tokens == ("a", "b", "<eos>", "c", "d", UNK)  # <unk>: none
+  kept = build_vocabulary(words, min_count=2)
+  assert kept.tokens == ("a", "b", "<eos>", "c", UNK)  # d -> <unk>
+  assert kept.decode(kept.encode("d zzz a".split())) == [UNK, UNK, "a"]
+  top = build_vocabulary(words, max_vocab=4)  # <unk> pools c and d: 3, as often as b
+  assert top.tokens == ("a", UNK, "b", EOS) and top.unk_token == UNK
+  assert len(build_vocabulary(words, min_count=2, max_vocab=3)) == 3
+  # <eos> is kept however rare: it marks the lines.
+  assert EOS in build_vocabulary(words, min_count=3)
+  with pytest.raises(ValueError, match="min_count must be >= 1"):
+    build_vocabulary(words, min_count=0)
+  with pytest.raises(ValueError, match="max_vocab must be >= 3"):
+    build_vocabulary(words, max_vocab=2)
+
+
+def test_read_text_files_with_any_names_maps_unseen_words_to_unk(tmp_path):
+  (tmp_path / "mine.md").write_text("\ufeffone two two\r\nthree two\n", encoding="utf-8")
+  (tmp_path / "held").write_text("two four\n", encoding="utf-8")
+  (tmp_path / "last.txt.gz").write_bytes(gzip.compress("one five\n".encode()))
+  c = read_text_files(tmp_path / "mine.md", tmp_path / "held", tmp_path / "last.txt.gz")
+  assert c.vocab.decode(c.train) == "one two two <eos> three two <eos>".split()  # BOM, CRLF
+  assert c.vocab.decode(c.valid) == ["two", UNK, EOS]
+  assert c.vocab.decode(c.test) == ["one", UNK, EOS]
+  assert c.vocab_options == {"min_count": 1, "max_vocab": None}
+  rare = read_text_files(tmp_path / "mine.md", tmp_path / "held", tmp_path / "last.txt.gz",
+                         min_count=2, max_vocab=10)
+  assert rare.vocab.decode(rare.train) == f"{UNK} two two {EOS} {UNK} two {EOS}".split()
+  assert rare.vocab_options == {"min_count": 2, "max_vocab": 10}
+  with pytest.raises(FileNotFoundError, match="valid text file not found: .*nope"):
+    read_text_files(tmp_path / "mine.md", tmp_path / "nope", tmp_path / "held")
+  (tmp_path / "empty").write_text("")
+  with pytest.raises(ValueError, match="empty file"):
+    read_text_files(tmp_path / "mine.md", tmp_path / "held", tmp_path / "empty")
+  with pytest.raises(ValueError, match="min_count must be >= 1, got 0"):
+    read_text_files(tmp_path / "mine.md", tmp_path / "held", tmp_path / "held", min_count=0)
+
+
+def test_split_text_file_cuts_contiguous_spans_of_words(tmp_path):
+  lines = [" ".join(f"w{(i * 7 + j) % 13}" for j in range(i % 5 + 1)) for i in range(40)]
+  path = tmp_path / "story.txt"
+  path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+  words = " ".join(f"{line} {EOS}" for line in lines).split()
+  c = split_text_file(path, (0.7, 0.2, 0.1))
+  assert (c.valid.size, c.test.size) == (int(len(words) * 0.2), int(len(words) * 0.1))
+  assert c.train.size + c.valid.size + c.test.size == len(words)
+  # In file order, train first; words unseen in train's span become <unk>.
+  for split, span in (("train", words[:c.train.size]),
+                      ("valid", words[c.train.size:c.train.size + c.valid.size]),
+                      ("test", words[c.train.size + c.valid.size:])):
+    assert c.vocab.decode(getattr(c, split)) == [w if w in c.vocab else UNK for w in span]
+  again = split_text_file(path, (0.7, 0.2, 0.1))
+  np.testing.assert_array_equal(again.test, c.test)  # deterministic
+  with pytest.raises(ValueError, match="3 fractions in \\(0, 1\\) summing to 1"):
+    split_text_file(path, (0.7, 0.2, 0.2))
+  (tmp_path / "short.txt").write_text("a b c\n")
+  with pytest.raises(ValueError, match="4 words are too few to split"):
+    split_text_file(tmp_path / "short.txt")
+  with pytest.raises(FileNotFoundError, match="text file not found"):
+    split_text_file(tmp_path / "missing.txt")
 
 
 def test_read_ptb_missing(tmp_path):

@@ -21,7 +21,8 @@ def _runs(tmp_path_factory):
   with pytest.MonkeyPatch.context() as patch:
     patch.setitem(presets.PRESETS, "tiny", TINY)
     for method in ("dense", "dkp"):
-      train.train_run(str(runs / f"{method}-run"), "tiny", None, method, 4.0, verbose=0)
+      train.train_run(str(runs / f"{method}-run"), "tiny", None, method,
+                      1.0 if method == "dense" else 4.0, verbose=0)
   return runs
 
 

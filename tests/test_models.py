@@ -48,6 +48,25 @@ def test_method_compression_checks():
     models.check_method_compression(models.get_method("dkp"), 0.5)
 
 
+@pytest.mark.parametrize("method", [m for m in models.METHODS
+                                    if models.METHODS[m].fixed_compression is None])
+def test_every_method_refuses_a_factor_it_cannot_honour_alike(method):
+  """small-dense used to train a 1-unit stack and claim the factor; prune had its own words."""
+  with pytest.raises(ValueError, match=rf"^{method} cannot compress the t model 1e\+09x: "
+                                       r"compression 1000000000.0 leaves .*; ask for a lower "
+                                       r"compression$"):
+    models.check_factor_fits(50, RECIPE, method, 1e9)
+  models.check_factor_fits(50, RECIPE, method, 4.0)
+
+
+def test_fixed_factor_methods_refuse_another_factor_alike():
+  with pytest.raises(ValueError, match="^int8 cannot compress the t model 25x: .*cannot reach"):
+    models.check_factor_fits(50, RECIPE, "int8", 25.0)
+  with pytest.raises(ValueError, match="^dense cannot compress the t model 2x"):
+    models.check_factor_fits(50, RECIPE, "dense", 2.0)
+  models.check_factor_fits(50, RECIPE, "int4", 8.0)
+
+
 def test_quantize_per_channel_error_bound():
   kernel = np.random.default_rng(0).normal(size=(30, 7)).astype(np.float32)
   quantized = models.quantize_per_channel(kernel, bits=8)

@@ -1,7 +1,9 @@
 """`pipelines.train`: run directories, resume, logs, stateful evaluation, the CLI's errors."""
 
+import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -57,7 +59,13 @@ def test_resumed_run_equals_uninterrupted(tiny, tmp_path):
   # Dropout, CMR draws, annealing masks, optimizer and LSTM states all continue.
   assert resumed["test_perplexity"] == pytest.approx(whole["test_perplexity"], rel=1e-6)
   assert resumed["valid_perplexity"] == pytest.approx(whole["valid_perplexity"], rel=1e-6)
-  assert resumed["history"]["loss"] == pytest.approx(whole["history"]["loss"][2:], rel=1e-6)
+  # The whole run's history survives the kill: every epoch's, as the uninterrupted run's.
+  assert resumed["history"].keys() == whole["history"].keys()
+  for key, values in whole["history"].items():
+    assert len(values) == TINY.epochs
+    assert resumed["history"][key] == pytest.approx(values, rel=1e-6), key
+  saved = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+  assert saved["history"] == resumed["history"]
   # A finished run resumes to its metrics without training again.
   again = train.train_run(str(tmp_path / "killed"), resume=True, **options)
   assert again["test_perplexity"] == resumed["test_perplexity"]
@@ -105,11 +113,21 @@ def test_run_directory_refusals(tiny, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--preset", "nope"], "unknown preset 'nope'"),
-    (["--structure", "magic"], "unknown method 'magic'"),
-    (["--structure", "dkp", "--compression", "0.5"], "compression"),
-    (["--structure", "dkp", "--compression", "1e6"], "compression"),
+    (["--method", "magic"], "unknown method 'magic'"),
+    (["--method", "dkp", "--compression", "0.5"], "compression"),
+    (["--method", "dkp", "--compression", "1e6"], "dkp cannot compress the tiny model 1e+06x"),
+    (["--method", "prune", "--compression", "1e9"], "prune cannot compress the tiny model 1e+09x"),
+    (["--method", "small-dense", "--compression", "1e9"],
+     "small-dense cannot compress the tiny model 1e+09x"),
+    (["--method", "int8", "--compression", "25"],  # used to quantize to 4x silently
+     "int8 cannot compress the tiny model 25x: int8 quantization compresses by 4x"),
     (["--cmr", "1.5"], "--cmr"),
     (["--data", "/nonexistent/ptb"], "PTB data directory not found"),
+    (["--min-count", "2"], "--min-count and --max-vocab apply to a corpus of your own"),
+    (["--text", "/nonexistent/t.txt"], "text file not found: /nonexistent/t.txt"),
+    (["--text", "/nonexistent/t.txt", "--data", "/nonexistent/ptb"],
+     "give one corpus, not --data and --text"),
+    (["--data", "/nonexistent/ptb", "--split", "0.5,0.25,0.25"], "--split cuts a --text file"),
 ])
 def test_cli_errors(tiny, tmp_path, capsys, argv, message):
   code = train.main(argv + ["--preset" if "--preset" not in argv else "--seed",
@@ -117,13 +135,92 @@ def test_cli_errors(tiny, tmp_path, capsys, argv, message):
                             "--out", str(tmp_path / "run"), "--quiet"])
   assert code == 2
   assert message in capsys.readouterr().err
+  assert not (tmp_path / "run").exists()
+
+
+def _write_words(path, lines, seed=0, vocabulary=30):
+  """``lines`` lines of 1-9 words drawn from ``vocabulary`` made-up words (Zipf-like)."""
+  rng = np.random.default_rng(seed)
+  words = [f"w{i}" for i in range(vocabulary)]
+  weights = 1.0 / np.arange(1, vocabulary + 1)
+  text = "\n".join(" ".join(rng.choice(words, size=rng.integers(1, 10), p=weights / weights.sum()))
+                   for _ in range(lines))
+  path.write_text(text + "\n", encoding="utf-8")
+  return path
+
+
+def test_a_refused_run_leaves_nothing_behind(tiny, tmp_path, capsys):
+  """Refused after reading the corpus, before the run directory: a fixed rerun needs no --force."""
+  short = tmp_path / "short"
+  short.mkdir()
+  _write_words(short / "ptb.train.txt", 200)
+  _write_words(short / "ptb.test.txt", 200, seed=1)
+  (short / "ptb.valid.txt").write_text("w0 w1\n")
+  out = tmp_path / "run"
+  for argv, message in (
+      (["--method", "small-dense", "--compression", "1e9"],
+       "small-dense cannot compress the tiny model 1e+09x: compression 1000000000.0 leaves 0 "
+       "parameters for the LSTM stack"),
+      (["--data", str(short), "--min-count", "1", "--compression", "4"],
+       "the valid split has 3 tokens, too few for one batch of the tiny preset")):
+    assert train.main(argv + ["--preset", "tiny", "--out", str(out), "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+  assert train.main(["--preset", "tiny", "--method", "small-dense", "--compression", "4",
+                     "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+  assert json.loads((out / "metrics.json").read_text())["lstm_compression"] >= 4.0
+
+
+def test_cli_trains_on_a_users_own_text(tiny, tmp_path, capsys):
+  text = _write_words(tmp_path / "my notes.md", 400, vocabulary=60)
+  out = tmp_path / "run"
+  assert train.main(["--text", str(text), "--split", "0.8,0.1,0.1", "--min-count", "3",
+                     "--max-vocab", "40", "--preset", "tiny", "--method", "lmf",
+                     "--compression", "4", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+  vocab = json.loads((out / "vocab.json").read_text())
+  assert vocab["options"] == {"min_count": 3, "max_vocab": 40}
+  assert vocab["unk_token"] == "<unk>" and len(vocab["tokens"]) <= 40
+  settings = json.loads((out / "run.json").read_text())["settings"]
+  assert settings["vocabulary"] == {"min_count": 3, "max_vocab": 40}
+  assert settings["data"] == {"text": str(text), "split": [0.8, 0.1, 0.1]}
+  assert settings["vocab_size"] == len(vocab["tokens"])
+  assert np.isfinite(json.loads((out / "metrics.json").read_text())["test_perplexity"])
+  # Three files with any names; words of valid/test unseen in train are no error.
+  (tmp_path / "v.txt").write_text("w1 w2 never-seen\n" * 20)
+  (tmp_path / "t.txt").write_text("w3 also-new w1\n" * 20)
+  corpus = train.load_corpus(text_files=(str(text), str(tmp_path / "v.txt"),
+                                         str(tmp_path / "t.txt")))
+  assert corpus.vocab.decode(corpus.valid[:3]) == ["w1", "w2", "<unk>"]
+
+
+def test_cli_help_shows_every_flag_and_default(capsys):
+  parser = train.build_parser()
+  for action in parser._actions:  # pylint: disable=protected-access
+    if action.help == argparse.SUPPRESS:
+      continue
+    assert action.help, action.option_strings
+    if action.default not in (None, False, argparse.SUPPRESS):
+      assert "(default: " in action.help, action.option_strings
+  with pytest.raises(SystemExit):
+    train.main(["--help"])
+  shown = " ".join(capsys.readouterr().out.split())  # unwrapped
+  assert "--method" in shown and "--structure" not in shown  # the old name is hidden
+  assert "(default: dkp)" in shown and "(default: 25, or the method's only factor)" in shown
+  assert "contiguous spans" in shown
+
+
+def test_structure_is_a_deprecated_alias_of_method(capsys):
+  assert train.parse_args(["--structure", "lmf"]).method == "lmf"
+  assert "--structure is now --method" in capsys.readouterr().err
+  assert train.parse_args([]).method == "dkp"
+  assert train.parse_args(["--method", "kp"]).method == "kp"
 
 
 def test_cli_refuses_an_existing_run(tiny, tmp_path, capsys):
   out = tmp_path / "run"
   out.mkdir()
   (out / "run.json").write_text('{"settings": {}}')
-  assert train.main(["--preset", "tiny", "--out", str(out), "--quiet"]) == 2
+  assert train.main(["--preset", "tiny", "--compression", "4", "--out", str(out), "--quiet"]) == 2
   assert "already holds a run" in capsys.readouterr().err
   assert (out / "run.json").read_text() == '{"settings": {}}'
 
@@ -182,7 +279,7 @@ def test_mirrored_strategy_matches_one_device():
 
 def test_cli_trains_into_the_run_directory(tiny, tmp_path, capsys):
   out = tmp_path / "run"
-  assert train.main(["--preset", "tiny", "--structure", "lmf", "--compression", "4",
+  assert train.main(["--preset", "tiny", "--method", "lmf", "--compression", "4",
                      "--epochs", "1", "--out", str(out), "--quiet"]) == 0
   printed = capsys.readouterr().out
   assert "lmf (tiny): LSTM" in printed and "test" in printed
@@ -260,3 +357,78 @@ def test_max_pooling_method_reaches_the_annealing_wrappers(tiny):
   train.fit_lm(corpus, TINY.replace(epochs=1), "dkp-cmr-row-0.8-max", 4.0, verbose=0,
                callbacks=[probe])
   assert probe.pooling == {"MAX"}
+
+
+MULTIWORKER = presets.Recipe("tiny-mw", layers=1, units=16, embedding=8, num_steps=8,
+                             batch_size=8, epochs=2, optimizer="adam", learning_rate=3e-3,
+                             carry_state=False, corpus_tokens=6000)
+
+WORKER = textwrap.dedent("""
+    import json, os, sys
+    os.environ["TF_CONFIG"] = sys.argv[1]
+    import tf_keras as keras
+    from pipelines import presets, train
+    from tests import test_train
+    presets.PRESETS["tiny-mw"] = test_train.MULTIWORKER
+    kill = sys.argv[3] == "kill"
+    try:
+      metrics = train.train_run(sys.argv[2], "tiny-mw", method="dense", strategy="multiworker",
+                                resume=not kill, verbose=0,
+                                callbacks=[test_train.Interrupt(0)] if kill else [])
+    except KeyboardInterrupt:
+      print("KILLED")
+    else:
+      print("RESULT" + json.dumps(metrics))
+""")
+
+
+def _free_ports(count):
+  sockets = [socket.socket() for _ in range(count)]
+  for sock in sockets:
+    sock.bind(("127.0.0.1", 0))
+  ports = [sock.getsockname()[1] for sock in sockets]
+  for sock in sockets:
+    sock.close()
+  return ports
+
+
+def _run_workers(out, mode, timeout=300):
+  """Two worker processes on loopback, one TF_CONFIG each; their stdouts."""
+  cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+  workers = [subprocess.Popen(
+      [sys.executable, "-c", WORKER,
+       json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+       str(out), mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+             for index in range(2)]
+  try:
+    done = [worker.communicate(timeout=timeout) for worker in workers]
+  finally:
+    for worker in workers:
+      worker.kill()  # ours, if still running after a timeout
+  return [stdout + stderr[-3000:] for stdout, stderr in done]
+
+
+def test_multiworker_trains_checkpoints_resumes_and_matches_one_worker(tmp_path, monkeypatch):
+  """Two workers, killed after epoch 1 and resumed, reach one worker's loss (rel 1e-4)."""
+  out = tmp_path / "run"
+  for output in _run_workers(out, "kill"):
+    assert "KILLED" in output, output
+  assert (out / "backup").is_dir() and not (out / "model.keras").exists()  # a checkpoint
+  assert json.loads((out / train.CLOCK_FILE).read_text())["epochs_done"] == 1
+  outputs = _run_workers(out, "resume")
+  results = []
+  for output in outputs:
+    lines = [line for line in output.splitlines() if line.startswith("RESULT")]
+    assert lines, output
+    results.append(json.loads(lines[0][len("RESULT"):]))
+  # The chief (worker 0) wrote the run directory; worker 1 only read it.
+  assert json.loads((out / "metrics.json").read_text()) == results[0]
+  assert sorted(os.listdir(out)) == ["logs", "metrics.json", "model.keras", "run.json",
+                                     "vocab.json"]
+  monkeypatch.setitem(presets.PRESETS, "tiny-mw", MULTIWORKER)
+  single = train.train_run(str(tmp_path / "single"), "tiny-mw", method="dense", verbose=0)
+  for result in results:
+    assert len(result["history"]["loss"]) == MULTIWORKER.epochs
+    assert result["history"]["loss"] == pytest.approx(single["history"]["loss"], rel=1e-4)
+    assert result["valid_perplexity"] == pytest.approx(single["valid_perplexity"], rel=1e-4)
