@@ -75,6 +75,7 @@ def measure_run(run_dir, settings, data_dir=None, corpora=None):
   The corpus is ``data_dir``, else the one the run trained on (``settings["data"]``);
   ``corpora`` caches corpora across runs.
   """
+  import dkp_keras as dkp  # pylint: disable=import-outside-toplevel
   from pipelines import presets, train  # pylint: disable=import-outside-toplevel
   recipe = presets.Recipe(**settings["recipe"])
   data_dir = data_dir or (None if settings["data"] == "embedded" else settings["data"])
@@ -83,7 +84,7 @@ def measure_run(run_dir, settings, data_dir=None, corpora=None):
   if key not in corpora:
     corpora[key] = train.load_corpus(data_dir, recipe)
   corpus = corpora[key]
-  model = train.load_model_file(os.path.join(run_dir, "model.keras"))
+  model = dkp.load_model(os.path.join(run_dir, "model.keras"))
   valid = train.evaluate_perplexity(model, corpus.valid, recipe.batch_size, recipe.num_steps)
   without = perplexity_without_doping(model, corpus.valid, recipe.batch_size, recipe.num_steps)
   return {"run": os.path.basename(os.path.normpath(run_dir)), "method": settings["method"],

@@ -169,13 +169,17 @@ def project_model(model, compression, structure="kronecker", layers=None,
 def compress(model_path, out, compression=25.0, finetune_epochs=1, data_dir=None,
              preset="demo", structure="kronecker", layers=None, min_params=DEFAULT_MIN_PARAMS,
              force=False, verbose=2):
-  """Projects, fine-tunes and saves; returns the report dict (also in ``<out>.json``)."""
-  if os.path.exists(out) and not force:
-    raise ValueError(f"{out} exists; pass --force to overwrite it")
+  """Projects, fine-tunes and saves; returns the report dict (also in ``<out>.json``).
+
+  Both outputs are checked before any work: neither may be the input model or
+  the other, and existing files are replaced only with ``force``.
+  """
+  report_path = os.path.splitext(out)[0] + ".json"
+  files.check_outputs({"--out": out, "its report": report_path}, {"model": model_path}, force)
   if finetune_epochs < 0:
     raise ValueError(f"--finetune-epochs must be >= 0, got {finetune_epochs}")
   recipe = presets.get_preset(preset)
-  dense = train.load_model_file(model_path)
+  dense = dkp.load_model(model_path)
   corpus = train.load_corpus(data_dir, recipe)
   vocab_size = train.vocab_size_of(dense)
   if vocab_size is not None and vocab_size != corpus.vocab_size:
@@ -213,7 +217,7 @@ def compress(model_path, out, compression=25.0, finetune_epochs=1, data_dir=None
                            "target_compression", "meets_target"]].to_dict("records")
   report["target_warning"] = dkp.compression.missed_target_warning(table)
   train.save_atomically(final, out)
-  files.write_json_atomic(os.path.splitext(out)[0] + ".json", report)
+  files.write_json_atomic(report_path, report)
   return report
 
 

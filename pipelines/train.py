@@ -31,6 +31,7 @@ import numpy as np
 
 import dkp_keras as dkp
 from pipelines import data
+from pipelines import deployed
 from pipelines import models
 from pipelines import presets
 from tflite_ops import files
@@ -388,18 +389,6 @@ def lstm_compression(model, recipe, method):
           "model_bytes": int(report["bytes"].iloc[-1]) - int(rows["bytes"].sum()) + nbytes}
 
 
-def load_model_file(path):
-  """The Keras model at ``path``, with a clear error when it is not one."""
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
-  if not os.path.isfile(path):
-    raise ValueError(f"{path}: no such model file")
-  try:
-    return keras.models.load_model(path, compile=False)
-  except Exception as error:  # Keras raises many types for a bad file
-    raise ValueError(f"{path} is not a readable Keras model ({type(error).__name__}: "
-                     f"{str(error)[:200]})") from error
-
-
 def vocab_size_of(model):
   """The input vocabulary of an LM (its Embedding's), or None."""
   import tf_keras as keras  # pylint: disable=import-outside-toplevel
@@ -416,7 +405,7 @@ def load_base_model(model_path, corpus, recipe, method):
   factor is counted against the same dense stack).
   """
   import tf_keras as keras  # pylint: disable=import-outside-toplevel
-  model = load_model_file(model_path)
+  model = dkp.load_model(model_path)
   if vocab_size_of(model) != corpus.vocab_size:
     raise ValueError(f"vocabulary mismatch: {model_path} has {vocab_size_of(model)} words, "
                      f"the data {corpus.vocab_size}; give the --data it was trained on")
@@ -511,15 +500,18 @@ def run_compression(method, compression=None):
 def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None, cmr=None,
               epochs=None, seed=0, strategy="default", resume=False, force=False, verbose=2,
               callbacks=(), base_model=None, text_files=None, text_file=None, split=None,
-              min_count=None, max_vocab=None):
+              min_count=None, max_vocab=None, deployed_exports=()):
   """The CLI's work: trains into run directory ``out`` and returns the metrics dict.
 
   ``compression`` defaults to `run_compression`'s; a factor the method cannot
   honour is refused. ``base_model`` (quantization methods only) is a trained
   dense model file of the same preset: it is quantized instead of training a
   dense model again. ``text_files``, ``text_file``, ``split``, ``min_count`` and ``max_vocab``
-  choose the corpus as in `load_corpus`. Everything is checked before ``out``
-  is created, so a refused run leaves nothing behind.
+  choose the corpus as in `load_corpus`. ``deployed_exports`` (e.g.
+  `deployed.EXPORTS`) adds the test perplexity of the model converted to each
+  step-mode ``.tflite`` export and run through LiteRT
+  (``deployed_test_perplexity``). Everything is checked before ``out`` is
+  created, so a refused run leaves nothing behind.
   """
   method = models.get_method(method)
   recipe = method.adapt(presets.get_preset(preset))  # before the overrides below
@@ -580,7 +572,13 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
              "earlier_train_seconds": result.get("earlier_train_seconds", 0.0),
              "epochs": recipe.epochs,
              "carry_state": result["carry_state"], "history": result["history"],
-             **lstm_compression(model, recipe, method)}
+             **lstm_compression(model, recipe, method),
+             "target_warning": dkp.compression.missed_target_warning(
+                 dkp.compression_report(model))}
+  if deployed_exports:
+    metrics["deployed_test_perplexity"] = {
+        export: result["perplexity"] for export, result in deployed.deployed_perplexities(
+            model, corpus.test, recipe.batch_size, recipe.num_steps, deployed_exports).items()}
   if not chief:
     return metrics
   save_atomically(model, os.path.join(out, "model.keras"))
@@ -679,6 +677,9 @@ def build_parser():
   parser.add_argument("--from-model", metavar="FILE",
                       help="int8/int4: quantize this trained dense model.keras (same preset "
                            "and data) instead of training one (default: train one)")
+  parser.add_argument("--deployed-perplexity", action="store_true",
+                      help="also measure the test perplexity of the step-mode .tflite files "
+                           f"({', '.join(deployed.EXPORTS)}) run through LiteRT")
   parser.add_argument("--quiet", action="store_true", help="no progress bars")
   return parser
 
@@ -703,7 +704,8 @@ def main(argv=None):
                         args.epochs, args.seed, args.strategy, args.resume, args.force,
                         verbose=0 if args.quiet else 1, base_model=args.from_model,
                         text_files=args.text_files, text_file=args.text, split=args.split,
-                        min_count=args.min_count, max_vocab=args.max_vocab)
+                        min_count=args.min_count, max_vocab=args.max_vocab,
+                        deployed_exports=deployed.EXPORTS if args.deployed_perplexity else ())
   except (ValueError, TypeError, OSError, UnicodeDecodeError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
@@ -711,6 +713,10 @@ def main(argv=None):
         f"smaller ({metrics['lstm_params']:,} of {metrics['lstm_dense_params']:,} parameters); "
         f"valid perplexity {metrics['valid_perplexity']:.2f}, test "
         f"{metrics['test_perplexity']:.2f}; trained in {metrics['train_seconds']:.0f} s")
+  for export, value in metrics.get("deployed_test_perplexity", {}).items():
+    print(f"test perplexity of the {export} .tflite (step mode, LiteRT): {value:.2f}")
+  if metrics.get("target_warning"):
+    print(f"warning: {metrics['target_warning']}", file=sys.stderr)
   print(f"run directory: {out} (model.keras, metrics.json, logs/ for TensorBoard)")
   return 0
 

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
+import dkp_keras as dkp
+
 from dkp_keras import kronecker
 from pipelines import compress
 from pipelines import presets
@@ -36,7 +38,7 @@ def test_top_blocks_keeps_the_largest_blocks():
 
 
 def test_projection_is_the_nearest_kronecker_plus_residual(dense_path):
-  dense = train.load_model_file(str(dense_path))
+  dense = dkp.load_model(str(dense_path))
   full = compress.project_model(dense, compression=1.5, min_params=0)  # S keeps most of it
   cell, old = full.get_layer("lstm_0").cell, dense.get_layer("lstm_0").cell
   matrix = cell.doped_matrices["recurrent"]
@@ -53,7 +55,7 @@ def test_projection_is_the_nearest_kronecker_plus_residual(dense_path):
 
 
 def test_projection_takes_scaled_factor_gradients_when_asked(dense_path):
-  dense = train.load_model_file(str(dense_path))
+  dense = dkp.load_model(str(dense_path))
   for asked in (False, True):
     projected = compress.project_model(dense, compression=2, min_params=0,
                                        precondition_factors=asked)
@@ -83,7 +85,7 @@ def test_compress_reports_before_after_and_saves(dense_path, tmp_path):
 
 
 def test_layers_to_compress_default_by_size_or_by_name(dense_path):
-  dense = train.load_model_file(str(dense_path))
+  dense = dkp.load_model(str(dense_path))
   names = [layer.name for layer in dense.layers]
   assert any("embedding" in name for name in names), names
   output = dense.layers[-1]
@@ -109,7 +111,7 @@ def test_bad_inputs(dense_path, tmp_path, capsys):
   assert "not a readable Keras model" in capsys.readouterr().err
   assert not_a_model.read_text() == "hello"
   assert compress.main([str(tmp_path / "missing.keras"), "--out", str(tmp_path / "x.keras")]) == 2
-  assert "no such model file" in capsys.readouterr().err
+  assert "no such file or directory" in capsys.readouterr().err
   # The model knows the embedded corpus' 256 words; this corpus has 4.
   ptb = tmp_path / "ptb"
   ptb.mkdir()
@@ -119,3 +121,16 @@ def test_bad_inputs(dense_path, tmp_path, capsys):
                         "--data", str(ptb)]) == 2
   assert "vocabulary mismatch" in capsys.readouterr().err
   assert not (tmp_path / "x.keras").exists()
+
+
+def test_outputs_are_checked_before_any_work(dense_path, tmp_path):
+  # The report beside --out would replace a user's file of that name.
+  (tmp_path / "mine.json").write_text("user data")
+  with pytest.raises(ValueError, match="exists; pass --force"):
+    compress.compress(str(dense_path), str(tmp_path / "mine.keras"), preset="tiny")
+  assert (tmp_path / "mine.json").read_text() == "user data"
+  with pytest.raises(ValueError, match="never replaces an input"):
+    compress.compress(str(dense_path), str(dense_path), preset="tiny", force=True)
+  with pytest.raises(ValueError, match="nodir"):
+    compress.compress(str(dense_path), str(tmp_path / "nodir" / "x.keras"), preset="tiny")
+  assert not (tmp_path / "nodir").exists() and not (tmp_path / "mine.keras").exists()

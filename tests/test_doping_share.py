@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks import doping_share
+import dkp_keras as dkp
 from dkp_keras import doped_matrix
 from pipelines import presets
 from pipelines import train
@@ -49,7 +50,7 @@ def test_main_measures_only_doped_runs(runs, tmp_path):
 
 def test_without_doping_restores_s_and_matches_when_s_is_zero(runs):
   corpus = train.load_corpus(None, TINY)
-  model = train.load_model_file(str(runs / "dkp-run" / "model.keras"))
+  model = dkp.load_model(str(runs / "dkp-run" / "model.keras"))
   before = [v.numpy() for v in _dopings(model)]
   doping_share.perplexity_without_doping(model, corpus.valid, 8, 8)
   for variable, values in zip(_dopings(model), before):
@@ -69,6 +70,6 @@ def test_bad_input_is_named(runs, tmp_path, capsys):
   assert "not doped" in capsys.readouterr().err
   assert doping_share.main(["--runs", str(runs), "--models", "missing", "--out", out]) == 2
   assert "no finished model" in capsys.readouterr().err
-  dense = train.load_model_file(str(runs / "dense-run" / "model.keras"))
+  dense = dkp.load_model(str(runs / "dense-run" / "model.keras"))
   with pytest.raises(ValueError, match="no doped layer"):
     doping_share.perplexity_without_doping(dense, np.arange(100) % 10, 8, 8)

@@ -280,11 +280,18 @@ def test_mirrored_strategy_matches_one_device():
 def test_cli_trains_into_the_run_directory(tiny, tmp_path, capsys):
   out = tmp_path / "run"
   assert train.main(["--preset", "tiny", "--method", "lmf", "--compression", "4",
-                     "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+                     "--epochs", "1", "--out", str(out), "--quiet",
+                     "--deployed-perplexity"]) == 0
   printed = capsys.readouterr().out
   assert "lmf (tiny): LSTM" in printed and "test" in printed
   metrics = json.loads((out / "metrics.json").read_text())
   assert metrics["epochs"] == 1 and metrics["method"] == "lmf"
+  assert metrics["target_warning"] is None
+  # The float32 file scores the test split as Keras does; int8 close to it.
+  deployed = metrics["deployed_test_perplexity"]
+  assert deployed["float32"] == pytest.approx(metrics["test_perplexity"], rel=1e-4)
+  assert deployed["dynamic-int8"] == pytest.approx(metrics["test_perplexity"], rel=0.05)
+  assert "test perplexity of the dynamic-int8 .tflite" in printed
   settings = json.loads((out / "run.json").read_text())["settings"]
   assert settings["recipe"]["epochs"] == 1 and settings["data"] == "embedded"
 
