@@ -74,7 +74,8 @@ def run_probe(config, data_dir=None, log=print):
       valid=corpus.valid[:config["valid_tokens"]])
   rows, summary = [], []
   for method, precondition in variants(config["methods"].split(",")):
-    recipe = probe_recipe(config["preset"]).replace(precondition_factors=precondition)
+    recipe = method.adapt(probe_recipe(config["preset"]).replace(
+        precondition_factors=precondition))
     name = f"{method.name} {'scaled' if precondition else 'plain'}"
     for seed in seeds:
       start = time.perf_counter()

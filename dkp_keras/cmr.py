@@ -92,11 +92,11 @@ class CoMatrixDropout(keras.callbacks.Callback):
   dropped often while dense and not at all once it reaches its final sparsity.
   The current rate is logged as ``cmr_rate`` at the end of each epoch.
 
-  >>> model.fit(x, y, callbacks=[dkp.SparsityAnnealing(), dkp.CoMatrixDropout(rate=0.5)])
+  >>> model.fit(x, y, callbacks=[dkp.SparsityAnnealing(), dkp.CoMatrixDropout()])
   ... # doctest: +SKIP
   """
 
-  def __init__(self, rate=0.5, final_rate=0.0, begin_step=None, end_step=None, decay="linear"):
+  def __init__(self, rate=0.8, final_rate=0.0, begin_step=None, end_step=None, decay="linear"):
     super().__init__()
     for name, value in (("rate", rate), ("final_rate", final_rate)):
       if not 0.0 <= value < 1.0:

@@ -42,8 +42,9 @@ class DopedDense(DopedLayerMixin, BaseRandomLayer):
       use when doped (S gets the rest).
     block_size: the tfmot block of S's [in, out] kernel; (4, 1) = 4
       consecutive inputs of one output, TFLite's fast 1x4 sparse layout.
-    cmr_granularity: 'matrix', 'row' or 'block': what co-matrix dropout drops
-      (all of S, single output rows, or single ``block_size`` blocks).
+    cmr_granularity: 'row' (default), 'matrix' or 'block': what co-matrix
+      dropout drops (single output rows of S, as the method's authors describe
+      it; all of S; or single ``block_size`` blocks).
     cmr_scaling: 'none' or 'inverted' (see `dkp_keras.cmr`).
     precondition_factors: scale the structure's factor gradients so that plain
       SGD trains them (`dkp_keras.preconditioning`); the forward pass is the same.
@@ -64,7 +65,7 @@ class DopedDense(DopedLayerMixin, BaseRandomLayer):
                activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                bias_initializer="zeros", doping_initializer="zeros", kernel_regularizer=None,
                bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
-               bias_constraint=None, cmr_granularity="matrix", cmr_scaling="none",
+               bias_constraint=None, cmr_granularity="row", cmr_scaling="none",
                precondition_factors=False, **kwargs):
     super().__init__(activity_regularizer=activity_regularizer, **kwargs)
     self.units = check_units(units)

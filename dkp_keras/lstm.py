@@ -64,7 +64,7 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
                bias_initializer="zeros", doping_initializer="zeros", unit_forget_bias=True,
                kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
                kernel_constraint=None, recurrent_constraint=None, bias_constraint=None,
-               dropout=0.0, recurrent_dropout=0.0, cmr_granularity="matrix", cmr_scaling="none",
+               dropout=0.0, recurrent_dropout=0.0, cmr_granularity="row", cmr_scaling="none",
                precondition_factors=False, **kwargs):
     super().__init__(**kwargs)
     self.units = check_units(units)

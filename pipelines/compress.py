@@ -16,6 +16,7 @@ the projection, and after fine-tuning (``<out>.json`` beside the model).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -200,10 +201,12 @@ def compress(model_path, out, compression=25.0, finetune_epochs=1, data_dir=None
     report["perplexity"][stage] = {s: perplexity(model, s) for s in ("valid", "test")}
   final = projected
   if finetune_epochs:
-    method = models.Method("dkp", structure, doped=True, cmr=True)
+    # The default DKP training (its CMR) on the chosen structure.
+    method = dataclasses.replace(models.get_method("dkp"), structure=structure)
     # Fine-tuning starts from the projection just evaluated (default strategy: no
     # scope to rebuild it under).
-    result = train.fit_lm(corpus, recipe.replace(epochs=finetune_epochs), method, compression,
+    result = train.fit_lm(corpus, method.adapt(recipe.replace(epochs=finetune_epochs)), method,
+                          compression,
                           verbose=verbose, initial_model=lambda: projected)
     final = result["model"]
     report["perplexity"]["finetuned"] = {"valid": result["valid_perplexity"],

@@ -11,7 +11,9 @@
   4x / 8x by bytes);
 * ``kp``, ``lmf``, ``hmd``: `DKPLSTM` with that structure and no S;
   ``doped-lmf``, ``doped-hmd``, ``dkp-nocmr``, ``dkp``: with S annealed
-  (``dkp`` alone uses co-matrix dropout); ``dkp-cmr-row``, ``dkp-cmr-block`` and
+  (``dkp`` alone uses co-matrix dropout: rows of S, from 0.8, the library's
+  defaults); ``dkp-cmr-matrix-0.5`` is the earlier default (all of S dropped,
+  from the preset's 0.5), ``dkp-cmr-row``, ``dkp-cmr-block`` and
   ``dkp-1x1`` are its ablations (CMR per output row or per block of S; S in 1x1
   instead of 1x4 blocks), and so
   are the schedule variants ``dkp-anneal-30`` / ``-90`` (annealing window),
@@ -74,28 +76,38 @@ METHODS = {m.name: m for m in (
     Method("doped-lmf", "lowrank", doped=True, description="low-rank + annealed S, no CMR"),
     Method("doped-hmd", "hmd", doped=True, description="HMD + annealed S, no CMR"),
     Method("dkp-nocmr", "kronecker", doped=True, description="DKP without co-matrix dropout"),
-    Method("dkp", "kronecker", doped=True, cmr=True, description="DKP with co-matrix dropout"),
-    # Ablations of dkp: CMR per output row or per block instead of whole matrix; 1x1
-    # blocks for S.
+    # The library's defaults: co-matrix row dropout (rows of S), from 0.8.
+    Method("dkp", "kronecker", doped=True, cmr=True,
+           description="DKP with co-matrix row dropout from 0.8 (the library's defaults)",
+           layer_options=(("cmr_granularity", "row"),), recipe_options=(("cmr", 0.8),)),
+    # Ablations of dkp. The first ones vary the earlier default, whole-matrix CMR from the
+    # preset's rate (0.5): CMR per output row or per block instead; 1x1 blocks for S.
+    Method("dkp-cmr-matrix-0.5", "kronecker", doped=True, cmr=True,
+           description="DKP, CMR drops all of S, from the preset's rate",
+           layer_options=(("cmr_granularity", "matrix"),)),
     Method("dkp-cmr-row", "kronecker", doped=True, cmr=True,
            description="DKP, CMR drops rows of S", layer_options=(("cmr_granularity", "row"),)),
     Method("dkp-cmr-block", "kronecker", doped=True, cmr=True,
            description="DKP, CMR drops 1x4 blocks of S",
            layer_options=(("cmr_granularity", "block"),)),
     Method("dkp-1x1", "kronecker", doped=True, cmr=True, description="DKP, S in 1x1 blocks",
-           layer_options=(("block_size", (1, 1)),)),
+           layer_options=(("block_size", (1, 1)), ("cmr_granularity", "matrix"))),
     # Schedule ablations: S reaches its target after 30% of the steps (longer fine-tuning
     # with the mask fixed) or 90%; CMR's rate decays along a cosine; CMR at 0.8.
     Method("dkp-anneal-30", "kronecker", doped=True, cmr=True,
            description="DKP, S annealed over the first 30% of the steps",
+           layer_options=(("cmr_granularity", "matrix"),),
            recipe_options=(("anneal_end", 0.3),)),
     Method("dkp-anneal-90", "kronecker", doped=True, cmr=True,
            description="DKP, S annealed over the first 90% of the steps",
+           layer_options=(("cmr_granularity", "matrix"),),
            recipe_options=(("anneal_end", 0.9),)),
     Method("dkp-cmr-cosine", "kronecker", doped=True, cmr=True,
-           description="DKP, CMR rate decayed along a cosine", recipe_options=(("cmr_decay", "cosine"),)),
+           description="DKP, CMR rate decayed along a cosine",
+           layer_options=(("cmr_granularity", "matrix"),),
+           recipe_options=(("cmr_decay", "cosine"),)),
     Method("dkp-cmr-0.8", "kronecker", doped=True, cmr=True, description="DKP, CMR from 0.8",
-           recipe_options=(("cmr", 0.8),)),
+           layer_options=(("cmr_granularity", "matrix"),), recipe_options=(("cmr", 0.8),)),
     # The two CMR changes that each helped at 25x (rows, rate 0.8), together.
     Method("dkp-cmr-row-0.8", "kronecker", doped=True, cmr=True,
            description="DKP, CMR drops rows of S, from 0.8",

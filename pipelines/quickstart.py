@@ -20,7 +20,7 @@ from pipelines import presets
 from pipelines import train
 
 
-def run(epochs=4, compression=10.0, tokens=120_000, batch=32, steps=20, cmr=0.5, out=None,
+def run(epochs=4, compression=10.0, tokens=120_000, batch=32, steps=20, cmr=0.8, out=None,
         verbose=2):
   """Trains, anneals and finalizes the model; returns perplexities, report and model."""
   recipe = presets.get_preset("demo").replace(
@@ -43,7 +43,7 @@ def main(argv=None):
   parser.add_argument("--tokens", type=int, default=120_000)
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--steps", type=int, default=20)
-  parser.add_argument("--cmr", type=float, default=0.5, help="initial co-matrix dropout rate")
+  parser.add_argument("--cmr", type=float, default=0.8, help="initial co-matrix dropout rate")
   parser.add_argument("--out", help="save the finalized model here (.keras)")
   args = parser.parse_args(argv)
   try:

@@ -39,7 +39,7 @@ def _prepare_run_dir(out, force):
   os.makedirs(out, exist_ok=True)
 
 
-def run(out="runs/demo", epochs=4, compression=25.0, tokens=120_000, units=512, cmr=0.5,
+def run(out="runs/demo", epochs=4, compression=25.0, tokens=120_000, units=512, cmr=0.8,
         force=False, repeats=7, verbose=2):
   """Runs the whole job and returns the report dict (also written to ``out``).
 

@@ -279,6 +279,10 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
            run_dir=None, verbose=2, callbacks=(), initial_model=None):
   """Builds and trains one language model; returns a dict with the finalized model.
 
+  ``recipe`` is used as given: a method's recipe changes (``method.adapt``,
+  e.g. the default ``dkp``'s CMR rate) are the caller's to apply, so that the
+  caller's own overrides (``--cmr``) stay in force.
+
   ``initial_model`` (a callable returning a stateless model, called under the
   strategy) replaces the freshly built one: `pipelines.compress` fine-tunes
   its projected model this way, S's mask fixed at its target from the start.
@@ -289,7 +293,6 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
   """
   import tf_keras as keras  # pylint: disable=import-outside-toplevel
   method = models.get_method(method) if isinstance(method, str) else method
-  recipe = method.adapt(recipe)
   strategy = strategy or make_strategy()
   # Stateful RNNs cannot run under tf.distribute: several replicas train on
   # independent windows (noted in the result).

@@ -100,7 +100,8 @@ def test_every_method_builds_and_is_counted_against_the_same_dense_stack(method)
 
 def test_schedule_ablations_change_only_their_fields():
   base = presets.get_preset("ptb-small")
-  assert models.get_method("dkp").adapt(base) is base
+  assert models.get_method("dkp").adapt(base) == base.replace(cmr=0.8)
+  assert models.get_method("dkp-cmr-matrix-0.5").adapt(base) is base
   assert models.get_method("dkp-anneal-30").adapt(base) == base.replace(anneal_end=0.3)
   assert models.get_method("dkp-cmr-cosine").adapt(base) == base.replace(cmr_decay="cosine")
   assert models.get_method("dkp-cmr-0.8").adapt(base).cmr == 0.8

@@ -315,7 +315,8 @@ def test_from_model_checks(tmp_path):
 
 def test_schedule_ablation_methods_train_with_their_recipe(tiny):
   corpus = train.load_corpus(None, TINY)
-  result = train.fit_lm(corpus, TINY.replace(epochs=1), "dkp-anneal-30", 4.0, verbose=0)
+  method = models.get_method("dkp-anneal-30")
+  result = train.fit_lm(corpus, method.adapt(TINY.replace(epochs=1)), method, 4.0, verbose=0)
   # On the mask update nearest 30% of the steps: S reaches its target on the last one.
   frequency = result["steps_per_epoch"] // TINY.anneal_updates
   assert result["annealing_end_step"] % frequency == 0
@@ -328,8 +329,8 @@ def test_schedule_ablation_methods_train_with_their_recipe(tiny):
 
 def test_block_switch_method_anneals_1x1_then_ends_in_1x4_blocks(tiny):
   corpus = train.load_corpus(None, TINY)
-  recipe = TINY.replace(epochs=2)
-  result = train.fit_lm(corpus, recipe, "dkp-cmr-row-0.8-early-1x1", 4.0, verbose=0)
+  method = models.get_method("dkp-cmr-row-0.8-early-1x1")
+  result = train.fit_lm(corpus, method.adapt(TINY.replace(epochs=2)), method, 4.0, verbose=0)
   steps = result["steps_per_epoch"] * 2
   frequency = result["steps_per_epoch"] // TINY.anneal_updates
   assert result["block_switch_step"] % frequency == 0
@@ -361,7 +362,8 @@ class PoolingProbe(keras.callbacks.Callback):
 def test_max_pooling_method_reaches_the_annealing_wrappers(tiny):
   probe = PoolingProbe()
   corpus = train.load_corpus(None, TINY)
-  train.fit_lm(corpus, TINY.replace(epochs=1), "dkp-cmr-row-0.8-max", 4.0, verbose=0,
+  method = models.get_method("dkp-cmr-row-0.8-max")
+  train.fit_lm(corpus, method.adapt(TINY.replace(epochs=1)), method, 4.0, verbose=0,
                callbacks=[probe])
   assert probe.pooling == {"MAX"}
 
