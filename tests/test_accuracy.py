@@ -159,19 +159,24 @@ def test_render_shows_the_mean_and_range_over_seeds_and_pairs_quantized_rows(tmp
 
 def test_target_lines():
   summary = pd.DataFrame({
-      "method": ["dense", "dkp", "prune", "lmf", "dkp", "dkp", "dkp-cmr-row"],
+      "method": ["dense", "dkp", "prune", "lmf", "dkp", "dkp", "dkp-cmr-matrix-0.5"],
       "compression": [1.0, 25.0, 25.0, 25.0, 50.0, 25.0, 25.0],
       "epochs": [6, 6, 6, 6, 6, 2, 6],  # the 2-epoch row has no dense of its budget
       "test_ppl": [100.0, 100.5, 110.0, 105.0, 104.0, 90.0, 96.0]})
   lines = [line for line in accuracy.target_lines(summary) if line.startswith("- ")]
   assert lines == [
-      "- DKP 25x vs dense (6 epochs): test perplexity +0.5% (target +1% or lower): met",
-      "- DKP 25x vs pruning 25x (6 epochs): test perplexity -8.6% (target -8% or lower): met",
-      "- DKP 25x vs LMF 25x (6 epochs): test perplexity -4.3% (target -8% or lower): **missed**",
-      "- DKP 50x vs dense (6 epochs): test perplexity +4.0% (target +3% or lower): **missed**",
-      "- DKP (row CMR) 25x vs dense (6 epochs): test perplexity -4.0% (target +1% or lower): met",
-      "- DKP (row CMR) 25x vs pruning 25x (6 epochs): test perplexity -12.7% (target -8% or "
-      "lower): met",
-      "- DKP (row CMR) 25x vs LMF 25x (6 epochs): test perplexity -8.6% (target -8% or lower): "
-      "met"]
+      "- DKP (defaults: row CMR from 0.8) 25x vs dense (6 epochs): test perplexity +0.5% "
+      "(target +1% or lower): met",
+      "- DKP (defaults: row CMR from 0.8) 25x vs pruning 25x (6 epochs): test perplexity -8.6% "
+      "(target -8% or lower): met",
+      "- DKP (defaults: row CMR from 0.8) 25x vs LMF 25x (6 epochs): test perplexity -4.3% "
+      "(target -8% or lower): **missed**",
+      "- DKP (defaults: row CMR from 0.8) 50x vs dense (6 epochs): test perplexity +4.0% "
+      "(target +3% or lower): **missed**",
+      "- DKP (whole-matrix CMR from 0.5) 25x vs dense (6 epochs): test perplexity -4.0% "
+      "(target +1% or lower): met",
+      "- DKP (whole-matrix CMR from 0.5) 25x vs pruning 25x (6 epochs): test perplexity -12.7% "
+      "(target -8% or lower): met",
+      "- DKP (whole-matrix CMR from 0.5) 25x vs LMF 25x (6 epochs): test perplexity -8.6% "
+      "(target -8% or lower): met"]
   assert accuracy.target_lines(summary[summary["method"] != "dense"].iloc[:1]) == []

@@ -204,7 +204,8 @@ def test_compression_beyond_the_structure_is_rejected():
 def test_cmr_draw_is_shared_by_all_time_steps_inside_tf_function():
   # One draw per sequence also inside the RNN's while loop (graph mode, as in fit).
   x = inputs(2, 6, 8)
-  layer = dkp.DKPLSTM(8, compression=1.5, return_sequences=True)
+  # Whole-matrix CMR: one draw keeps or drops all of S, so each outcome is one of two.
+  layer = dkp.DKPLSTM(8, compression=1.5, return_sequences=True, cmr_granularity="matrix")
   layer(x)
   cell = layer.cell
   for matrix in cell.doped_matrices.values():
