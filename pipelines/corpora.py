@@ -279,7 +279,7 @@ def sentence_words(sentence: str) -> list[str]:
 
 def assign_splits(word_counts: dict[str, int],
                   fractions: tuple[float, float, float] = PYTHON_DOCS_SPLIT) -> dict[str, str]:
-  """Whole files to splits: ``{relative path: "train" | "valid" | "test"}``, ~``fractions`` of the words.
+  """Whole files to splits, ~``fractions`` of the words: ``{relative path: split name}``.
 
   Files are ordered by a stable hash (SHA-256) of their relative path and cut where
   the running word count crosses each fraction (a file goes to the split its first
@@ -331,9 +331,9 @@ def read_python_docs(root: str | os.PathLike = PYTHON_DOCS_ROOT,
   (:func:`rst_sentences`) of PTB-like words (:func:`sentence_words`), one ``<eos>``
   after each. Whole files go to train, valid or test, ~80/10/10% of the words, in
   the order of a hash of their relative path (:func:`assign_splits`); within a
-  split, files follow in sorted path order. The vocabulary is the ``max_vocab`` most frequent train words
-  (`data.build_vocabulary`, ``<unk>`` and ``<eos>`` included); every other word, in
-  any split, maps to ``<unk>``.
+  split, files follow in sorted path order. The vocabulary is the ``max_vocab`` most
+  frequent train words (`data.build_vocabulary`, ``<unk>`` and ``<eos>`` included);
+  every other word, in any split, maps to ``<unk>``.
 
   Args:
     root: the ``_sources`` directory of the HTML documentation; the default is where
