@@ -3,6 +3,7 @@
 ``python -m benchmarks.accuracy --data ../shared/data/ptb --preset ptb-small
 --methods dense,small-dense,prune,int8,lmf,doped-lmf,hmd,doped-hmd,kp,dkp-nocmr,dkp
 --compressions 10,25,50 --out benchmarks/results/ptb_small.csv [--resume] [--seeds 0]``
+(``--corpus python-docs`` instead of ``--data``: a packaged corpus, `pipelines.corpora`)
 
 Each (method, compression, seed) trains with `pipelines.train` (same recipe
 and budget for all) in its own run directory under ``--runs`` (so a killed
@@ -34,6 +35,7 @@ import time
 import pandas as pd
 
 from benchmarks import common
+from pipelines import corpora
 from pipelines import figures
 from pipelines import models
 from pipelines import train
@@ -105,8 +107,12 @@ def _run_dir(runs_dir, method, compression, seed, epochs):
 
 
 def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,),
-        resume=False, epochs=None, runs_dir=None, verbose=1):
-  """Runs every missing row, appending each to the CSV ``out``; returns the results frame."""
+        resume=False, epochs=None, runs_dir=None, verbose=1, corpus_name=None):
+  """Runs every missing row, appending each to the CSV ``out``; returns the results frame.
+
+  ``corpus_name`` (`train.load_corpus`) trains on a packaged corpus instead of
+  ``data_dir``; its run directories default to ``runs/accuracy/<corpus>-<preset>``.
+  """
   from pipelines import presets  # pylint: disable=import-outside-toplevel
   recipe = presets.get_preset(preset)
   epochs = int(epochs or recipe.epochs)
@@ -115,7 +121,9 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
     raise ValueError(f"{out} exists; pass --resume to add rows to it, or choose another --out")
   frame = read_results(out)
   check_recipe(frame, out, preset, epochs, recipe_key)
-  runs_dir = runs_dir or os.path.join("runs", "accuracy", preset)
+  # Another corpus' runs never share a directory (a resumed run would be refused).
+  runs_dir = runs_dir or os.path.join("runs", "accuracy",
+                                      f"{corpus_name}-{preset}" if corpus_name else preset)
   commit = common.git_commit()
   for method, compression, seed in plan_rows(methods, compressions, seeds):
     if _done(frame, method, compression, seed, preset, epochs):
@@ -135,11 +143,11 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
       if not os.path.exists(base_model):
         train.train_run(dense_dir, preset, data_dir, "dense", 1.0, seed=seed, epochs=epochs,
                         resume=os.path.exists(os.path.join(dense_dir, "run.json")),
-                        verbose=2 if verbose else 0)
+                        verbose=2 if verbose else 0, corpus_name=corpus_name)
     finished = os.path.exists(os.path.join(run_dir, "metrics.json"))
     metrics = train.train_run(run_dir, preset, data_dir, method, compression, seed=seed,
                               epochs=epochs, resume=resuming, verbose=2 if verbose else 0,
-                              base_model=base_model)
+                              base_model=base_model, corpus_name=corpus_name)
     wall_s = time.perf_counter() - start
     if finished:  # trained by an earlier invocation: its training time is all we know
       wall_s = metrics["train_seconds"]
@@ -269,13 +277,16 @@ def main(argv=None):
   parser = argparse.ArgumentParser(prog="python -m benchmarks.accuracy",
                                    description=__doc__.splitlines()[0])
   parser.add_argument("--data", help="PTB directory (default: the embedded corpus)")
+  parser.add_argument("--corpus", choices=sorted(corpora.CORPORA),
+                      help="a packaged real corpus instead of --data (pipelines.corpora)")
   parser.add_argument("--preset", default="ptb-small")
   parser.add_argument("--methods", default=",".join(models.METHODS))
   parser.add_argument("--compressions", default="10,25,50")
   parser.add_argument("--seeds", default="0")
   parser.add_argument("--epochs", type=int, help="override the preset's epochs (recorded)")
   parser.add_argument("--out", required=True, help="results CSV")
-  parser.add_argument("--runs", help="run directories (default runs/accuracy/<preset>)")
+  parser.add_argument("--runs", help="run directories (default runs/accuracy/<preset>, "
+                      "runs/accuracy/<corpus>-<preset> with --corpus)")
   parser.add_argument("--resume", action="store_true", help="skip rows already in --out")
   parser.add_argument("--quiet", action="store_true")
   args = parser.parse_args(argv)
@@ -284,7 +295,7 @@ def main(argv=None):
     compressions = [float(c) for c in args.compressions.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     frame = run(args.out, methods, compressions, args.data, args.preset, seeds, args.resume,
-                args.epochs, args.runs, verbose=0 if args.quiet else 1)
+                args.epochs, args.runs, verbose=0 if args.quiet else 1, corpus_name=args.corpus)
   except (ValueError, OSError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2

@@ -1,12 +1,14 @@
 """Train a (compressed) LSTM language model: ``python -m pipelines.train``.
 
-``python -m pipelines.train [--data DIR | --train F --valid F --test F | --text F
-[--split 0.8,0.1,0.1]] [--min-count N] [--max-vocab N] [--preset demo|ptb-small|ptb-medium]
+``python -m pipelines.train [--data DIR | --corpus python-docs | --train F --valid F
+--test F | --text F [--split 0.8,0.1,0.1]] [--min-count N] [--max-vocab N]
+[--preset demo|ptb-small|ptb-medium]
 [--method dkp|kp|lmf|hmd|dense|prune|...] [--compression 25] [--cmr RATE]
 [--epochs N] [--out runs/NAME] [--resume | --force] [--strategy mirrored|multiworker]``
 
 Without a corpus it trains on the embedded Markov corpus; ``--data DIR``
-reads Mikolov's ``ptb.{train,valid,test}.txt`` (plain or .gz); ``--train/--valid/
+reads Mikolov's ``ptb.{train,valid,test}.txt`` (plain or .gz); ``--corpus NAME``
+a corpus that ships with a system package (`corpora.CORPORA`); ``--train/--valid/
 --test`` or ``--text`` read a user's own UTF-8 text, whose words outside the
 vocabulary (``--min-count``, ``--max-vocab``) map to ``<unk>``. Everything is
 checked before the run directory is made. It gets ``run.json`` (the
@@ -30,6 +32,7 @@ import time
 import numpy as np
 
 import dkp_keras as dkp
+from pipelines import corpora
 from pipelines import data
 from pipelines import deployed
 from pipelines import models
@@ -46,7 +49,7 @@ RUN_FILES = ("run.json", "vocab.json", "model.keras", "metrics.json", "backup", 
 
 
 def load_corpus(data_dir=None, recipe=None, seed=0, text_files=None, text_file=None, split=None,
-                min_count=None, max_vocab=None):
+                min_count=None, max_vocab=None, corpus_name=None):
   """The corpus a run trains on: the user's, else the embedded one sized by ``recipe``.
 
   Args:
@@ -58,9 +61,13 @@ def load_corpus(data_dir=None, recipe=None, seed=0, text_files=None, text_file=N
     split: (train, valid, test) fractions for ``text_file`` (default `TEXT_SPLIT`).
     min_count, max_vocab: vocabulary options (`data.build_vocabulary`); words
       outside the vocabulary map to ``<unk>``. Plain text files always get an
-      open vocabulary; PTB-format data only with an option.
+      open vocabulary; PTB-format data only with an option; a packaged corpus its
+      reader's defaults unless given.
+    corpus_name: the name of a corpus that ships with a system package
+      (`corpora.CORPORA`, e.g. ``"python-docs"``).
   """
-  sources = [name for name, given in (("--data", data_dir), ("--train/--valid/--test", text_files),
+  sources = [name for name, given in (("--data", data_dir), ("--corpus", corpus_name),
+                                      ("--train/--valid/--test", text_files),
                                       ("--text", text_file)) if given]
   if len(sources) > 1:
     raise ValueError(f"give one corpus, not {' and '.join(sources)}")
@@ -68,13 +75,16 @@ def load_corpus(data_dir=None, recipe=None, seed=0, text_files=None, text_file=N
     raise ValueError("--split cuts a --text file; give --text FILE with it")
   if data_dir:
     return data.read_ptb(data_dir, min_count, max_vocab)
+  if corpus_name:
+    options = {"min_count": min_count, "max_vocab": max_vocab}
+    return corpora.get_reader(corpus_name)(**{k: v for k, v in options.items() if v is not None})
   if text_files:
     return data.read_text_files(*text_files, min_count=min_count, max_vocab=max_vocab)
   if text_file:
     return data.split_text_file(text_file, split or TEXT_SPLIT, min_count, max_vocab)
   if min_count is not None or max_vocab is not None:
     raise ValueError("--min-count and --max-vocab apply to a corpus of your own (--data, "
-                     "--train/--valid/--test or --text), not to the embedded one")
+                     "--corpus, --train/--valid/--test or --text), not to the embedded one")
   tokens = (recipe or presets.get_preset("demo")).corpus_tokens
   return data.generate_corpus(num_tokens=tokens, seed=seed)
 
@@ -503,14 +513,14 @@ def run_compression(method, compression=None):
 def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None, cmr=None,
               epochs=None, seed=0, strategy="default", resume=False, force=False, verbose=2,
               callbacks=(), base_model=None, text_files=None, text_file=None, split=None,
-              min_count=None, max_vocab=None, deployed_exports=()):
+              min_count=None, max_vocab=None, deployed_exports=(), corpus_name=None):
   """The CLI's work: trains into run directory ``out`` and returns the metrics dict.
 
   ``compression`` defaults to `run_compression`'s; a factor the method cannot
   honour is refused. ``base_model`` (quantization methods only) is a trained
   dense model file of the same preset: it is quantized instead of training a
-  dense model again. ``text_files``, ``text_file``, ``split``, ``min_count`` and ``max_vocab``
-  choose the corpus as in `load_corpus`. ``deployed_exports`` (e.g.
+  dense model again. ``text_files``, ``text_file``, ``split``, ``min_count``, ``max_vocab``
+  and ``corpus_name`` choose the corpus as in `load_corpus`. ``deployed_exports`` (e.g.
   `deployed.EXPORTS`) adds the test perplexity of the model converted to each
   step-mode ``.tflite`` export and run through LiteRT
   (``deployed_test_perplexity``). Everything is checked before ``out`` is
@@ -536,11 +546,12 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
   # Before any TensorFlow op (the checks below build a model): collective ops
   # (multiworker) can only be configured at start-up.
   distribution = make_strategy(strategy) if base_model is None else None
-  corpus = load_corpus(data_dir, recipe, 0, text_files, text_file, split, min_count, max_vocab)
+  corpus = load_corpus(data_dir, recipe, 0, text_files, text_file, split, min_count, max_vocab,
+                       corpus_name)
   check_run(corpus, recipe, method, compression)
   settings = {"preset": preset, "recipe": recipe.to_dict(), "method": method.name,
               "compression": float(compression), "seed": int(seed), "strategy": strategy,
-              "data": _data_setting(data_dir, text_files, text_file, split),
+              "data": _data_setting(data_dir, text_files, text_file, split, corpus_name),
               "vocab_size": corpus.vocab_size}
   if corpus.vocab_options is not None:  # absent before: earlier runs keep their settings
     settings["vocabulary"] = corpus.vocab_options
@@ -592,10 +603,13 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
   return metrics
 
 
-def _data_setting(data_dir, text_files, text_file, split):
-  """run.json's record of the corpus: absolute paths (and the split of one text file)."""
+def _data_setting(data_dir, text_files, text_file, split, corpus_name=None):
+  """run.json's record of the corpus: absolute paths (and the split of one text file), or a
+  packaged corpus' name."""
   if data_dir:
     return os.path.abspath(data_dir)  # as earlier runs recorded it
+  if corpus_name:
+    return {"corpus": corpus_name}
   if text_files:
     return {name: os.path.abspath(path) for name, path in zip(("train", "valid", "test"),
                                                              text_files)}
@@ -633,6 +647,11 @@ def build_parser():
                       help="directory with ptb.{train,valid,test}.txt[.gz]; every valid/test "
                            "word must occur in train unless train has <unk> or a vocabulary "
                            "option below is given")
+  corpus.add_argument("--corpus", choices=sorted(corpora.CORPORA),
+                      help="a real corpus that ships with a system package: python-docs is the "
+                           f"Python 3.11 documentation (Debian's {corpora.PYTHON_DOCS_PACKAGE}); "
+                           "its vocabulary: the --max-vocab most frequent train words "
+                           f"(default: {corpora.PYTHON_DOCS_MAX_VOCAB})")
   corpus.add_argument("--train", metavar="FILE", help="your train text (UTF-8, any name); with "
                       "--valid and --test")
   corpus.add_argument("--valid", metavar="FILE", help="your validation text")
@@ -708,7 +727,8 @@ def main(argv=None):
                         verbose=0 if args.quiet else 1, base_model=args.from_model,
                         text_files=args.text_files, text_file=args.text, split=args.split,
                         min_count=args.min_count, max_vocab=args.max_vocab,
-                        deployed_exports=deployed.EXPORTS if args.deployed_perplexity else ())
+                        deployed_exports=deployed.EXPORTS if args.deployed_perplexity else (),
+                        corpus_name=args.corpus)
   except (ValueError, TypeError, OSError, UnicodeDecodeError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
