@@ -42,7 +42,11 @@ from pipelines import train
 from tflite_ops import files
 
 COLUMNS = ["method", "compression", "seed", "valid_ppl", "test_ppl", "params", "model_bytes",
-           "lstm_compression", "epochs", "preset", "recipe", "commit", "wall_s"]
+           "lstm_compression", "epochs", "preset", "recipe", "commit", "wall_s",
+           "tflite_ppl", "tflite_int8_ppl"]
+# Measured on rows written since: the test perplexity of the step-mode .tflite (float32,
+# dynamic-int8) run through LiteRT. Earlier rows leave them empty.
+DEPLOYED_COLUMNS = {"tflite_ppl": "float32", "tflite_int8_ppl": "dynamic-int8"}
 # Rows written before the recipe was recorded; they are taken as the current recipe's.
 UNRECORDED = "unrecorded"
 # Test perplexity of the 2x650 PTB LSTM in the doping papers (dense 82.04): method ->
@@ -78,6 +82,9 @@ def read_results(path):
     raise ValueError(f"{path} is not a results CSV: {error}") from error
   if "recipe" not in frame.columns:  # column order does not matter: rows are written by COLUMNS
     frame["recipe"] = UNRECORDED
+  for column in DEPLOYED_COLUMNS:
+    if column not in frame.columns:
+      frame[column] = float("nan")
   missing = [c for c in COLUMNS if c not in frame.columns]
   if missing:
     raise ValueError(f"{path} lacks the columns {missing}; not an accuracy results file")
@@ -147,7 +154,8 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
     finished = os.path.exists(os.path.join(run_dir, "metrics.json"))
     metrics = train.train_run(run_dir, preset, data_dir, method, compression, seed=seed,
                               epochs=epochs, resume=resuming, verbose=2 if verbose else 0,
-                              base_model=base_model, corpus_name=corpus_name)
+                              base_model=base_model, corpus_name=corpus_name,
+                              deployed_exports=tuple(DEPLOYED_COLUMNS.values()))
     wall_s = time.perf_counter() - start
     if finished:  # trained by an earlier invocation: its training time is all we know
       wall_s = metrics["train_seconds"]
@@ -157,7 +165,9 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
            "valid_ppl": metrics["valid_perplexity"], "test_ppl": metrics["test_perplexity"],
            "params": metrics["lstm_params"], "model_bytes": metrics["model_bytes"],
            "lstm_compression": metrics["lstm_compression"], "epochs": epochs, "preset": preset,
-           "recipe": recipe_key, "commit": commit, "wall_s": round(wall_s, 1)}
+           "recipe": recipe_key, "commit": commit, "wall_s": round(wall_s, 1),
+           **{column: metrics.get("deployed_test_perplexity", {}).get(export, float("nan"))
+              for column, export in DEPLOYED_COLUMNS.items()}}
     frame = pd.concat([frame, pd.DataFrame([row])], ignore_index=True)
     buffer = io.StringIO()
     frame[COLUMNS].to_csv(buffer, index=False, float_format="%.6g")
@@ -177,7 +187,9 @@ def render(csv_path):
       test_ppl=("test_ppl", "mean"), test_min=("test_ppl", "min"),
       test_max=("test_ppl", "max"), valid_ppl=("valid_ppl", "mean"),
       lstm_compression=("lstm_compression", "mean"), seeds=("seed", "count"),
-      wall_s=("wall_s", "mean"), seed_list=("seed", lambda seeds: tuple(sorted(seeds)))
+      wall_s=("wall_s", "mean"), seed_list=("seed", lambda seeds: tuple(sorted(seeds))),
+      tflite_ppl=("tflite_ppl", "mean"), tflite_int8_ppl=("tflite_int8_ppl", "mean"),
+      tflite_seeds=("tflite_ppl", "count")
   ).reset_index()
   dense_by_epochs = summary[summary["method"] == "dense"].groupby("epochs")["test_ppl"].first()
   dense_rows = frame[frame["method"] == "dense"]
@@ -186,10 +198,13 @@ def render(csv_path):
            "included, states carried), the mean over seeds (min–max beside it). `measured` is "
            "the LSTM layers' compression counted by "
            "`compression_report` against the same dense stack. The paper column is the "
-           "2x650 LSTM from the doping papers at the same factor (their dense: 82.04).", "",
+           "2x650 LSTM from the doping papers at the same factor (their dense: 82.04). "
+           "`.tflite` / `int8 .tflite`: test perplexity of the step-mode file that ships "
+           "(float32 / dynamic-int8) run through LiteRT, the mean over the seeds that "
+           "measured it (their count beside it).", "",
            "| method | asked | measured | valid ppl | test ppl | vs dense | paper "
-           "(vs dense) | seeds | epochs | minutes |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "(vs dense) | .tflite | int8 .tflite | seeds | epochs | minutes |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for row in summary.itertuples():
     dense_ppl = dense_by_epochs.get(row.epochs)  # the dense model of the same budget
     if models.get_method(row.method).quantized:
@@ -202,9 +217,12 @@ def render(csv_path):
       ppl = PAPER[row.method][1]
       paper = f"{ppl:.2f} ({100 * (ppl / PAPER['dense'][1] - 1):+.1f}%)"
     spread = f" ({row.test_min:.2f}–{row.test_max:.2f})" if row.seeds > 1 else ""
+    deployed = [f"{value:.2f} ({row.tflite_seeds})" if row.tflite_seeds else ""
+                for value in (row.tflite_ppl, row.tflite_int8_ppl)]
     lines.append(f"| {row.method} | {row.compression:g}x | {row.lstm_compression:.1f}x | "
                  f"{row.valid_ppl:.2f} | {row.test_ppl:.2f}{spread} | {change} | {paper} | "
-                 f"{row.seeds} | {row.epochs} | {row.wall_s / 60:.1f} |")
+                 f"{deployed[0]} | {deployed[1]} | {row.seeds} | {row.epochs} | "
+                 f"{row.wall_s / 60:.1f} |")
   lines += target_lines(summary)
   commits = sorted(set(frame["commit"].astype(str)))
   recipes = sorted(set(frame["recipe"].astype(str)))

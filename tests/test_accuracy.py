@@ -148,10 +148,18 @@ def test_render_shows_the_mean_and_range_over_seeds_and_pairs_quantized_rows(tmp
                                   ("dkp", 25.0, 1, 106.0), ("dense", 1.0, 1, 108.0),
                                   ("int8", 4.0, 0, 101.0))]
   path = tmp_path / "t.csv"
-  pd.DataFrame(rows)[accuracy.COLUMNS].to_csv(path, index=False)
+  # Rows from before the deployed columns: the CSV lacks them and still renders.
+  pd.DataFrame(rows).to_csv(path, index=False)
+  accuracy.render(str(path))
+  assert "| dkp | 25x | 25.0x | 110.00 | 105.00 (104.00–106.00) | +1.0% | 83.24 (+1.5%) |  |  | 2 |" in (
+      tmp_path / "t.md").read_text()
+  rows[1].update(tflite_ppl=104.01, tflite_int8_ppl=104.5)  # dkp seed 0 measured its files
+  frame = pd.DataFrame(rows)
+  frame.reindex(columns=accuracy.COLUMNS).to_csv(path, index=False)
   accuracy.render(str(path))
   text = (tmp_path / "t.md").read_text()
-  assert "| dkp | 25x | 25.0x | 110.00 | 105.00 (104.00–106.00) | +1.0% |" in text
+  assert "| dkp | 25x | 25.0x | 110.00 | 105.00 (104.00–106.00) | +1.0% | 83.24 (+1.5%) | " \
+         "104.01 (1) | 104.50 (1) | 2 |" in text
   assert "| dense | 1x | 1.0x | 109.00 | 104.00 (100.00–108.00) | +0.0% |" in text
   # int8 quantized dense seed 0's model: compared with that model, not the mean of all seeds.
   assert "| int8 | 4x | 4.0x | 106.00 | 101.00 | +1.0% |" in text
