@@ -1,0 +1,87 @@
+# shellcheck shell=bash
+# Shared by build_root.sh and rpi.sh's emulated target (sourced; needs the caller's `die`).
+# An emulated board is a Debian 12 arm64 root run through qemu-user's binfmt handler.
+
+# Where build_root.sh puts the root unless told otherwise (outside the repository).
+DKP_ARM64_ROOT_DEFAULT="${DKP_ARM64_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/dkp-keras/arm64-root}"
+# The venv inside the root (a path as the guest sees it) and the marker of a finished build.
+DKP_ARM64_VENV=/opt/dkp-venv
+DKP_ARM64_READY=.dkp-arm64-root-ready
+BINFMT_DIR=/proc/sys/fs/binfmt_misc
+
+# Prints the qemu -cpu model of an emulated target name (emulated-a72, emulated-a76,
+# emulated-max); fails on any other name.
+emulated_cpu() {
+  case "$1" in
+    emulated-a72) echo cortex-a72 ;;  # Raspberry Pi 4
+    emulated-a76) echo cortex-a76 ;;  # Raspberry Pi 5, many phones' big cores
+    emulated-max) echo max ;;         # every feature qemu has: no real chip
+    *) return 1 ;;
+  esac
+}
+
+# Fails unless qemu-aarch64 is registered with binfmt_misc and enabled (so chroot runs arm64).
+binfmt_ready() {
+  [[ -r "$BINFMT_DIR/qemu-aarch64" ]] && grep -qx enabled "$BINFMT_DIR/qemu-aarch64"
+}
+
+# Mounts binfmt_misc when needed and enables qemu-aarch64 (root only).
+enable_binfmt() {
+  if [[ ! -e "$BINFMT_DIR/status" ]]; then
+    mount -t binfmt_misc binfmt_misc "$BINFMT_DIR" || die "cannot mount binfmt_misc on $BINFMT_DIR"
+  fi
+  binfmt_ready || update-binfmts --enable qemu-aarch64 >/dev/null ||
+    die "update-binfmts --enable qemu-aarch64 failed"
+  binfmt_ready || die "qemu-aarch64 is not enabled in $BINFMT_DIR after update-binfmts"
+  # F (fix binary): the kernel opens qemu at registration, so a chroot needs no copy of it.
+  grep -q '^flags:.*F' "$BINFMT_DIR/qemu-aarch64" ||
+    die "qemu-aarch64 is registered without the F flag; reinstall qemu-user-static"
+}
+
+# Mounts /proc and /sys in ROOT unless already mounted; records what it mounted in
+# ROOT_MOUNTED so that release_root unmounts only those (another run may use the rest).
+ROOT_MOUNTED=()
+mount_root() {
+  local root="$1" dir type
+  for dir in proc:proc sys:sysfs; do
+    type="${dir#*:}" dir="${dir%:*}"
+    if ! mountpoint -q "$root/$dir"; then
+      mkdir -p "$root/$dir"
+      mount -t "$type" "$type" "$root/$dir" || die "cannot mount $type on $root/$dir"
+      ROOT_MOUNTED+=("$root/$dir")
+    fi
+  done
+}
+
+release_root() {
+  local path
+  for path in "${ROOT_MOUNTED[@]}"; do
+    umount "$path" 2>/dev/null || umount -l "$path" 2>/dev/null || true
+  done
+  ROOT_MOUNTED=()
+}
+
+# Unmounts anything still mounted under ROOT (a killed run's leftovers) before removing it.
+unmount_all_under() {
+  local root path
+  root="$(realpath -m "$1")"
+  while read -r path; do
+    umount "$path" 2>/dev/null || umount -l "$path" 2>/dev/null || true
+  done < <(awk -v r="$root/" 'index($2, r) == 1 { print $2 }' /proc/mounts | sort -r)
+}
+
+# The environment a command inside the root starts with: the host's PATH and Python settings
+# mean nothing there, but pip's certificate and index settings do (build_root.sh copies the
+# files they name into the root). Prints NAME=VALUE lines for `env -i`.
+root_env() {
+  local name
+  echo "HOME=/root"
+  echo "PATH=$DKP_ARM64_VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+  echo "LANG=C.UTF-8"
+  for name in $(compgen -e); do
+    case "$name" in
+      PIP_*|SSL_CERT_FILE|SSL_CERT_DIR|REQUESTS_CA_BUNDLE|CURL_CA_BUNDLE|http_proxy|https_proxy|\
+      HTTP_PROXY|HTTPS_PROXY|no_proxy|NO_PROXY) echo "$name=${!name}" ;;
+    esac
+  done
+}
