@@ -2,6 +2,7 @@
 # Shared by build_root.sh and rpi.sh's emulated target (sourced; needs the caller's `die`).
 # An emulated board is a Debian 12 arm64 root run through qemu-user's binfmt handler.
 
+EMULATED_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Where build_root.sh puts the root unless told otherwise (outside the repository).
 DKP_ARM64_ROOT_DEFAULT="${DKP_ARM64_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/dkp-keras/arm64-root}"
 # The venv inside the root (a path as the guest sees it) and the marker of a finished build.
@@ -16,6 +17,17 @@ emulated_cpu() {
     emulated-a72) echo cortex-a72 ;;  # Raspberry Pi 4
     emulated-a76) echo cortex-a76 ;;  # Raspberry Pi 5, many phones' big cores
     emulated-max) echo max ;;         # every feature qemu has: no real chip
+    *) return 1 ;;
+  esac
+}
+
+# Prints the MIDR_EL1 qemu gives a -cpu model (qemu's target/arm/cpu64.c): Cortex-A72 r0p3
+# (as in a Pi 4's BCM2711), Cortex-A76 r4p1 (a Pi 5's BCM2712), and max's "software" id.
+emulated_midr() {
+  case "$1" in
+    cortex-a72) echo 0x410fd083 ;;
+    cortex-a76) echo 0x414fd0b1 ;;
+    max) echo 0x000f0510 ;;
     *) return 1 ;;
   esac
 }
@@ -40,9 +52,12 @@ enable_binfmt() {
 
 # Mounts /proc and /sys in ROOT unless already mounted; records what it mounted in
 # ROOT_MOUNTED so that release_root unmounts only those (another run may use the rest).
+# With a qemu CPU model, also mounts over ROOT/proc/cpuinfo an arm64 one for that core:
+# qemu-user shows the guest the host's x86 /proc/cpuinfo, on which LiteRT's CPU
+# detection (cpuinfo) crashes, and the MIDR there decides XNNPack's per-core kernels.
 ROOT_MOUNTED=()
 mount_root() {
-  local root="$1" dir type
+  local root="$1" cpu="${2:-}" dir type
   for dir in proc:proc sys:sysfs; do
     type="${dir#*:}" dir="${dir%:*}"
     if ! mountpoint -q "$root/$dir"; then
@@ -51,11 +66,22 @@ mount_root() {
       ROOT_MOUNTED+=("$root/$dir")
     fi
   done
+  [[ -n "$cpu" ]] || return 0
+  local file="/tmp/dkp-cpuinfo-$cpu" midr
+  midr="$(emulated_midr "$cpu")" || die "no MIDR known for qemu CPU '$cpu'"
+  cp "$EMULATED_DIR/guest_cpuinfo.py" "$root/tmp/dkp-guest-cpuinfo.py"
+  env -i "QEMU_CPU=$cpu" "$(command -v chroot || echo /usr/sbin/chroot)" "$root" \
+    /usr/bin/python3 /tmp/dkp-guest-cpuinfo.py --midr "$midr" --cpus "$(nproc --all)" \
+    > "$root$file.tmp" || die "could not read the emulated $cpu's features inside $root"
+  mv "$root$file.tmp" "$root$file"
+  mount --bind "$root$file" "$root/proc/cpuinfo" || die "cannot mount $file on $root/proc/cpuinfo"
+  ROOT_MOUNTED+=("$root/proc/cpuinfo")
 }
 
 release_root() {
-  local path
-  for path in "${ROOT_MOUNTED[@]}"; do
+  local i path
+  for ((i = ${#ROOT_MOUNTED[@]} - 1; i >= 0; i--)); do  # the last mounted first
+    path="${ROOT_MOUNTED[i]}"
     umount "$path" 2>/dev/null || umount -l "$path" 2>/dev/null || true
   done
   ROOT_MOUNTED=()

@@ -1,0 +1,67 @@
+"""The emulated arm64 target for real: runs only where build_root.sh's root exists (as root)."""
+
+import csv
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ON_DEVICE = os.path.join(REPO, "benchmarks", "on_device")
+EMULATED = os.path.join(ON_DEVICE, "emulated")
+ARM64_ROOT = os.environ.get("DKP_ARM64_ROOT") or os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dkp-keras", "arm64-root")
+
+
+def _why_not():
+  if os.geteuid() != 0:
+    return "emulation needs root (chroot, mount)"
+  if not os.path.exists(os.path.join(ARM64_ROOT, ".dkp-arm64-root-ready")):
+    return (f"no arm64 root at {ARM64_ROOT}; build it with "
+            "`sudo bash benchmarks/on_device/emulated/build_root.sh`")
+  return None
+
+
+pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
+
+
+def _in_root(cpu, *command, share=None):
+  args = ["bash", os.path.join(EMULATED, "run_in_root.sh"), "--root", ARM64_ROOT, "--cpu", cpu]
+  if share:
+    args += ["--share", str(share)]
+  return subprocess.run(["nice", "-n", "10", *args, "--", *command], capture_output=True,
+                        text=True, timeout=300, check=True).stdout
+
+
+def test_qemu_cpu_is_pinned():
+  """The guest's AT_HWCAP follows QEMU_CPU: no i8mm / SVE on the Pis' cores, all on max."""
+  script = "/mnt/dkp-share/guest_cpuinfo.py"
+  seen = {cpu: set(_in_root(cpu, "/usr/bin/python3", script, "--features", share=EMULATED)
+                   .split()) for cpu in ("cortex-a72", "cortex-a76", "max")}
+  assert "asimd" in seen["cortex-a72"] and not seen["cortex-a72"] & {"asimddp", "i8mm", "sve"}
+  assert "asimddp" in seen["cortex-a76"] and not seen["cortex-a76"] & {"i8mm", "sve", "sme"}
+  assert {"asimddp", "i8mm", "sve", "sve2", "sme"} <= seen["max"]
+
+
+def test_rpi_sh_runs_emulated(tmp_path):
+  """rpi.sh --target emulated-a76 times a real model in the root and parses it on the host."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  models = tmp_path / "models"
+  models.mkdir()
+  dense = tf.keras.Sequential([tf.keras.Input((8,)), tf.keras.layers.Dense(4)])
+  (models / "dense_1x_step.tflite").write_bytes(
+      tf.lite.TFLiteConverter.from_keras_model(dense).convert())
+  out = tmp_path / "emu.csv"
+  result = subprocess.run(
+      ["nice", "-n", "10", "bash", os.path.join(ON_DEVICE, "rpi.sh"), str(models), "--target",
+       "emulated-a76", "--root", ARM64_ROOT, "--threads", "1", "--runs", "3", "--out", str(out)],
+      capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr
+  with open(out, encoding="utf-8") as handle:
+    rows = list(csv.DictReader(handle))
+  assert sorted(r["xnnpack"] for r in rows) == ["False", "True"]
+  assert all(r["device"] == "emulated cortex-a76 aarch64" and r["source"] == "time_tflite"
+             for r in rows)
+  assert all(float(r["latency_us_median"]) > 0 and r["runs"] == "3" for r in rows)
+  assert np.isclose(float(rows[0]["speedup_vs_dense"]), 1.0)
