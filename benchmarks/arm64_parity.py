@@ -196,15 +196,15 @@ def parity_rows(entries, runs):
   return rows
 
 
-def write_csv(rows, out):
+def write_csv(rows, out, columns=COLUMNS):
   """The rows as CSV (empty cells for missing values), atomically."""
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with files.atomic_path(out) as tmp:
     with open(tmp, "w", newline="", encoding="utf-8") as handle:
-      writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+      writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
       writer.writeheader()
       for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
 
 
 def read_csv(path):
@@ -229,10 +229,11 @@ def format_table(rows):
 # --------------------------------------------------------------------------- main
 
 
-def _list(choices):
+def name_list(choices, separator=","):
+  """An argparse type: names from ``choices`` (a name may carry ,suffixes) split by separator."""
   def parse(text):
-    items = tuple(item for item in text.split(",") if item)
-    bad = [item for item in items if item not in choices]
+    items = tuple(item for item in text.split(separator) if item)
+    bad = [item for item in items if item.split(",")[0] not in choices]
     if bad or not items:
       raise argparse.ArgumentTypeError(f"unknown {bad or text!r}; choose from {choices}")
     return items
@@ -247,9 +248,11 @@ def parse_args(argv=None):
   parser.add_argument("--compression", type=float)
   parser.add_argument("--samples", type=int, help="random input sequences per model")
   parser.add_argument("--steps", type=int, help="time steps per sequence")
-  parser.add_argument("--models", type=_list(tuple(MODELS)))
-  parser.add_argument("--modes", type=_list(MODES))
-  parser.add_argument("--cpus", type=_list(CPUS), help="emulated cores, e.g. cortex-a72,max")
+  parser.add_argument("--models", type=name_list(tuple(MODELS)))
+  parser.add_argument("--modes", type=name_list(MODES))
+  parser.add_argument("--cpus", type=name_list(CPUS, separator=";"),
+                      help="emulated cores separated by ';', each maybe with qemu properties: "
+                      "'cortex-a72;max;max,sme=off'")
   parser.add_argument("--seed", type=int)
   parser.add_argument("--root", help="the arm64 root (default: build_root.sh's)")
   parser.add_argument("--keep", help="keep the models, inputs and outputs in this new directory")
@@ -283,8 +286,9 @@ def main(argv=None):
     runs_dirs = {HOST: os.path.join(work, "outputs-x86")}
     for cpu in config["cpus"]:
       print(f"emulated {cpu}")
-      run_emulated(work, cpu, f"outputs-{cpu}", args.root)
-      runs_dirs[cpu] = os.path.join(work, f"outputs-{cpu}")
+      name = "outputs-" + cpu.replace(",", "_").replace("=", "_")
+      run_emulated(work, cpu, name, args.root)
+      runs_dirs[cpu] = os.path.join(work, name)
     rows = parity_rows(entries, {name: load_run(d) for name, d in runs_dirs.items()})
   finally:
     if not args.keep:

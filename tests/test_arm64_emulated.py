@@ -65,3 +65,25 @@ def test_rpi_sh_runs_emulated(tmp_path):
              for r in rows)
   assert all(float(r["latency_us_median"]) > 0 and r["runs"] == "3" for r in rows)
   assert np.isclose(float(rows[0]["speedup_vs_dense"]), 1.0)
+
+
+def test_multi_row_int8_fc_agrees_without_sme(tmp_path):
+  """Issue 22's finding, on the cores that must be right: a dynamic-int8 FC with 2 input rows
+  (what the DKP Kronecker factors run) agrees with x86 on a Pi 5's core and on qemu's max CPU
+  with SME off (with SME on, XNNPack's output is wrong there: results/arm64_fc_probe_emulated.csv)."""
+  # pylint: disable=import-outside-toplevel
+  import shutil
+  from benchmarks import arm64_fc_probe
+  from benchmarks import arm64_parity
+  work = str(tmp_path)
+  entries = arm64_fc_probe.write_models([2], [(32, 64)], 1, work)
+  arm64_parity.write_manifest(entries, work)
+  shutil.copy(arm64_parity.GUEST_OUTPUTS, work)
+  arm64_parity.run_host(work, os.path.join(work, "outputs-x86"))
+  runs = {"x86": arm64_parity.load_run(os.path.join(work, "outputs-x86"))}
+  for cpu, name in (("cortex-a76", "outputs-a76"), ("max,sme=off", "outputs-nosme")):
+    arm64_parity.run_emulated(work, cpu, name, ARM64_ROOT)
+    runs[cpu] = arm64_parity.load_run(os.path.join(work, name))
+  rows = arm64_fc_probe.probe_rows(entries, runs)
+  assert len(rows) == 4
+  assert all(row["status"] == "ok" for row in rows), rows

@@ -104,3 +104,30 @@ def test_guest_outputs_step_chain_matches_sequence(tmp_path):
   assert arm64_parity.max_error(run["m_step__xnnoff"], run["m_sequence__xnnoff"]) < 1e-5
   reference = model(inputs[1]).numpy()
   assert np.allclose(run["m_step__xnnoff"][1], reference, atol=1e-5)
+
+
+def test_cpu_list_takes_qemu_properties():
+  parse = arm64_parity.name_list(arm64_parity.CPUS, separator=";")
+  assert parse("cortex-a72;max,sme=off") == ("cortex-a72", "max,sme=off")
+  with pytest.raises(Exception, match="unknown"):
+    parse("cortex-a53")
+
+
+def test_fc_probe_rows_on_recorded_outputs(tmp_path):
+  from benchmarks import arm64_fc_probe  # pylint: disable=import-outside-toplevel
+  ref = np.ones((2, 1, 2, 4), np.float32)
+  entries = [{"name": "fc_rows2_in25_out52", "rows": 2, "in_features": 25, "out_features": 52}]
+  x86 = _record(tmp_path / "x86", {"fc_rows2_in25_out52__xnnon": ref,
+                                    "fc_rows2_in25_out52__xnnoff": ref})
+  sme = _record(tmp_path / "max", {"fc_rows2_in25_out52__xnnon": -ref,
+                                    "fc_rows2_in25_out52__xnnoff": "error: boom"})
+  rows = arm64_fc_probe.probe_rows(entries, {"x86": arm64_parity.load_run(x86),
+                                             "max": arm64_parity.load_run(sme)})
+  assert [(r["platform"], r["xnnpack"], r["status"]) for r in rows] == [
+      ("emulated max", True, "DISAGREES"), ("emulated max", False, "error: boom")]
+  assert rows[0]["max_error"] == pytest.approx(2.0) and rows[0]["rows"] == 2
+  out = tmp_path / "probe.csv"
+  arm64_parity.write_csv(rows, str(out), arm64_fc_probe.COLUMNS)
+  back = arm64_parity.read_csv(str(out))
+  assert back[0]["within_tolerance"] is False and back[1]["max_error"] is None
+  assert list(back[0]) == arm64_fc_probe.COLUMNS

@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -318,3 +319,31 @@ def test_guest_cpuinfo_features_and_format():
   assert "CPU variant\t: 0x4\n" in text and "CPU revision\t: 1\n" in text
   assert "Features\t: fp asimd asimddp sve sve2 i8mm\n" in text
   assert guest_cpuinfo.features({}) == []
+
+
+def _run_in_root(*args, env=None):
+  return subprocess.run(["bash", os.path.join(EMULATED, "run_in_root.sh"), *map(str, args)],
+                        capture_output=True, text=True, timeout=60, check=False, env=env)
+
+
+def test_run_in_root_dry_run_and_refusals(tmp_path):
+  result = _run_in_root("--dry-run", "--root", tmp_path, "--cpu", "max,sme=off", "--",
+                        "/opt/dkp-venv/bin/python", "-c", "print(1)")
+  assert result.returncode == 0, result.stderr
+  words = shlex.split(result.stdout.strip().lstrip("+ "))
+  assert words[:2] == ["env", "-i"] and "QEMU_CPU=max,sme=off" in words
+  assert words[-4:] == [str(tmp_path), "/opt/dkp-venv/bin/python", "-c", "print(1)"]
+  assert words[-5].endswith("chroot")
+  for args, message in ((["--cpu", "cortex-a53", "--", "/bin/true"], "--cpu must be"),
+                        (["--cpu", "max,sme=off;rm", "--", "/bin/true"], "--cpu takes"),
+                        (["--cpu", "max"], "no COMMAND given"),
+                        (["--share", tmp_path / "nope", "--", "/bin/true"], "is not a directory")):
+    refused = _run_in_root("--root", tmp_path, *args)
+    assert refused.returncode == 2 and message in refused.stderr, (args, refused.stderr)
+  fake = tmp_path / "bin"
+  fake.mkdir()
+  (fake / "id").write_text("#!/bin/sh\necho 0\n")
+  (fake / "id").chmod(0o755)
+  missing = _run_in_root("--root", tmp_path / "absent", "--", "/bin/true",
+                         env=_env(PATH=f"{fake}{os.pathsep}{os.environ['PATH']}"))
+  assert missing.returncode == 2 and "no finished arm64 root" in missing.stderr

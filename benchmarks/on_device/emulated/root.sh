@@ -52,7 +52,7 @@ enable_binfmt() {
 
 # Mounts /proc and /sys in ROOT unless already mounted; records what it mounted in
 # ROOT_MOUNTED so that release_root unmounts only those (another run may use the rest).
-# With a qemu CPU model, also mounts over ROOT/proc/cpuinfo an arm64 one for that core:
+# With a qemu CPU (a model, then maybe ,property=value...), also mounts over ROOT/proc/cpuinfo an arm64 one for that core:
 # qemu-user shows the guest the host's x86 /proc/cpuinfo, on which LiteRT's CPU
 # detection (cpuinfo) crashes, and the MIDR there decides XNNPack's per-core kernels.
 ROOT_MOUNTED=()
@@ -67,8 +67,8 @@ mount_root() {
     fi
   done
   [[ -n "$cpu" ]] || return 0
-  local file="/tmp/dkp-cpuinfo-$cpu" midr
-  midr="$(emulated_midr "$cpu")" || die "no MIDR known for qemu CPU '$cpu'"
+  local file="/tmp/dkp-cpuinfo-${cpu//[,=]/_}" midr
+  midr="$(emulated_midr "${cpu%%,*}")" || die "no MIDR known for qemu CPU '$cpu'"
   cp "$EMULATED_DIR/guest_cpuinfo.py" "$root/tmp/dkp-guest-cpuinfo.py"
   env -i "QEMU_CPU=$cpu" "$(command -v chroot || echo /usr/sbin/chroot)" "$root" \
     /usr/bin/python3 /tmp/dkp-guest-cpuinfo.py --midr "$midr" --cpus "$(nproc --all)" \

@@ -15,7 +15,8 @@ Usage: run_in_root.sh [--root ROOT] [--cpu CPU] [--share DIR] [--dry-run] -- COM
 
 Runs COMMAND (a path inside the root, e.g. $DKP_ARM64_VENV/bin/python) in the arm64 root
 of build_root.sh with QEMU_CPU=CPU: cortex-a72 (Raspberry Pi 4, the default), cortex-a76
-(Raspberry Pi 5) or max (every feature qemu has: no real chip).
+(Raspberry Pi 5) or max (every feature qemu has: no real chip), optionally followed by qemu
+CPU properties, e.g. max,sme=off or max,sve-default-vector-length=16.
   --root ROOT   the root (default $DKP_ARM64_ROOT_DEFAULT)
   --share DIR   bind-mount the host directory DIR at $SHARE_AT inside the root
   --dry-run     print the command, run nothing
@@ -37,7 +38,10 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 [[ $# -gt 0 ]] || { usage >&2; die "no COMMAND given (after --)"; }
-emulated_midr "$CPU" >/dev/null || die "--cpu must be cortex-a72, cortex-a76 or max; got '$CPU'"
+emulated_midr "${CPU%%,*}" >/dev/null ||
+  die "--cpu must be cortex-a72, cortex-a76 or max (then ,property=value...); got '$CPU'"
+[[ "$CPU" =~ ^[a-z0-9-]+(,[a-z0-9-]+=[a-z0-9-]+)*$ ]] ||
+  die "--cpu takes MODEL[,property=value...], e.g. max,sme=off; got '$CPU'"
 [[ -z "$SHARE" || -d "$SHARE" ]] || die "--share '$SHARE' is not a directory"
 ROOT="$(realpath -m "${ROOT:-$DKP_ARM64_ROOT_DEFAULT}")"
 
