@@ -113,6 +113,7 @@ def main(argv=None):
                       help="emulated cores separated by ';', each maybe with qemu properties")
   parser.add_argument("--samples", type=int, default=2)
   parser.add_argument("--root", help="the arm64 root (default: build_root.sh's)")
+  parser.add_argument("--qemu", help="a static qemu-aarch64 to use instead of binfmt's")
   parser.add_argument("--out", default=DEFAULT_OUT)
   args = parser.parse_args(argv)
   try:
@@ -123,6 +124,8 @@ def main(argv=None):
     parser.error("--rows and --samples must be >= 1")
   if os.path.isdir(args.out) or not args.out.endswith(".csv"):
     parser.error(f"--out {args.out!r} must be a .csv file name")
+  if args.qemu and not (os.path.isfile(args.qemu) and os.access(args.qemu, os.X_OK)):
+    parser.error(f"--qemu {args.qemu!r} is not an executable file")
   if os.geteuid() != 0:
     parser.error("the emulated runs need root (chroot, mount): run it with sudo")
   work = tempfile.mkdtemp(prefix="dkp-fc-probe.")
@@ -132,10 +135,11 @@ def main(argv=None):
     shutil.copy(arm64_parity.GUEST_OUTPUTS, work)
     arm64_parity.run_host(work, os.path.join(work, "outputs-x86"))
     dirs = {arm64_parity.HOST: os.path.join(work, "outputs-x86")}
+    version = arm64_parity.qemu_version(args.qemu)
     for cpu in args.cpus:
       name = "outputs-" + cpu.replace(",", "_").replace("=", "_")
-      arm64_parity.run_emulated(work, cpu, name, args.root)
-      dirs[cpu] = os.path.join(work, name)
+      arm64_parity.run_emulated(work, cpu, name, args.root, args.qemu)
+      dirs[f"{cpu} (qemu {version or 'unknown'})"] = os.path.join(work, name)
     rows = probe_rows(entries, {k: arm64_parity.load_run(d) for k, d in dirs.items()})
   finally:
     shutil.rmtree(work, ignore_errors=True)
@@ -146,7 +150,7 @@ def main(argv=None):
       "emulated": "arm64 outputs computed under qemu-user (QEMU_CPU), not on a board"})
   for row in rows:
     error = "" if row.get("max_error") is None else f"{row['max_error']:.2e}"
-    print(f"{row['model']:<28}{row['platform']:<26}{str(row['xnnpack']):<7}{error:>10}  "
+    print(f"{row['model']:<28}{row['platform']:<36}{str(row['xnnpack']):<7}{error:>10}  "
           f"{row['status']}")
   print(f"wrote {len(rows)} rows to {args.out}")
 

@@ -29,6 +29,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,7 @@ GUEST_OUTPUTS = os.path.join(EMULATED_DIR, "guest_outputs.py")
 RUN_IN_ROOT = os.path.join(EMULATED_DIR, "run_in_root.sh")
 SHARE_AT = "/mnt/dkp-share"  # where run_in_root.sh --share mounts the work directory
 GUEST_PYTHON = "/opt/dkp-venv/bin/python"
+BINFMT_QEMU = "/usr/libexec/qemu-binfmt/aarch64-binfmt-P"  # a link to qemu-aarch64-static
 HOST = "x86"
 CPUS = ("cortex-a72", "cortex-a76", "max")
 # name -> (latency.build_model structure, quantize, sparse kernel)
@@ -132,11 +134,26 @@ def run_host(work, out):
                   os.path.join(work, "manifest.json"), "--out", out], check=True)
 
 
-def run_emulated(work, cpu, out_name, root=None):
-  """guest_outputs.py inside the arm64 root under ``QEMU_CPU=cpu`` (nice: shared host)."""
+def qemu_version(qemu=None):
+  """The version (e.g. ``7.2.22``) of ``qemu`` or of binfmt's qemu-aarch64; None if unknown."""
+  binary = qemu or os.path.realpath(BINFMT_QEMU)
+  try:
+    text = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False,
+                          timeout=30).stdout
+  except OSError:
+    return None
+  match = re.search(r"version (\d[\d.]*)", text)
+  return match.group(1) if match else None
+
+
+def run_emulated(work, cpu, out_name, root=None, qemu=None):
+  """guest_outputs.py inside the arm64 root under ``QEMU_CPU=cpu`` (nice: shared host),
+  run by binfmt's qemu-aarch64 or by the static ``qemu`` given."""
   command = ["nice", "-n", "10", "bash", RUN_IN_ROOT, "--cpu", cpu, "--share", work]
   if root:
     command += ["--root", root]
+  if qemu:
+    command += ["--qemu", qemu]
   command += ["--", GUEST_PYTHON, f"{SHARE_AT}/guest_outputs.py", "--manifest",
               f"{SHARE_AT}/manifest.json", "--out", f"{SHARE_AT}/{out_name}"]
   subprocess.run(command, check=True)
@@ -218,10 +235,10 @@ def read_csv(path):
 
 
 def format_table(rows):
-  lines = [f"{'model':<26}{'platform':<22}{'xnnpack':<9}{'max error':>11}  {'tol':>6}  status"]
+  lines = [f"{'model':<26}{'platform':<36}{'xnnpack':<9}{'max error':>11}  {'tol':>6}  status"]
   for r in rows:
     error = "" if r.get("max_error") is None else f"{r['max_error']:.2e}"
-    lines.append(f"{r['model']:<26}{r['platform']:<22}{str(r.get('xnnpack', '')):<9}"
+    lines.append(f"{r['model']:<26}{r['platform']:<36}{str(r.get('xnnpack', '')):<9}"
                  f"{error:>11}  {r['tolerance']:>6.0e}  {r['status']}")
   return "\n".join(lines)
 
@@ -255,6 +272,8 @@ def parse_args(argv=None):
                       "'cortex-a72;max;max,sme=off'")
   parser.add_argument("--seed", type=int)
   parser.add_argument("--root", help="the arm64 root (default: build_root.sh's)")
+  parser.add_argument("--qemu", help="a static qemu-aarch64 to run the emulated cores with "
+                      "instead of binfmt's (e.g. a newer qemu)")
   parser.add_argument("--keep", help="keep the models, inputs and outputs in this new directory")
   parser.add_argument("--out", default=DEFAULT_OUT, help="the CSV to write")
   common.add_quick_flag(parser, QUICK)
@@ -264,6 +283,8 @@ def parse_args(argv=None):
   out = os.path.abspath(args.out)
   if os.path.isdir(out) or not out.endswith(".csv"):
     parser.error(f"--out {args.out!r} must be a .csv file name")
+  if args.qemu and not (os.path.isfile(args.qemu) and os.access(args.qemu, os.X_OK)):
+    parser.error(f"--qemu {args.qemu!r} is not an executable file")
   if args.keep and os.path.exists(args.keep):
     parser.error(f"--keep {args.keep!r} exists; give a new directory")
   if os.geteuid() != 0:
@@ -284,11 +305,13 @@ def main(argv=None):
     print("x86 (this host)")
     run_host(work, os.path.join(work, "outputs-x86"))
     runs_dirs = {HOST: os.path.join(work, "outputs-x86")}
+    version = qemu_version(args.qemu)
     for cpu in config["cpus"]:
-      print(f"emulated {cpu}")
+      label = f"{cpu} (qemu {version or 'unknown'})"
+      print(f"emulated {label}")
       name = "outputs-" + cpu.replace(",", "_").replace("=", "_")
-      run_emulated(work, cpu, name, args.root)
-      runs_dirs[cpu] = os.path.join(work, name)
+      run_emulated(work, cpu, name, args.root, args.qemu)
+      runs_dirs[label] = os.path.join(work, name)
     rows = parity_rows(entries, {name: load_run(d) for name, d in runs_dirs.items()})
   finally:
     if not args.keep:

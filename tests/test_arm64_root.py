@@ -88,3 +88,27 @@ def test_refuses_foreign_directories(tmp_path, fake_bin):
   assert result.returncode == 2 and "is not a build of this script" in result.stderr
   assert (partial / "notes.txt").exists()
   assert "was called" not in result.stderr
+
+
+def test_fetch_qemu_refuses_foreign_directory(tmp_path):
+  mine = tmp_path / "qemu"
+  mine.mkdir()
+  (mine / "notes.txt").write_text("user data")
+  result = subprocess.run(["bash", os.path.join(EMULATED, "fetch_qemu.sh"), str(mine)],
+                          capture_output=True, text=True, timeout=60, check=False)
+  assert result.returncode == 2 and "holds no qemu-aarch64 of this script" in result.stderr
+  assert (mine / "notes.txt").read_text() == "user data"
+  assert not list(tmp_path.glob("qemu.apt.*"))
+
+
+@pytest.mark.parametrize("cpu,version,warns", [
+    ("max", "7.2.22", True), ("max,sve-default-vector-length=16", "9.2.0", True),
+    ("max,sme=off", "7.2.22", False), ("max,sve=off", "7.2.22", False),
+    ("max", "10.0.13", False), ("cortex-a76", "7.2.22", False), ("max", "", False)])
+def test_old_qemu_sme_warning(cpu, version, warns):
+  script = (f'die() {{ exit 9; }}; source {os.path.join(EMULATED, "root.sh")}; '
+            f'warn_old_sme "{cpu}" "{version}"')
+  result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
+                          check=False)
+  assert result.returncode == 0
+  assert ("emulates SME wrongly" in result.stderr) == warns

@@ -130,6 +130,7 @@ if [[ "$TARGET" == board ]]; then
   [[ -n "$DEVICE" ]] || DEVICE="${CPU_MODEL:-rpi} $MACHINE"
 else
   echo "note: emulated; outputs are the aarch64 runtime's, times are qemu's, not a board's"
+  warn_old_sme "$QEMU_CPU_MODEL" "$(qemu_version)"
   [[ -n "$DEVICE" ]] || DEVICE="emulated $QEMU_CPU_MODEL aarch64"
 fi
 

@@ -111,3 +111,18 @@ root_env() {
     esac
   done
 }
+
+# Prints the version (e.g. 7.2.22) of a qemu-aarch64 binary; by default binfmt's.
+qemu_version() {
+  local binary="${1:-$(readlink -f /usr/libexec/qemu-binfmt/aarch64-binfmt-P)}"
+  "$binary" --version 2>/dev/null | sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p' | head -n 1
+}
+
+# Warns when qemu's max CPU runs with SME under a qemu older than 10: qemu 7.2 (Debian 12)
+# computes XNNPack's SME int8 kernels (SMOPA) wrongly, qemu 10.0 right (issue 22).
+warn_old_sme() {
+  local cpu="$1" version="$2"
+  [[ "${cpu%%,*}" == max && "$cpu" != *sme=off* && "$cpu" != *sve=off* ]] || return 0
+  [[ -n "$version" && "${version%%.*}" -lt 10 ]] || return 0
+  echo "warning: qemu $version emulates SME wrongly for XNNPack's int8 kernels (dynamic-int8 models with XNNPack give wrong outputs under max; qemu 10 does not): add ,sme=off or use a qemu >= 10 (run_in_root.sh --qemu)" >&2
+}
