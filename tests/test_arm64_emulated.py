@@ -87,3 +87,22 @@ def test_multi_row_int8_fc_agrees_without_sme(tmp_path):
   rows = arm64_fc_probe.probe_rows(entries, runs)
   assert len(rows) == 4
   assert all(row["status"] == "ok" for row in rows), rows
+
+
+def test_insn_plugin_counts_exactly():
+  """build_plugins.sh's libinsn.so counts the guest's instructions, the same count each run."""
+  # pylint: disable=import-outside-toplevel
+  import glob
+  import re
+  plugins = sorted(glob.glob(os.path.join(os.path.dirname(ARM64_ROOT), "qemu-plugins-*",
+                                          "libinsn.so")))
+  if not plugins:
+    pytest.skip("no libinsn.so; build it with `bash benchmarks/on_device/emulated/build_plugins.sh`")
+  command = ["qemu-aarch64", "-cpu", "cortex-a72", "-L", ARM64_ROOT, "-plugin", plugins[-1],
+             "-d", "plugin", os.path.join(ARM64_ROOT, "bin", "true")]
+  counts = []
+  for _ in range(2):
+    text = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          check=True).stderr + "\n"
+    counts.append(int(re.search(r"total insns: (\d+)", text).group(1)))
+  assert counts[0] > 1000 and counts[0] == counts[1]

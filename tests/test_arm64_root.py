@@ -112,3 +112,35 @@ def test_old_qemu_sme_warning(cpu, version, warns):
                           check=False)
   assert result.returncode == 0
   assert ("emulates SME wrongly" in result.stderr) == warns
+
+
+def test_build_plugins_help_and_missing_tools(tmp_path):
+  script = os.path.join(EMULATED, "build_plugins.sh")
+  usage = subprocess.run(["bash", script, "-h"], capture_output=True, text=True, timeout=60,
+                         check=False)
+  assert usage.returncode == 0 and "libinsn.so" in usage.stdout and "-plugin" in usage.stdout
+  bad = subprocess.run(["bash", script, "--nope"], capture_output=True, text=True, timeout=60,
+                       check=False)
+  assert bad.returncode == 2 and "unknown option: --nope" in bad.stderr
+  fake = tmp_path / "bin"  # no apt-get, gcc, qemu-aarch64 ...
+  fake.mkdir()
+  result = subprocess.run(["/bin/bash", script, str(tmp_path / "plugins")], capture_output=True,
+                          text=True, timeout=60, check=False, env={"PATH": str(fake)})
+  assert result.returncode == 2
+  assert "missing: apt-get dpkg-query gcc pkg-config tar qemu-aarch64" in result.stderr
+  assert "apt-get install -y qemu-user gcc pkg-config libglib2.0-dev" in result.stderr
+  assert not (tmp_path / "plugins").exists()
+
+
+def test_build_plugins_refuses_foreign_directory(tmp_path):
+  needed = ("apt-get", "dpkg-query", "gcc", "pkg-config", "qemu-aarch64")
+  if any(subprocess.run(["bash", "-c", f"command -v {t}"], capture_output=True,
+                        check=False).returncode for t in needed):
+    pytest.skip("the build tools are not installed: the script stops at that check first")
+  mine = tmp_path / "plugins"
+  mine.mkdir()
+  (mine / "notes.txt").write_text("user data")
+  result = subprocess.run(["bash", os.path.join(EMULATED, "build_plugins.sh"), str(mine)],
+                          capture_output=True, text=True, timeout=60, check=False)
+  assert result.returncode == 2 and "holds no plugins of this script" in result.stderr
+  assert (mine / "notes.txt").read_text() == "user data"
