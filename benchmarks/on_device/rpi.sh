@@ -148,6 +148,7 @@ if [[ "$DRY_RUN" -eq 0 ]]; then
     binfmt_ready || enable_binfmt
     trap cleanup_emulated EXIT
     mount_root "$EMULATED_ROOT" "$QEMU_CPU_MODEL"
+    rm -rf --one-file-system "$EMULATED_ROOT"/tmp/dkp-rpi.*  # a killed run's (we hold the lock)
     STAGE="$(mktemp -d "$EMULATED_ROOT/tmp/dkp-rpi.XXXXXX")"
     STAGE="${STAGE#"$EMULATED_ROOT"}"
     mkdir -p "$EMULATED_ROOT$STAGE/models" "$EMULATED_ROOT$STAGE/raw"

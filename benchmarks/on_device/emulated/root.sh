@@ -50,21 +50,26 @@ enable_binfmt() {
     die "qemu-aarch64 is registered without the F flag; reinstall qemu-user-static"
 }
 
-# Mounts /proc and /sys in ROOT unless already mounted; records what it mounted in
-# ROOT_MOUNTED so that release_root unmounts only those (another run may use the rest).
+# Takes ROOT's lock (one emulated run at a time: they share the root's mounts), then
+# unmounts what a killed run left mounted there, and mounts /proc and /sys in ROOT; records
+# what it mounted in ROOT_MOUNTED for release_root. The lock goes with the process.
 # With a qemu CPU (a model, then maybe ,property=value...), also mounts over ROOT/proc/cpuinfo an arm64 one for that core:
 # qemu-user shows the guest the host's x86 /proc/cpuinfo, on which LiteRT's CPU
 # detection (cpuinfo) crashes, and the MIDR there decides XNNPack's per-core kernels.
 ROOT_MOUNTED=()
 mount_root() {
   local root="$1" cpu="${2:-}" dir type
+  exec 9>"$root/.dkp-arm64-lock"
+  if ! flock -n 9; then
+    echo "waiting for another emulated run in $root" >&2
+    flock 9
+  fi
+  unmount_all_under "$root"
   for dir in proc:proc sys:sysfs; do
     type="${dir#*:}" dir="${dir%:*}"
-    if ! mountpoint -q "$root/$dir"; then
-      mkdir -p "$root/$dir"
-      mount -t "$type" "$type" "$root/$dir" || die "cannot mount $type on $root/$dir"
-      ROOT_MOUNTED+=("$root/$dir")
-    fi
+    mkdir -p "$root/$dir"
+    mount -t "$type" "$type" "$root/$dir" || die "cannot mount $type on $root/$dir"
+    ROOT_MOUNTED+=("$root/$dir")
   done
   [[ -n "$cpu" ]] || return 0
   local file="/tmp/dkp-cpuinfo-${cpu//[,=]/_}" midr
