@@ -19,8 +19,8 @@ Models (``--models``): ``dense`` (Keras LSTM), ``dkp`` (1x4 S, block kernel),
 Everything is emulated: the errors are the aarch64 runtime's, computed by
 qemu's models of the cores, not a board's. Needs root (chroot) and the root.
 
-    sudo python -m benchmarks.arm64_parity          # ~10 min on 2 cores
-    python -m benchmarks.arm64_parity --quick       # dense and dkp, cortex-a72 only
+    sudo python -m benchmarks.arm64_parity          # every model, the three cores
+    sudo python -m benchmarks.arm64_parity --quick  # dense and dkp, cortex-a72 only
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ def parse_args(argv=None):
   common.add_quick_flag(parser, QUICK)
   args = parser.parse_args(argv)
   config = common.resolve_config(parser, args, DEFAULTS, QUICK,
-                                 positive=("units", "layers", "samples", "steps"))
+                                 positive=("units", "layers", "samples", "steps", "compression"))
   out = os.path.abspath(args.out)
   if os.path.isdir(out) or not out.endswith(".csv"):
     parser.error(f"--out {args.out!r} must be a .csv file name")

@@ -70,7 +70,8 @@ def test_rpi_sh_runs_emulated(tmp_path):
 def test_multi_row_int8_fc_agrees_without_sme(tmp_path):
   """Issue 22's finding, on the cores that must be right: a dynamic-int8 FC with 2 input rows
   (what the DKP Kronecker factors run) agrees with x86 on a Pi 5's core and on qemu's max CPU
-  with SME off (with SME on, XNNPack's output is wrong there: results/arm64_fc_probe_emulated.csv)."""
+  with SME off (with SME on, qemu 7.2 gets XNNPack's SME kernel wrong, qemu 10 right:
+  results/arm64_fc_probe*_emulated.csv)."""
   # pylint: disable=import-outside-toplevel
   import shutil
   from benchmarks import arm64_fc_probe
@@ -97,7 +98,8 @@ def test_insn_plugin_counts_exactly():
   plugins = sorted(glob.glob(os.path.join(os.path.dirname(ARM64_ROOT), "qemu-plugins-*",
                                           "libinsn.so")))
   if not plugins:
-    pytest.skip("no libinsn.so; build it with `bash benchmarks/on_device/emulated/build_plugins.sh`")
+    pytest.skip("no libinsn.so; build it with "
+                "`bash benchmarks/on_device/emulated/build_plugins.sh`")
   command = ["qemu-aarch64", "-cpu", "cortex-a72", "-L", ARM64_ROOT, "-plugin", plugins[-1],
              "-d", "plugin", os.path.join(ARM64_ROOT, "bin", "true")]
   counts = []

@@ -10,7 +10,7 @@ source "$SCRIPT_DIR/root.sh"
 
 usage() {
   cat <<USAGE
-Usage: build_root.sh [ROOT]        (as root; ~5-10 min the first time, then instant)
+Usage: build_root.sh [ROOT]        (as root; several minutes the first time, then instant)
 
 Builds a Debian 12 (bookworm) arm64 root in ROOT (default $DKP_ARM64_ROOT_DEFAULT,
 or \$DKP_ARM64_ROOT) with python3 and a venv at $DKP_ARM64_VENV holding numpy and

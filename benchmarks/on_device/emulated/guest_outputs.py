@@ -70,7 +70,8 @@ def run_manifest(manifest_path, out):
         interpreter = interpreter_for(os.path.join(base, entry["file"]), xnn == "on")
         result = np.stack([run_sample(interpreter, entry["mode"], x) for x in inputs])
       except (RuntimeError, ValueError, KeyError) as error:
-        status[key] = f"error: {str(error).splitlines()[0][:200] if str(error) else type(error).__name__}"
+        message = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        status[key] = f"error: {message}"
         continue
       np.save(os.path.join(out, key + ".npy"), result)
       status[key] = "ok"
