@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -243,3 +244,106 @@ def test_missing_model_dir(tmp_path, script):
   assert usage.returncode == 0 and "Usage:" in usage.stdout and "--dry-run" in usage.stdout
   bad = _script(script, tmp_path, "--xnnpack", "maybe")
   assert bad.returncode != 0 and "--xnnpack" in bad.stderr
+
+
+# --- the emulated arm64 target (benchmarks/on_device/emulated) -------------------------------
+
+EMULATED = os.path.join(ON_DEVICE, "emulated")
+sys.path.insert(0, EMULATED)
+
+import guest_cpuinfo  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
+
+
+@pytest.mark.parametrize("target,cpu", [("emulated-a72", "cortex-a72"),
+                                        ("emulated-a76", "cortex-a76"), ("emulated-max", "max")])
+def test_rpi_emulated_dry_run(model_dir, tmp_path, target, cpu):
+  root = tmp_path / "arm root"
+  out = tmp_path / "emu.csv"
+  result = _script("rpi.sh", model_dir, "--dry-run", "--target", target, "--root", root,
+                   "--threads", "1", "--runs", "7", "--out", out)
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.splitlines()
+  assert f"cpu: emulated {cpu} " in result.stdout and "(aarch64)" in result.stdout
+  assert "taskset" not in result.stdout.split("dry run")[0]  # no board advice
+  runs = [l for l in lines if "time_tflite.py" in l]
+  assert len(runs) == 4
+  for line in runs:  # the board's command, run by the root's python under a pinned CPU
+    assert line.startswith("+ env -i ") and f" QEMU_CPU={cpu} " in line
+    assert re.search(r"chroot " + re.escape(str(root).replace(" ", "\\ ")) +
+                     r" /opt/dkp-venv/bin/python /tmp/dkp-rpi\.DRYRUN/time_tflite\.py ", line)
+    assert "--model /tmp/dkp-rpi.DRYRUN/models/" in line and "--num_runs 7" in line
+    assert "--result_json /tmp/dkp-rpi.DRYRUN/raw/" in line
+  for stem in ("dense_1x_step", "dkp_25x_step"):
+    for xnn in ("on", "off"):
+      assert sum(f"{stem}__t1__xnn{xnn}.json" in l for l in runs) == 1
+  copy = [l for l in lines if l.startswith("+ cp ")]
+  assert len(copy) == 1 and "/tmp/dkp-rpi.DRYRUN/raw/" in copy[0]
+  parse = [l for l in lines if "parse_results.py" in l]  # the host parses, as the board does
+  assert len(parse) == 1 and not parse[0].startswith("+ env -i")
+  assert "--model-dir " + str(model_dir).replace(" ", "\\ ") in parse[0]
+  assert f"--device emulated\\ {cpu}\\ aarch64" in parse[0]
+
+
+def test_rpi_emulated_refusals(model_dir, tmp_path):
+  bad_target = _script("rpi.sh", model_dir, "--dry-run", "--target", "pi9")
+  assert bad_target.returncode == 2 and "--target must be board, emulated-a72" in bad_target.stderr
+  stray_root = _script("rpi.sh", model_dir, "--dry-run", "--root", tmp_path)
+  assert stray_root.returncode == 2 and "--root applies to emulated targets" in stray_root.stderr
+  fake = tmp_path / "bin"  # `id -u` decides; chroot and mount must never be reached
+  fake.mkdir()
+  for tool in ("chroot", "mount"):
+    (fake / tool).write_text(f"#!/bin/sh\necho {tool} was called >&2\nexit 99\n")
+    (fake / tool).chmod(0o755)
+  for uid, message in (("1000", "emulated targets need root"),
+                       ("0", "no finished arm64 root at")):
+    (fake / "id").write_text(f"#!/bin/sh\necho {uid}\n")
+    (fake / "id").chmod(0o755)
+    result = _script("rpi.sh", model_dir, "--target", "emulated-a72", "--root",
+                     tmp_path / "absent", "--out", tmp_path / "x.csv",
+                     env=_env(PATH=f"{fake}{os.pathsep}{os.environ['PATH']}"))
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "was called" not in result.stderr
+  assert "build_root.sh" in result.stderr
+  assert not (tmp_path / "x_raw").exists()
+
+
+def test_guest_cpuinfo_features_and_format():
+  hwcap = 1 << 0 | 1 << 1 | 1 << 20 | 1 << 22  # fp asimd asimddp sve
+  hwcap2 = 1 << 1 | 1 << 13  # sve2 i8mm
+  vector = {guest_cpuinfo.AT_HWCAP: hwcap, guest_cpuinfo.AT_HWCAP2: hwcap2, 6: 4096}
+  names = guest_cpuinfo.features(vector)
+  assert names == ["fp", "asimd", "asimddp", "sve", "sve2", "i8mm"]
+  text = guest_cpuinfo.cpuinfo(0x414fd0b1, 2, names)  # Cortex-A76 r4p1
+  assert text.count("processor\t:") == 2 and "processor\t: 1\n" in text
+  assert "CPU implementer\t: 0x41\n" in text and "CPU part\t: 0xd0b\n" in text
+  assert "CPU variant\t: 0x4\n" in text and "CPU revision\t: 1\n" in text
+  assert "Features\t: fp asimd asimddp sve sve2 i8mm\n" in text
+  assert guest_cpuinfo.features({}) == []
+
+
+def _run_in_root(*args, env=None):
+  return subprocess.run(["bash", os.path.join(EMULATED, "run_in_root.sh"), *map(str, args)],
+                        capture_output=True, text=True, timeout=60, check=False, env=env)
+
+
+def test_run_in_root_dry_run_and_refusals(tmp_path):
+  result = _run_in_root("--dry-run", "--root", tmp_path, "--cpu", "max,sme=off", "--",
+                        "/opt/dkp-venv/bin/python", "-c", "print(1)")
+  assert result.returncode == 0, result.stderr
+  words = shlex.split(result.stdout.strip().lstrip("+ "))
+  assert words[:2] == ["env", "-i"] and "QEMU_CPU=max,sme=off" in words
+  assert words[-4:] == [str(tmp_path), "/opt/dkp-venv/bin/python", "-c", "print(1)"]
+  assert words[-5].endswith("chroot")
+  for args, message in ((["--cpu", "cortex-a53", "--", "/bin/true"], "--cpu must be"),
+                        (["--cpu", "max,sme=off;rm", "--", "/bin/true"], "--cpu takes"),
+                        (["--cpu", "max"], "no COMMAND given"),
+                        (["--share", tmp_path / "nope", "--", "/bin/true"], "is not a directory")):
+    refused = _run_in_root("--root", tmp_path, *args)
+    assert refused.returncode == 2 and message in refused.stderr, (args, refused.stderr)
+  fake = tmp_path / "bin"
+  fake.mkdir()
+  (fake / "id").write_text("#!/bin/sh\necho 0\n")
+  (fake / "id").chmod(0o755)
+  missing = _run_in_root("--root", tmp_path / "absent", "--", "/bin/true",
+                         env=_env(PATH=f"{fake}{os.pathsep}{os.environ['PATH']}"))
+  assert missing.returncode == 2 and "no finished arm64 root" in missing.stderr

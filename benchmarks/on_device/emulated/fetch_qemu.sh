@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Downloads a newer static qemu-aarch64 (Debian 13 "trixie"'s qemu-user package) into a cache
+# directory, with apt's own client but a private package list: nothing is installed and the
+# host's apt configuration is untouched. Debian 12's qemu 7.2 miscomputes SME (issue 22).
+set -euo pipefail
+
+DEST="${1:-${XDG_CACHE_HOME:-$HOME/.cache}/dkp-keras/qemu-trixie}"
+SUITE="${DKP_QEMU_SUITE:-trixie}"
+MIRROR="${DKP_ARM64_MIRROR:-http://deb.debian.org/debian}"
+
+die() { echo "fetch_qemu.sh: error: $*" >&2; exit 2; }
+[[ "${1:-}" != -h && "${1:-}" != --help ]] || {
+  echo "Usage: fetch_qemu.sh [DEST]   (default $DEST; prints the qemu-aarch64 path)"; exit 0; }
+command -v apt-get >/dev/null && command -v dpkg >/dev/null || die "needs apt-get and dpkg (Debian)"
+
+BINARY="$DEST/usr/bin/qemu-aarch64"
+if [[ -x "$BINARY" ]]; then
+  echo "$BINARY"
+  exit 0
+fi
+if [[ -e "$DEST" && -n "$(ls -A "$DEST" 2>/dev/null)" ]]; then
+  die "'$DEST' exists and holds no qemu-aarch64 of this script; move it away or give another DEST"
+fi
+mkdir -p "$(dirname "$DEST")"
+STATE="$(mktemp -d "$DEST.apt.XXXXXX")"
+trap 'rm -rf "$STATE"' EXIT
+mkdir -p "$STATE/lists/partial" "$STATE/cache/archives/partial"
+echo "deb $MIRROR $SUITE main" > "$STATE/sources.list"
+APT=(-o "Dir::Etc::SourceList=$STATE/sources.list" -o Dir::Etc::SourceParts=/dev/null
+     -o "Dir::State::Lists=$STATE/lists" -o "Dir::Cache=$STATE/cache" -o Debug::NoLocking=1
+     -o APT::Sandbox::User=root)
+apt-get "${APT[@]}" update -qq >&2 || die "apt-get update of $SUITE failed"
+(cd "$STATE" && apt-get "${APT[@]}" download qemu-user >&2) || die "could not download qemu-user"
+# dpkg -x into a temporary directory, then move: a killed run leaves no half-extracted tree
+dpkg -x "$STATE"/qemu-user_*.deb "$STATE/x"
+file_type="$("$STATE/x/usr/bin/qemu-aarch64" --version 2>/dev/null | head -n 1)" ||
+  die "the downloaded qemu-aarch64 does not run here"
+rmdir "$DEST" 2>/dev/null || true  # empty, checked above
+mv -T "$STATE/x" "$DEST"
+echo "$file_type" >&2
+echo "$BINARY"
