@@ -224,7 +224,7 @@ def compress(model_path, out, compression=25.0, finetune_epochs=1, data_dir=None
   return report
 
 
-def main(argv=None):
+def build_parser():
   parser = argparse.ArgumentParser(prog="python -m pipelines.compress",
                                    description=__doc__.splitlines()[0],
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -246,7 +246,11 @@ def main(argv=None):
   parser.add_argument("--include-dense", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--force", action="store_true", help="overwrite --out")
   parser.add_argument("--quiet", action="store_true", help="no progress bars")
-  args = parser.parse_args(argv)
+  return parser
+
+
+def main(argv=None):
+  args = build_parser().parse_args(argv)
   try:
     report = compress(args.model, args.out, args.compression, args.finetune_epochs, args.data,
                       args.preset, args.structure, args.layers, args.min_params, args.force,

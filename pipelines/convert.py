@@ -462,17 +462,23 @@ def _tolerance(text):
   return value
 
 
-def main(argv=None):
+def build_parser():
   parser = argparse.ArgumentParser(prog="python -m pipelines.convert",
-                                   description=__doc__.splitlines()[0])
+                                   description=__doc__.splitlines()[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   parser.add_argument("model", help=".keras / .h5 file or SavedModel directory")
   parser.add_argument("--out", required=True, help="the .tflite file to write")
-  parser.add_argument("--mode", choices=lowering.MODES, default="sequence")
+  parser.add_argument("--mode", choices=lowering.MODES, default="sequence",
+                      help="sequence: whole sequences in, outputs out; step: one time step "
+                           "with the LSTM states as inputs and outputs (streaming)")
   parser.add_argument("--seq-len", type=int,
                       help="sequence length (default: the model's, else 35)")
   parser.add_argument("--batch", type=int, default=1, help="batch size (0: dynamic)")
-  parser.add_argument("--sparse-kernel", choices=sparse_matmul.KERNELS, default="auto")
-  parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none")
+  parser.add_argument("--sparse-kernel", choices=sparse_matmul.KERNELS, default="auto",
+                      help="how S runs: auto picks block (1x4 S), csr (other sparse S) or "
+                           "dense per matrix")
+  parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none",
+                      help="weight quantization of the file")
   parser.add_argument("--verify", type=_whole_number, default=8, metavar="N",
                       help="random inputs to verify on (0: none)")
   parser.add_argument("--verify-data", help=".npy array of inputs (examples, steps, ...)")
@@ -481,7 +487,11 @@ def main(argv=None):
   parser.add_argument("--report", help="write the report as JSON here")
   parser.add_argument("--force", action="store_true",
                       help="overwrite an existing --out / --report / <out>.unverified")
-  args = parser.parse_args(argv)
+  return parser
+
+
+def main(argv=None):
+  args = build_parser().parse_args(argv)
   try:
     result = convert(args.model, args.out, mode=args.mode, seq_len=args.seq_len,
                      batch_size=args.batch or None, sparse_kernel=args.sparse_kernel,

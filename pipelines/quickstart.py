@@ -36,15 +36,22 @@ def run(epochs=4, compression=10.0, tokens=120_000, batch=32, steps=20, cmr=0.8,
           "optimal_perplexity": corpus.optimal_perplexity}
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--epochs", type=int, default=4)
-  parser.add_argument("--compression", type=float, default=10.0)
-  parser.add_argument("--tokens", type=int, default=120_000)
-  parser.add_argument("--batch", type=int, default=32)
-  parser.add_argument("--steps", type=int, default=20)
+def build_parser():
+  parser = argparse.ArgumentParser(prog="python -m pipelines.quickstart",
+                                   description=__doc__.splitlines()[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument("--epochs", type=int, default=4, help="training epochs")
+  parser.add_argument("--compression", type=float, default=10.0, help="compression factor")
+  parser.add_argument("--tokens", type=int, default=120_000, help="size of the embedded corpus")
+  parser.add_argument("--batch", type=int, default=32, help="batch size")
+  parser.add_argument("--steps", type=int, default=20, help="time steps per training window")
   parser.add_argument("--cmr", type=float, default=0.8, help="initial co-matrix dropout rate")
   parser.add_argument("--out", help="save the finalized model here (.keras)")
+  return parser
+
+
+def main(argv=None):
+  parser = build_parser()
   args = parser.parse_args(argv)
   try:
     result = run(args.epochs, args.compression, args.tokens, args.batch, args.steps, args.cmr,

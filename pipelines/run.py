@@ -150,16 +150,23 @@ def _plot(path, report):
   figures.save_figure(fig, path)
 
 
-def main(argv=None):
+def build_parser():
   parser = argparse.ArgumentParser(prog="python -m pipelines.run",
-                                   description=__doc__.splitlines()[0])
+                                   description=__doc__.splitlines()[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   parser.add_argument("--out", default="runs/demo", help="run directory")
-  parser.add_argument("--epochs", type=int, default=4)
-  parser.add_argument("--compression", type=float, default=25.0)
-  parser.add_argument("--tokens", type=int, default=120_000)
-  parser.add_argument("--units", type=int, default=512)
+  parser.add_argument("--epochs", type=int, default=4, help="training epochs of both models")
+  parser.add_argument("--compression", type=float, default=25.0,
+                      help="compression factor of the DKP model")
+  parser.add_argument("--tokens", type=int, default=120_000,
+                      help="size of the embedded corpus")
+  parser.add_argument("--units", type=int, default=512, help="LSTM units")
   parser.add_argument("--force", action="store_true", help="overwrite an existing run")
-  args = parser.parse_args(argv)
+  return parser
+
+
+def main(argv=None):
+  args = build_parser().parse_args(argv)
   try:
     report = run(args.out, epochs=args.epochs, compression=args.compression,
                  tokens=args.tokens, units=args.units, force=args.force)
