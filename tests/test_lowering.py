@@ -97,16 +97,21 @@ def test_step_mode_needs_an_lstm_and_modes_are_checked():
     lowering.lower_model(model, sparse_kernel="sparse")
 
 
-def test_bidirectional_lowers_in_sequence_mode_and_says_why_not_in_step_mode():
+@pytest.mark.parametrize("merge_mode", ["concat", "sum", "ave"])
+def test_bidirectional_lowers_in_sequence_mode_and_says_why_not_in_step_mode(merge_mode):
   inputs = keras.Input((5, 7))
   x = keras.layers.Bidirectional(dkp.DKPLSTM(6, compression=1.5, return_sequences=True),
-                                 name="both_ways")(inputs)
+                                 merge_mode=merge_mode, name="both_ways")(inputs)
   x = keras.layers.LSTM(4, return_sequences=True)(x)
-  model = keras.Model(inputs, keras.layers.TimeDistributed(dkp.DopedDense(8, compression=1.2))(x))
+  model = keras.Model(inputs, keras.layers.TimeDistributed(
+      dkp.DopedDense(8, compression=1.2, name="per_step"))(x))
   for owner in dkp.doped_matrix.find_doped_owners(model):
     randomize_doping(owner)
   x = np.random.default_rng(0).normal(size=(2, 5, 7)).astype(np.float32)
   lowered = lowering.lower_model(model, "sequence", batch_size=2)
+  # Both directions and the wrapped DopedDense are lowered: their S get sparse kernels.
+  names = {m.name for m in lowered.matrices() if m.doping is not None}
+  assert {"per_step"} < names and len([n for n in names if "/recurrent" in n]) == 2
   assert_normwise_close(lowered.function(tf.constant(x))["outputs"].numpy(),
                         model(x).numpy(), 1e-5)
   with pytest.raises(lowering.UnsupportedModelError, match="both_ways.*Bidirectional.*sequence"):

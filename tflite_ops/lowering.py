@@ -9,6 +9,8 @@ A model is lowered layer by layer into one `tf.function`:
   product, then the recurrence unrolled over the fixed sequence length
   (TFLite runs an unrolled loop faster than a WHILE op); a pruned plain
   kernel is stored as a sparse S alone, with the chosen sparse kernel;
+- `Bidirectional` over those LSTMs (sequence mode) and `TimeDistributed`
+  `DopedDense`: their inner layers lowered the same way;
 - any other layer passes through unchanged (called with ``training=False``, so
   dropout and CMR are inactive).
 
@@ -96,6 +98,12 @@ def _plain_matrix(name, kernel, choose):
   return LoweredMatrix(name, None, {}, kernel, method)
 
 
+def _lowered_lstm(layer):
+  """Whether an LSTM layer is lowered here (else the fused TFLite op runs it)."""
+  return isinstance(layer, dkp.DKPLSTM) or (isinstance(layer, keras.layers.LSTM) and
+                                            _has_pruned_kernels(layer))
+
+
 def _has_pruned_kernels(layer):
   """A Keras LSTM whose kernels pruning left sparse: lowered here so they are stored sparse
   (the fused TFLite LSTM op would store them dense)."""
@@ -171,6 +179,33 @@ class _LoweredLSTM:
       outputs.append(h)
     new_states[h_name], new_states[c_name] = h, c
     return tf.stack(outputs, axis=1) if self.layer.return_sequences else h
+
+
+# How `Bidirectional` joins its two directions (its merge_mode).
+_MERGES = {"concat": lambda a, b: tf.concat([a, b], axis=-1), "sum": lambda a, b: a + b,
+           "mul": lambda a, b: a * b, "ave": lambda a, b: (a + b) / 2}
+
+
+class _LoweredBidirectional:
+  """A `Bidirectional` DKPLSTM (or pruned LSTM), sequence mode: each direction lowered,
+  the backward one's outputs put back in time order and merged as Keras does."""
+
+  def __init__(self, layer, choose):
+    if layer.merge_mode not in _MERGES:
+      raise UnsupportedModelError(f"layer {layer.name!r}: merge_mode={layer.merge_mode!r} "
+                                  f"is not supported by the lowering ({sorted(_MERGES)} are)")
+    self.layer = layer
+    self.forward = _LoweredLSTM(layer.forward_layer, choose)
+    self.backward = _LoweredLSTM(layer.backward_layer, choose)
+
+  def matrices(self):
+    return self.forward.matrices() + self.backward.matrices()
+
+  def __call__(self, x, states, new_states):
+    forward, backward = self.forward(x, {}, {}), self.backward(x, {}, {})
+    if self.layer.return_sequences:
+      backward = tf.reverse(backward, axis=[1])
+    return _MERGES[self.layer.merge_mode](forward, backward)
 
 
 class _PassThrough:
@@ -273,9 +308,13 @@ def lower_model(model, mode="sequence", seq_len=None, batch_size=1, sparse_kerne
     _check_layer(layer, mode)
     if isinstance(layer, dkp.DopedDense):
       steps.append(_LoweredDense(layer, choose))
-    elif isinstance(layer, dkp.DKPLSTM) or (isinstance(layer, keras.layers.LSTM) and (
-        mode == "step" or _has_pruned_kernels(layer))):
+    elif (isinstance(layer, keras.layers.LSTM) and mode == "step") or _lowered_lstm(layer):
       steps.append(_LoweredLSTM(layer, choose))
+    elif isinstance(layer, keras.layers.Bidirectional) and _lowered_lstm(layer.forward_layer):
+      steps.append(_LoweredBidirectional(layer, choose))
+    elif isinstance(layer, keras.layers.TimeDistributed) and isinstance(layer.layer,
+                                                                        dkp.DopedDense):
+      steps.append(_LoweredDense(layer.layer, choose))
     else:
       steps.append(_PassThrough(layer))
   lstm_steps = [s for s in steps if isinstance(s, _LoweredLSTM)]
