@@ -43,7 +43,7 @@ from tflite_ops import files
 
 COLUMNS = ["method", "compression", "seed", "valid_ppl", "test_ppl", "params", "model_bytes",
            "lstm_compression", "epochs", "preset", "recipe", "commit", "wall_s",
-           "tflite_ppl", "tflite_int8_ppl"]
+           "tflite_ppl", "tflite_int8_ppl", "corpus"]
 # Measured on rows written since: the test perplexity of the step-mode .tflite (float32,
 # dynamic-int8) run through LiteRT. Earlier rows leave them empty.
 DEPLOYED_COLUMNS = {"tflite_ppl": "float32", "tflite_int8_ppl": "dynamic-int8"}
@@ -85,17 +85,20 @@ def read_results(path):
   for column in DEPLOYED_COLUMNS:
     if column not in frame.columns:
       frame[column] = float("nan")
+  if "corpus" not in frame.columns:  # rows from before it was recorded were all on PTB
+    frame["corpus"] = "ptb"
   missing = [c for c in COLUMNS if c not in frame.columns]
   if missing:
     raise ValueError(f"{path} lacks the columns {missing}; not an accuracy results file")
   return frame
 
 
-def _done(frame, method, compression, seed, preset, epochs):
+def _done(frame, method, compression, seed, preset, epochs, corpus):
   if frame.empty:
     return False
   match = ((frame["method"] == method) & (frame["compression"] == compression) &
-           (frame["seed"] == seed) & (frame["preset"] == preset) & (frame["epochs"] == epochs))
+           (frame["seed"] == seed) & (frame["preset"] == preset) & (frame["epochs"] == epochs) &
+           (frame["corpus"] == corpus))
   return bool(match.any())
 
 
@@ -132,8 +135,9 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
   runs_dir = runs_dir or os.path.join("runs", "accuracy",
                                       f"{corpus_name}-{preset}" if corpus_name else preset)
   commit = common.git_commit()
+  corpus = corpus_name or ("ptb" if data_dir else "embedded")
   for method, compression, seed in plan_rows(methods, compressions, seeds):
-    if _done(frame, method, compression, seed, preset, epochs):
+    if _done(frame, method, compression, seed, preset, epochs, corpus):
       continue
     run_dir = _run_dir(runs_dir, method, compression, seed, epochs)
     resuming = os.path.exists(os.path.join(run_dir, "run.json"))
@@ -167,7 +171,8 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
            "lstm_compression": metrics["lstm_compression"], "epochs": epochs, "preset": preset,
            "recipe": recipe_key, "commit": commit, "wall_s": round(wall_s, 1),
            **{column: metrics.get("deployed_test_perplexity", {}).get(export, float("nan"))
-              for column, export in DEPLOYED_COLUMNS.items()}}
+              for column, export in DEPLOYED_COLUMNS.items()},
+           "corpus": corpus}
     frame = pd.concat([frame, pd.DataFrame([row])], ignore_index=True)
     buffer = io.StringIO()
     frame[COLUMNS].to_csv(buffer, index=False, float_format="%.6g")
@@ -193,7 +198,8 @@ def render(csv_path):
   ).reset_index()
   dense_by_epochs = summary[summary["method"] == "dense"].groupby("epochs")["test_ppl"].first()
   dense_rows = frame[frame["method"] == "dense"]
-  lines = [f"# Accuracy at equal compression: {frame['preset'].iloc[0]}", "",
+  corpora = ", ".join(sorted(set(frame["corpus"].astype(str))))
+  lines = [f"# Accuracy at equal compression: {frame['preset'].iloc[0]} on {corpora}", "",
            "LSTM layers compressed by each method; test/valid perplexity per word (<eos> "
            "included, states carried), the mean over seeds (min–max beside it). `measured` is "
            "the LSTM layers' compression counted by "
@@ -213,7 +219,7 @@ def render(csv_path):
       dense_ppl = own["test_ppl"].mean() if len(own) else dense_ppl
     change = f"{100 * (row.test_ppl / dense_ppl - 1):+.1f}%" if dense_ppl else "n/a"
     paper = ""
-    if row.method in PAPER and PAPER[row.method][0] == row.compression:
+    if corpora == "ptb" and row.method in PAPER and PAPER[row.method][0] == row.compression:
       ppl = PAPER[row.method][1]
       paper = f"{ppl:.2f} ({100 * (ppl / PAPER['dense'][1] - 1):+.1f}%)"
     spread = f" ({row.test_min:.2f}–{row.test_max:.2f})" if row.seeds > 1 else ""

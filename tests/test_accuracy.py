@@ -154,7 +154,7 @@ def test_render_shows_the_mean_and_range_over_seeds_and_pairs_quantized_rows(tmp
   assert "| dkp | 25x | 25.0x | 110.00 | 105.00 (104.00–106.00) | +1.0% | 83.24 (+1.5%) |  |  | 2 |" in (
       tmp_path / "t.md").read_text()
   rows[1].update(tflite_ppl=104.01, tflite_int8_ppl=104.5)  # dkp seed 0 measured its files
-  frame = pd.DataFrame(rows)
+  frame = pd.DataFrame(rows).assign(corpus="ptb")
   frame.reindex(columns=accuracy.COLUMNS).to_csv(path, index=False)
   accuracy.render(str(path))
   text = (tmp_path / "t.md").read_text()
@@ -163,6 +163,13 @@ def test_render_shows_the_mean_and_range_over_seeds_and_pairs_quantized_rows(tmp
   assert "| dense | 1x | 1.0x | 109.00 | 104.00 (100.00–108.00) | +0.0% |" in text
   # int8 quantized dense seed 0's model: compared with that model, not the mean of all seeds.
   assert "| int8 | 4x | 4.0x | 106.00 | 101.00 | +1.0% |" in text
+  assert text.startswith("# Accuracy at equal compression: p on ptb")
+  # Another corpus: the papers' PTB numbers are not shown beside it.
+  frame.assign(corpus="python-docs").reindex(columns=accuracy.COLUMNS).to_csv(path, index=False)
+  accuracy.render(str(path))
+  text = (tmp_path / "t.md").read_text()
+  assert text.startswith("# Accuracy at equal compression: p on python-docs")
+  assert "| dkp | 25x | 25.0x | 110.00 | 105.00 (104.00–106.00) | +1.0% |  | 104.01" in text
 
 
 def test_target_lines():
