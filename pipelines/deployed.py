@@ -84,8 +84,10 @@ def deployed_perplexities(model, ids, batch_size, num_steps, exports=EXPORTS):
   with tempfile.TemporaryDirectory(prefix="dkp-deployed-") as workdir:
     for export in exports:
       path = os.path.join(workdir, f"{export}.tflite")
+      # A quantized file is checked by the perplexity measured here, not by the
+      # float tolerance on random inputs (which int8 weights may exceed on random tokens).
       convert.convert(model, path, mode="step", batch_size=batch_size,
-                      quantize=_QUANTIZE[export], verify_samples=2)
+                      quantize=_QUANTIZE[export], verify_samples=2 if export == "float32" else 0)
       results[export] = {"perplexity": tflite_perplexity(path, ids, batch_size, num_steps),
                          "bytes": os.path.getsize(path)}
   return results
