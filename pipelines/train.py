@@ -589,10 +589,6 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
              **lstm_compression(model, recipe, method),
              "target_warning": dkp.compression.missed_target_warning(
                  dkp.compression_report(model))}
-  if deployed_exports:
-    metrics["deployed_test_perplexity"] = {
-        export: result["perplexity"] for export, result in deployed.deployed_perplexities(
-            model, corpus.test, recipe.batch_size, recipe.num_steps, deployed_exports).items()}
   if not chief:
     return metrics
   save_atomically(model, os.path.join(out, "model.keras"))
@@ -600,6 +596,12 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
   shutil.rmtree(os.path.join(out, "backup"), ignore_errors=True)
   if os.path.exists(os.path.join(out, CLOCK_FILE)):
     os.remove(os.path.join(out, CLOCK_FILE))
+  if deployed_exports:
+    # After the run is saved: a failing conversion never loses the trained model.
+    metrics["deployed_test_perplexity"] = {
+        export: result["perplexity"] for export, result in deployed.deployed_perplexities(
+            model, corpus.test, recipe.batch_size, recipe.num_steps, deployed_exports).items()}
+    files.write_json_atomic(os.path.join(out, "metrics.json"), metrics)
   return metrics
 
 
