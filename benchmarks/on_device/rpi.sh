@@ -108,7 +108,7 @@ if [[ "$TARGET" != board ]]; then
     die "--target must be board, emulated-a72, emulated-a76 or emulated-max; got '$TARGET'"
   EMULATED_ROOT="$(realpath -m "${EMULATED_ROOT:-$DKP_ARM64_ROOT_DEFAULT}")"
   # qemu-user reads QEMU_CPU from the environment: it pins the CPU binfmt's qemu emulates.
-  GUEST=(env -i HOME=/root "PATH=$DKP_ARM64_VENV/bin:/usr/bin:/bin" LANG=C.UTF-8
+  GUEST=(env -i "${DKP_ARM64_GUEST_ENV[@]}"
          "QEMU_CPU=$QEMU_CPU_MODEL" "$(command -v chroot || echo /usr/sbin/chroot)" "$EMULATED_ROOT")
   GUEST_PYTHON="$DKP_ARM64_VENV/bin/python"
 fi

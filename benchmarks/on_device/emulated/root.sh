@@ -9,6 +9,8 @@ DKP_ARM64_ROOT_DEFAULT="${DKP_ARM64_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/dkp-ke
 DKP_ARM64_VENV=/opt/dkp-venv
 DKP_ARM64_READY=.dkp-arm64-root-ready
 BINFMT_DIR=/proc/sys/fs/binfmt_misc
+# The environment of a benchmark command inside the root (HOME is the guest's root home).
+DKP_ARM64_GUEST_ENV=(HOME=/root "PATH=$DKP_ARM64_VENV/bin:/usr/bin:/bin" LANG=C.UTF-8)
 
 # Prints the qemu -cpu model of an emulated target name (emulated-a72, emulated-a76,
 # emulated-max); fails on any other name.

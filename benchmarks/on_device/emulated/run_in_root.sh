@@ -53,7 +53,7 @@ ROOT="$(realpath -m "${ROOT:-$DKP_ARM64_ROOT_DEFAULT}")"
 # qemu-user reads QEMU_CPU from the environment, binfmt's and a --qemu one alike.
 QEMU_IN_ROOT=()
 [[ -z "$QEMU" ]] || QEMU_IN_ROOT=(/tmp/dkp-qemu-aarch64)
-GUEST=(env -i HOME=/root "PATH=$DKP_ARM64_VENV/bin:/usr/bin:/bin" LANG=C.UTF-8 "QEMU_CPU=$CPU"
+GUEST=(env -i "${DKP_ARM64_GUEST_ENV[@]}" "QEMU_CPU=$CPU"
        "$(command -v chroot || echo /usr/sbin/chroot)" "$ROOT" "${QEMU_IN_ROOT[@]}" "$@")
 if [[ "$DRY_RUN" -eq 1 ]]; then
   printf '+'; printf ' %q' "${GUEST[@]}"; printf '\n'
