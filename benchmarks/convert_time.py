@@ -40,7 +40,7 @@ import dkp_keras as dkp  # noqa: E402  pylint: disable=wrong-import-order
 import tf_keras as keras  # noqa: E402  pylint: disable=wrong-import-order
 
 from pipelines import convert as convert_pipeline  # noqa: E402
-from tflite_ops import inspect as tflite_inspect  # noqa: E402
+from tflite_ops import describe  # noqa: E402
 
 MODELS = ("dkp", "dense")
 MODES = ("sequence", "step")
@@ -111,7 +111,7 @@ def file_lstm_bytes(path, vocab):
   rest, each buffer counted once, is the LSTMs' (factors, sparse S with its
   indices, dense kernels, biases) plus a few bytes of shape constants.
   """
-  info = tflite_inspect.inspect_model(path)
+  info = describe.inspect_model(path)
   lstm = {t.buffer: t.buffer_bytes for t in info.constant_tensors if vocab not in t.shape}
   other = {t.buffer: t.buffer_bytes for t in info.constant_tensors if vocab in t.shape}
   return sum(lstm.values()), sum(other.values())

@@ -9,7 +9,7 @@ For a Keras [in, out] matrix S at each density, in two patterns:
 one tiny model ``x @ S`` (batch 1) is converted per kernel of
 `tflite_ops.sparse_matmul` (``block`` and ``gather`` with
 ``Optimize.EXPERIMENTAL_SPARSITY``, ``dense`` without, ``csr`` without and
-then rewritten by `tflite_ops.random_sparse`, as `pipelines.convert` does), plus the dense
+then rewritten by `tflite_ops.sparse_fc_rewrite`, as `pipelines.convert` does), plus the dense
 baseline: a fully dense random matrix of the same shape, converted without
 the sparsity flag. Where the ``auto`` rule (`sparse_matmul.choose_kernel`)
 picks ``dense``, the model `pipelines.convert` would write for ``auto`` is
@@ -40,8 +40,8 @@ from benchmarks import common  # imports dkp_keras first
 
 import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-order
 
-from tflite_ops import inspect as tflite_inspect  # noqa: E402
-from tflite_ops import random_sparse  # noqa: E402
+from tflite_ops import describe  # noqa: E402
+from tflite_ops import sparse_fc_rewrite  # noqa: E402
 from tflite_ops import sparse_matmul  # noqa: E402
 
 PATTERNS = ("block41", "random")
@@ -107,7 +107,7 @@ def convert(kernel, method, sparsity_flag):
     converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
   # As pipelines.convert: the CSR rewrite, and sparse FULLY_CONNECTED ops at version 8.
   csr = [kernel.T] if method == "csr" else []
-  flatbuffer, stored = random_sparse.store_csr_weights(converter.convert(), csr)
+  flatbuffer, stored = sparse_fc_rewrite.store_csr_weights(converter.convert(), csr)
   if stored != len(csr):
     raise RuntimeError("the csr rewrite did not find S in the converted file")
   return flatbuffer
@@ -124,10 +124,10 @@ def runs_as(op_counts, fast, csr=False):
 
 def storage(flatbuffer):
   """How the file stores its weight: sparse at all, in the fast 1x4 layout, densified at load."""
-  info = tflite_inspect.inspect_model(flatbuffer)
+  info = describe.inspect_model(flatbuffer)
   sparse = info.sparse_tensors
-  fast = any(tflite_inspect.is_fast_block_sparse(t) for t in sparse)
-  csr = any(tflite_inspect.is_csr_sparse(t) for t in sparse)
+  fast = any(describe.is_fast_block_sparse(t) for t in sparse)
+  csr = any(describe.is_csr_sparse(t) for t in sparse)
   densified = info.op_counts.get("DENSIFY", 0) > 0
   if not sparse:
     text = "dense"

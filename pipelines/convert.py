@@ -36,10 +36,10 @@ import tf_keras as keras  # noqa: E402
 from dkp_keras.verify import normwise_error  # noqa: E402
 from pipelines import models  # noqa: E402
 from tflite_ops import files  # noqa: E402
-from tflite_ops import inspect as tflite_inspect  # noqa: E402
+from tflite_ops import describe  # noqa: E402
 from tflite_ops import lowering  # noqa: E402
 from tflite_ops import quantize as quantize_weights  # noqa: E402
-from tflite_ops import random_sparse  # noqa: E402
+from tflite_ops import sparse_fc_rewrite  # noqa: E402
 from tflite_ops import sparse_matmul  # noqa: E402
 
 QUANTIZATIONS = ("none", "float16", "dynamic-int8")
@@ -144,11 +144,11 @@ def _store_csr(flatbuffer, lowered):
   """Rewrites each S lowered 'csr' as a CSR weight; (flatbuffer, how many were stored).
 
   One pass also puts exactly the FULLY_CONNECTED ops with sparse weights at op
-  version 8, or XNNPack would run them as dense (`random_sparse.mark_sparse_fully_connected`).
+  version 8, or XNNPack would run them as dense (`sparse_fc_rewrite.mark_sparse_fully_connected`).
   """
   # The converter stores S (Keras [in, out]) as the FULLY_CONNECTED weight [out, in].
   csr = [m.doping.T for m in lowered.matrices() if m.doping_kernel == "csr"]
-  flatbuffer, stored = random_sparse.store_csr_weights(flatbuffer, csr)
+  flatbuffer, stored = sparse_fc_rewrite.store_csr_weights(flatbuffer, csr)
   if stored != len(csr):
     # The converter changed a weight into a form the rewrite does not read:
     # say so rather than report a kernel that does not run.
@@ -290,8 +290,8 @@ def _components(info, lowered, table, quantize):
 def _sparse_check(info, lowered):
   """Each S lowered as 'block' must be stored sparse, in the fast layout, not densified;
   those lowered 'csr' are counted as CSR weights read by FULLY_CONNECTED."""
-  fast = [t for t in info.sparse_tensors if tflite_inspect.is_fast_block_sparse(t)]
-  csr = [t for t in info.sparse_tensors if tflite_inspect.is_csr_sparse(t)]
+  fast = [t for t in info.sparse_tensors if describe.is_fast_block_sparse(t)]
+  csr = [t for t in info.sparse_tensors if describe.is_csr_sparse(t)]
   densified = info.op_counts.get("DENSIFY", 0)
   block = [m for m in lowered.matrices() if m.doping_kernel == "block"]
   aligned = [m for m in block if sparse_matmul.is_block_aligned(m.doping)]
@@ -374,7 +374,7 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
   with open(tmp, "wb") as handle:
     handle.write(flatbuffer)
   try:
-    info = tflite_inspect.inspect_model(tmp)
+    info = describe.inspect_model(tmp)
     if info.custom_ops:
       raise ConversionError(f"the converted model needs non-builtin ops {info.custom_ops}")
     checked = verify(tmp, model, lowered, verify_samples, verify_data) if (

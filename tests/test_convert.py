@@ -16,7 +16,7 @@ from pipelines import convert
 from helpers import randomize_doping
 from pipelines import models
 from pipelines import presets
-from tflite_ops import inspect as tflite_inspect
+from tflite_ops import describe
 from tflite_ops import lowering
 
 STEPS = 6
@@ -106,9 +106,9 @@ def test_650_unit_layer_at_25x_is_20x_smaller_with_s_stored_sparse(workdir):
   result = convert.convert(model, workdir / "big.tflite", mode="step", seq_len=2,
                            verify_samples=2)
   dense_lstm_bytes = 4 * (4 * 650 * (650 + 650) + 4 * 650)
-  info = tflite_inspect.inspect_model(result.path)
+  info = describe.inspect_model(result.path)
   assert dense_lstm_bytes / info.file_bytes >= 20
-  fast = [t for t in info.sparse_tensors if tflite_inspect.is_fast_block_sparse(t)]
+  fast = [t for t in info.sparse_tensors if describe.is_fast_block_sparse(t)]
   assert len(fast) == 2                                     # input and recurrent S
   assert all(t.sparsity.density < 0.05 for t in fast)
   assert result.report["sparsity"]["all_block_aligned_stored_fast"]
@@ -127,9 +127,9 @@ def test_each_sparse_kernel_verifies(kernel, op, workdir):
                            sparse_kernel=kernel, verify_samples=2)
   assert result.report["verification"]["max_error"] < 1e-4
   assert op in result.report["op_counts"]
-  sparse = tflite_inspect.inspect_model(result.path).sparse_tensors
+  sparse = describe.inspect_model(result.path).sparse_tensors
   assert bool(sparse) == (kernel in ("block", "csr"))
-  assert all(tflite_inspect.is_csr_sparse(t) == (kernel == "csr") for t in sparse)
+  assert all(describe.is_csr_sparse(t) == (kernel == "csr") for t in sparse)
 
 
 def unstructured_lstm():

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from tflite_ops import inspect as tflite_inspect
+from tflite_ops import describe
 from tflite_ops import quantize
 
 
@@ -28,12 +28,12 @@ def dense_plus_sparse():
 def test_dense_weights_become_float16_and_s_stays_sparse_float32(dense_plus_sparse):
   flatbuffer, w, s = dense_plus_sparse
   rewritten = quantize.float16_weights(flatbuffer)
-  info = tflite_inspect.inspect_model(rewritten)
+  info = describe.inspect_model(rewritten)
   assert info.op_counts["DEQUANTIZE"] == 1
   assert [t.dtype for t in info.constant_tensors if t.shape == (128, 64) and t.sparsity is None
           ] == ["float16"]
   assert [t.dtype for t in info.sparse_tensors] == ["float32"]
-  assert tflite_inspect.is_fast_block_sparse(info.sparse_tensors[0])
+  assert describe.is_fast_block_sparse(info.sparse_tensors[0])
   assert len(rewritten) < len(flatbuffer) - 64 * 128  # 2 of 4 bytes saved per dense weight
   x = np.random.default_rng(1).normal(size=(2, 64)).astype(np.float32)
   interpreter = Interpreter(model_content=rewritten)
@@ -48,4 +48,4 @@ def test_dense_weights_become_float16_and_s_stays_sparse_float32(dense_plus_spar
 def test_small_weights_are_left_alone(dense_plus_sparse):
   flatbuffer, _, _ = dense_plus_sparse
   rewritten = quantize.float16_weights(flatbuffer, min_elements=10 ** 6)
-  assert "DEQUANTIZE" not in tflite_inspect.inspect_model(rewritten).op_counts
+  assert "DEQUANTIZE" not in describe.inspect_model(rewritten).op_counts

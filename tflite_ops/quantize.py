@@ -14,7 +14,7 @@ import collections
 
 import numpy as np
 
-from tflite_ops import inspect as tflite_inspect
+from tflite_ops import describe
 
 
 def float16_weights(flatbuffer, min_elements=1024):
@@ -23,7 +23,7 @@ def float16_weights(flatbuffer, min_elements=1024):
   Sparse weights (S), variables and buffers shared by several tensors keep
   float32. The float16 copies are dequantized by DEQUANTIZE ops placed first.
   """
-  flatbuffer_utils, schema = tflite_inspect._flatbuffer_modules()  # pylint: disable=protected-access
+  flatbuffer_utils, schema = describe._flatbuffer_modules()  # pylint: disable=protected-access
   model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
   dequantize = None
   users = collections.Counter(t.buffer for g in model.subgraphs for t in g.tensors)
@@ -47,7 +47,7 @@ def float16_weights(flatbuffer, min_elements=1024):
       subgraph.tensors.append(copy)
       if dequantize is None:
         # DEQUANTIZE version 3 is the one that reads float16.
-        dequantize = tflite_inspect.opcode_index(model, schema,
+        dequantize = describe.opcode_index(model, schema,
                                                  schema.BuiltinOperator.DEQUANTIZE, 3)
       op = schema.OperatorT()
       op.opcodeIndex = dequantize

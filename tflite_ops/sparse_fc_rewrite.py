@@ -1,10 +1,14 @@
-"""Unstructured S as TFLite's random-sparse (CSR) FULLY_CONNECTED weight.
+"""Rewrites of a converted file's sparse FULLY_CONNECTED ops: CSR weights and op versions.
+
+`store_csr_weights` stores unstructured S as TFLite's random-sparse (CSR)
+FULLY_CONNECTED weight; `mark_sparse_fully_connected` gives every
+FULLY_CONNECTED the op version that keeps XNNPack off sparse weights.
 
 TFLite's float FULLY_CONNECTED runs a weight stored as [out, in] with dim 0
 dense and dim 1 sparse CSR (2 dim metadata, no block) through
 `FullyConnectedSparseWeight`, a plain CSR loop. The converter never writes
 that layout for a FULLY_CONNECTED: above ~3.5% density it stores unstructured
-S sparse and then *densifies* it at load (see `tflite_ops.inspect`), so it
+S sparse and then *densifies* it at load (see `tflite_ops.describe`), so it
 runs at dense speed. This module writes the layout itself, after conversion:
 each FULLY_CONNECTED weight equal to one of the given S weights (a dense
 constant, or the sparse constant of a DENSIFY op) becomes a CSR tensor read
@@ -31,7 +35,7 @@ import collections
 
 import numpy as np
 
-from tflite_ops import inspect as tflite_inspect
+from tflite_ops import describe
 
 # FULLY_CONNECTED's op version for sparse weights (lite/tools/versioning/op_version.cc).
 SPARSE_FC_VERSION = 8
@@ -141,15 +145,15 @@ def _mark_sparse_fully_connected(model, schema):
   for subgraph in model.subgraphs:
     for op in subgraph.operators or []:
       code = model.operatorCodes[op.opcodeIndex]
-      if tflite_inspect.builtin_code(code) != fc or len(op.inputs) < 2 or op.inputs[1] < 0:
+      if describe.builtin_code(code) != fc or len(op.inputs) < 2 or op.inputs[1] < 0:
         continue
       weight = subgraph.tensors[op.inputs[1]]
       if weight.sparsity is not None and code.version != SPARSE_FC_VERSION:
-        op.opcodeIndex = tflite_inspect.opcode_index(model, schema, fc, SPARSE_FC_VERSION)
+        op.opcodeIndex = describe.opcode_index(model, schema, fc, SPARSE_FC_VERSION)
         marked += 1
       elif (weight.sparsity is None and code.version == SPARSE_FC_VERSION
             and weight.type == schema.TensorType.FLOAT32):
-        op.opcodeIndex = tflite_inspect.opcode_index(model, schema, fc, DENSE_FC_VERSION)
+        op.opcodeIndex = describe.opcode_index(model, schema, fc, DENSE_FC_VERSION)
         marked += 1
   return marked
 
@@ -166,7 +170,7 @@ def mark_sparse_fully_connected(flatbuffer):
   ones get version 8, float dense ones at 8 get `DENSE_FC_VERSION`. Returns
   (flatbuffer, ops changed).
   """
-  flatbuffer_utils, schema = tflite_inspect._flatbuffer_modules()  # pylint: disable=protected-access
+  flatbuffer_utils, schema = describe._flatbuffer_modules()  # pylint: disable=protected-access
   model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
   marked = _mark_sparse_fully_connected(model, schema)
   if not marked:
@@ -183,7 +187,7 @@ def _key(weight):
 def _fc_weight_constants(model, schema, ops):
   """(constant tensor, DENSIFY op index or None, reading FC op indices) of every tensor read
   only as the weight of FULLY_CONNECTED ops, directly or through a DENSIFY op."""
-  kinds = [tflite_inspect.builtin_code(model.operatorCodes[op.opcodeIndex]) for op in ops]
+  kinds = [describe.builtin_code(model.operatorCodes[op.opcodeIndex]) for op in ops]
   readers = collections.defaultdict(list)  # tensor -> [(op index, input position)]
   producer = {}
   for i, op in enumerate(ops):
@@ -216,7 +220,7 @@ def store_csr_weights(flatbuffer, weights):
   Returns (new flatbuffer, number of ``weights`` found and stored); equal
   weights count once each.
   """
-  flatbuffer_utils, schema = tflite_inspect._flatbuffer_modules()  # pylint: disable=protected-access
+  flatbuffer_utils, schema = describe._flatbuffer_modules()  # pylint: disable=protected-access
   model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
   wanted = collections.Counter(_key(w) for w in weights)
   found = set()

@@ -1,4 +1,4 @@
-"""tflite_ops.random_sparse: unstructured S as a CSR FULLY_CONNECTED weight LiteRT runs."""
+"""tflite_ops.sparse_fc_rewrite: unstructured S as a CSR FULLY_CONNECTED weight LiteRT runs."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,8 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from hypothesis import given, settings, strategies as st
 
-from tflite_ops import inspect as tflite_inspect
-from tflite_ops import random_sparse
+from tflite_ops import describe
+from tflite_ops import sparse_fc_rewrite
 
 
 def random_sparse_kernel(n, m, density, seed=0):
@@ -20,19 +20,19 @@ def random_sparse_kernel(n, m, density, seed=0):
        seed=st.integers(0, 99))
 def test_csr_decode_inverts_encode(out, width, density, seed):
   weight = random_sparse_kernel(out, width, density, seed)
-  values, segments, indices = random_sparse.csr_encode(weight)
+  values, segments, indices = sparse_fc_rewrite.csr_encode(weight)
   assert len(values) == np.count_nonzero(weight) and len(segments) == out + 1
-  np.testing.assert_array_equal(random_sparse.csr_decode(values, segments, indices, weight.shape),
+  np.testing.assert_array_equal(sparse_fc_rewrite.csr_decode(values, segments, indices, weight.shape),
                                 weight)
 
 
 def test_csr_decode_rejects_inconsistent_encodings():
   with pytest.raises(ValueError, match="inconsistent CSR"):
-    random_sparse.csr_decode([1.0], [0, 1], [5], (1, 3))  # index past the width
+    sparse_fc_rewrite.csr_decode([1.0], [0, 1], [5], (1, 3))  # index past the width
   with pytest.raises(ValueError, match="inconsistent CSR"):
-    random_sparse.csr_decode([1.0], [0, 2], [0], (1, 3))  # segments count 2 values
+    sparse_fc_rewrite.csr_decode([1.0], [0, 2], [0], (1, 3))  # segments count 2 values
   with pytest.raises(ValueError, match="2-D"):
-    random_sparse.csr_encode(np.ones(3))
+    sparse_fc_rewrite.csr_encode(np.ones(3))
 
 
 def convert(fn, n, sparsity_flag=False):
@@ -55,7 +55,7 @@ def run(flatbuffer, x, xnnpack):
 
 
 def fc_versions(flatbuffer):
-  flatbuffer_utils, schema = tflite_inspect._flatbuffer_modules()  # pylint: disable=protected-access
+  flatbuffer_utils, schema = describe._flatbuffer_modules()  # pylint: disable=protected-access
   model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
   return [model.operatorCodes[op.opcodeIndex].version for op in model.subgraphs[0].operators
           if model.operatorCodes[op.opcodeIndex].builtinCode
@@ -70,13 +70,13 @@ def test_s_is_stored_as_csr_and_runs_right_with_and_without_xnnpack(n, m, sparsi
   kernel = random_sparse_kernel(n, m, 0.05)
   weight = tf.constant(kernel)
   flatbuffer = convert(lambda x: tf.matmul(x, weight), n, sparsity_flag)
-  assert ("DENSIFY" in tflite_inspect.inspect_model(flatbuffer).op_counts) == sparsity_flag
-  rewritten, stored = random_sparse.store_csr_weights(flatbuffer, [kernel.T])
+  assert ("DENSIFY" in describe.inspect_model(flatbuffer).op_counts) == sparsity_flag
+  rewritten, stored = sparse_fc_rewrite.store_csr_weights(flatbuffer, [kernel.T])
   assert stored == 1
-  info = tflite_inspect.inspect_model(rewritten)
+  info = describe.inspect_model(rewritten)
   assert "DENSIFY" not in info.op_counts
   [tensor] = info.sparse_tensors
-  assert tflite_inspect.is_csr_sparse(tensor)
+  assert describe.is_csr_sparse(tensor)
   assert tensor.sparsity.density == pytest.approx(np.count_nonzero(kernel) / kernel.size)
   assert tensor.sparsity.index_types == (("uint8", "uint8") if n < 256 else ("uint16", "uint16"))
   assert info.file_bytes < kernel.nbytes / 3     # 5% of the values, at 5-6 bytes each
@@ -94,15 +94,15 @@ def test_only_the_given_weights_are_rewritten_and_a_shared_one_once():
   s_t, other_t = tf.constant(s), tf.constant(other)
   flatbuffer = convert(
       lambda x: tf.matmul(x, s_t) + tf.matmul(tf.tanh(x), s_t) + tf.matmul(x, other_t), 40)
-  rewritten, stored = random_sparse.store_csr_weights(flatbuffer, [s.T])
+  rewritten, stored = sparse_fc_rewrite.store_csr_weights(flatbuffer, [s.T])
   assert stored == 1
-  info = tflite_inspect.inspect_model(rewritten)
+  info = describe.inspect_model(rewritten)
   assert len(info.sparse_tensors) == 1                                # `other` stays dense
   assert sorted(fc_versions(rewritten))[-2:] == [8, 8]                # both readers of S
   x = np.random.default_rng(2).normal(size=(2, 40)).astype(np.float32)
   expected = x @ s + np.tanh(x) @ s + x @ other
   np.testing.assert_allclose(run(rewritten, x, True), expected, atol=1e-4)
-  _, none = random_sparse.store_csr_weights(flatbuffer, [np.ones((24, 40), np.float32)])
+  _, none = sparse_fc_rewrite.store_csr_weights(flatbuffer, [np.ones((24, 40), np.float32)])
   assert none == 0
 
 
@@ -119,13 +119,13 @@ def test_sparse_int8_weights_are_marked_version_8_and_xnnpack_then_runs_them_rig
   converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
   converter.optimizations = [tf.lite.Optimize.DEFAULT, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
   flatbuffer = converter.convert()
-  assert len(tflite_inspect.inspect_model(flatbuffer).sparse_tensors) == 1
-  marked, count = random_sparse.mark_sparse_fully_connected(flatbuffer)
+  assert len(describe.inspect_model(flatbuffer).sparse_tensors) == 1
+  marked, count = sparse_fc_rewrite.mark_sparse_fully_connected(flatbuffer)
   assert count == 1
   assert 8 not in fc_versions(flatbuffer) and sorted(fc_versions(marked))[0] == 8
   x = rng.normal(size=(1, 64)).astype(np.float32)
   np.testing.assert_allclose(run(marked, x, True), run(marked, x, False), rtol=1e-4, atol=1e-4)
-  assert random_sparse.mark_sparse_fully_connected(marked)[1] == 0
+  assert sparse_fc_rewrite.mark_sparse_fully_connected(marked)[1] == 0
 
 
 def test_dense_float_weights_beside_sparse_ones_leave_version_8_for_xnnpack():
@@ -137,7 +137,7 @@ def test_dense_float_weights_beside_sparse_ones_leave_version_8_for_xnnpack():
   dense = tf.constant(rng.normal(size=(48, 8)).astype(np.float32))
   flatbuffer = convert(lambda x: tf.matmul(tf.matmul(x, sparse), dense), 64, sparsity_flag=True)
   assert fc_versions(flatbuffer) == [8, 8]
-  marked, count = random_sparse.mark_sparse_fully_connected(flatbuffer)
-  assert count == 1 and fc_versions(marked) == [8, random_sparse.DENSE_FC_VERSION]
+  marked, count = sparse_fc_rewrite.mark_sparse_fully_connected(flatbuffer)
+  assert count == 1 and fc_versions(marked) == [8, sparse_fc_rewrite.DENSE_FC_VERSION]
   x = rng.normal(size=(2, 64)).astype(np.float32)
   np.testing.assert_allclose(run(marked, x, True), run(flatbuffer, x, False), rtol=1e-5, atol=1e-5)

@@ -1,6 +1,7 @@
-"""Tests for tflite_ops.inspect on tiny models converted once per module."""
+"""Tests for tflite_ops.describe on tiny models converted once per module."""
 
 import ast
+import importlib
 import json
 import os
 import pathlib
@@ -12,8 +13,8 @@ import pytest
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from tflite_ops import inspect as tfl_inspect  # noqa: E402
-from tflite_ops.inspect import (  # noqa: E402
+from tflite_ops import describe  # noqa: E402
+from tflite_ops.describe import (  # noqa: E402
     SparsityInfo, TFLiteFormatError, format_model_info, inspect_model, is_fast_block_sparse, main)
 
 N_IN, N_OUT, DENSITY = 64, 128, 0.05
@@ -126,7 +127,7 @@ def test_accounting_matches_the_file(models):
 def test_block_layout_is_inputs_of_one_output(models):
   """Decode the stored CSR: block (row r, index c) covers inputs 4c..4c+3 of output r."""
   path, mask = models["block41"]
-  fbu, _ = tfl_inspect._flatbuffer_modules()  # pylint: disable=protected-access
+  fbu, _ = describe._flatbuffer_modules()  # pylint: disable=protected-access
   model = fbu.read_model_from_bytearray(bytearray(path.read_bytes()))
   [tensor] = [t for t in model.subgraphs[0].tensors if t.sparsity is not None]
   dim = tensor.sparsity.dimMetadata[1]
@@ -177,7 +178,7 @@ def test_both_flatbuffer_readers_agree(models):
   data = bytearray(models["block41"][0].read_bytes())
 
   def stored_indices(backend):
-    fbu, _ = tfl_inspect._flatbuffer_modules(backend)  # pylint: disable=protected-access
+    fbu, _ = describe._flatbuffer_modules(backend)  # pylint: disable=protected-access
     model = fbu.read_model_from_bytearray(data)
     [t] = [t for t in model.subgraphs[0].tensors if t.sparsity is not None]
     return t.sparsity.dimMetadata[1].arrayIndices.values.tolist()
@@ -187,7 +188,7 @@ def test_both_flatbuffer_readers_agree(models):
 
 def test_package_imports_no_tensorflow_at_import_time():
   """Module-level imports of tflite_ops stay free of TensorFlow (checked statically)."""
-  for name in ("__init__.py", "inspect.py"):
+  for name in ("__init__.py", "describe.py"):
     tree = ast.parse((REPO / "tflite_ops" / name).read_text())
     modules = [a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names]
     modules += [n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module]
@@ -198,7 +199,7 @@ def test_cli_prints_table_and_writes_json(models, tmp_path):
   path = models["block41"][0]
   out = tmp_path / "info.json"
   env = {**os.environ, "PYTHONPATH": str(REPO)}
-  run = subprocess.run([sys.executable, "-m", "tflite_ops.inspect", str(path), "--json", str(out)],
+  run = subprocess.run([sys.executable, "-m", "tflite_ops.describe", str(path), "--json", str(out)],
                        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
                        check=False)
   assert run.returncode == 0, run.stderr
@@ -209,6 +210,30 @@ def test_cli_prints_table_and_writes_json(models, tmp_path):
   [sparse] = summary["sparse_tensors"]
   assert sparse["fast_block_sparse"] and sparse["block_shape"] == [1, 4]
   assert [p.name for p in tmp_path.iterdir()] == ["info.json"]   # no temp file left behind
+
+
+def test_old_cli_name_still_works_and_says_it_is_deprecated(models, tmp_path):
+  """``python -m tflite_ops.inspect`` (the name before the rename) prints the same table."""
+  path = models["block41"][0]
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+  def cli(module):
+    return subprocess.run([sys.executable, "-m", module, str(path)], capture_output=True,
+                          text=True, cwd=tmp_path, env=env, timeout=120, check=False)
+
+  new, old = cli("tflite_ops.describe"), cli("tflite_ops.inspect")
+  assert new.returncode == old.returncode == 0, old.stderr
+  assert old.stdout == new.stdout and "fast sparse FC" in old.stdout
+  assert "deprecated" not in new.stderr
+  assert "tflite_ops.inspect is deprecated" in old.stderr and "tflite_ops.describe" in old.stderr
+
+
+def test_old_module_name_warns_and_gives_the_same_functions(monkeypatch):
+  monkeypatch.delitem(sys.modules, "tflite_ops.inspect", raising=False)
+  with pytest.warns(DeprecationWarning, match="use tflite_ops.describe"):
+    old = importlib.import_module("tflite_ops.inspect")
+  assert old.inspect_model is describe.inspect_model and old.main is describe.main
+  assert old.is_fast_block_sparse is describe.is_fast_block_sparse
 
 
 def run_main(argv, capsys):
