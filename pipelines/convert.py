@@ -48,6 +48,8 @@ WEIGHT_BYTES = {"none": 4, "float16": 2, "dynamic-int8": 1}
 TOLERANCES = {"none": 1e-4, "float16": 1e-2, "dynamic-int8": 1e-1}
 # A file that fails verification is kept at ``out + UNVERIFIED``.
 UNVERIFIED = ".unverified"
+# Sequence length when neither --seq-len nor the model's input fixes one (PTB's unroll length).
+DEFAULT_SEQ_LEN = 35
 
 
 class ConversionError(RuntimeError):
@@ -356,6 +358,8 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
   # A model saved stateful (trained with a fixed batch) is lowered as its stateless twin,
   # which takes any --batch; layers the lowering passes through keep the model's batch.
   reference = _reference_model(model)
+  if seq_len is None:
+    seq_len = lowering.fixed_seq_len(reference) or DEFAULT_SEQ_LEN
   lowered = lowering.lower_model(reference, mode=mode, seq_len=seq_len,
                                  batch_size=batch_size, sparse_kernel=sparse_kernel,
                                  csr=quantize != "dynamic-int8")
@@ -472,7 +476,7 @@ def build_parser():
                       help="sequence: whole sequences in, outputs out; step: one time step "
                            "with the LSTM states as inputs and outputs (streaming)")
   parser.add_argument("--seq-len", type=int,
-                      help="sequence length (default: the model's, else 35)")
+                      help=f"sequence length (default: the model's, else {DEFAULT_SEQ_LEN})")
   parser.add_argument("--batch", type=int, default=1, help="batch size (0: dynamic)")
   parser.add_argument("--sparse-kernel", choices=sparse_matmul.KERNELS, default="auto",
                       help="how S runs: auto picks block (1x4 S), csr (other sparse S) or "

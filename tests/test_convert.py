@@ -289,6 +289,15 @@ def test_cli_converts_a_stateful_model_at_batch_1(workdir, capsys):
   assert normwise_error(run_step_file(out, tokens, lowered.state_shapes), expected) < 1e-4
 
 
+def test_a_model_of_any_length_converts_at_the_default_sequence_length(workdir):
+  """pipelines.convert, not the lowering, supplies a length when the model fixes none."""
+  inputs = keras.Input((None, 3))
+  model = keras.Model(inputs, dkp.DKPLSTM(4, compression=1.5, return_sequences=True)(inputs))
+  result = convert.convert(model, workdir / "any_length.tflite", verify_samples=1)
+  assert result.report["seq_len"] == convert.DEFAULT_SEQ_LEN == 35
+  assert result.report["verification"]["max_error"] < 1e-4
+
+
 def test_stateful_plain_lstm_converts_in_sequence_mode_at_batch_1(workdir):
   """A dense model saved as trained (stateful Keras LSTM, passed through as the fused op)."""
   inputs = keras.Input((STEPS,), batch_size=4, dtype="int32")

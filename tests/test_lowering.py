@@ -97,6 +97,22 @@ def test_step_mode_needs_an_lstm_and_modes_are_checked():
     lowering.lower_model(model, sparse_kernel="sparse")
 
 
+def test_sequence_length_comes_from_the_caller_or_the_model():
+  """The lowering has no sequence length of its own: a model of any length needs seq_len."""
+  inputs = keras.Input((None, 4), name="any_length")
+  model = keras.Model(inputs, dkp.DKPLSTM(6, compression=1.5, return_sequences=True)(inputs))
+  assert lowering.fixed_seq_len(model) is None
+  assert lowering.fixed_seq_len(lstm_stack(steps=5)) == 5
+  with pytest.raises(ValueError, match="any length.*pass seq_len"):
+    lowering.lower_model(model)
+  x = np.random.default_rng(0).normal(size=(1, 3, 4)).astype(np.float32)
+  lowered = lowering.lower_model(model, seq_len=3)
+  assert lowered.seq_len == 3
+  assert_normwise_close(lowered.function(tf.constant(x))["outputs"].numpy(), model(x).numpy())
+  assert lowering.lower_model(model, "step").seq_len is None  # one step: no length needed
+  assert lowering.lower_model(lstm_stack(steps=5)).seq_len == 5
+
+
 @pytest.mark.parametrize("merge_mode", ["concat", "sum", "ave"])
 def test_bidirectional_lowers_in_sequence_mode_and_says_why_not_in_step_mode(merge_mode):
   inputs = keras.Input((5, 7))

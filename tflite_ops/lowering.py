@@ -39,7 +39,6 @@ from dkp_keras.deployed_layout import is_pruned
 from tflite_ops import sparse_matmul
 
 MODES = ("sequence", "step")
-DEFAULT_SEQ_LEN = 35  # PTB's unroll length
 
 
 class UnsupportedModelError(ValueError):
@@ -269,9 +268,21 @@ def _check_layer(layer, mode):
                                 f"supported by the lowering")
 
 
+def fixed_seq_len(model):
+  """The number of time steps the model's input fixes (its dim 1), or None when it fixes none."""
+  inputs = getattr(model, "inputs", None) or []
+  if len(inputs) != 1 or len(inputs[0].shape) < 2:
+    return None  # `lower_model` names the problem
+  return inputs[0].shape[1]
+
+
 @dataclasses.dataclass
 class LoweredModel:
-  """A model's inference graph: the tf.function, its concrete function and what was lowered."""
+  """A model's inference graph: the tf.function, its concrete function and what was lowered.
+
+  ``seq_len`` is the sequence length asked for (or the model's fixed one); in
+  step mode, where the graph takes one step, it may be None.
+  """
   function: object
   concrete: object
   mode: str
@@ -289,8 +300,10 @@ def lower_model(model, mode="sequence", seq_len=None, batch_size=1, sparse_kerne
                 csr=True):
   """Builds the TFLite-ready inference function of ``model`` (see the module doc).
 
-  ``seq_len`` (sequence mode) defaults to the model's fixed input length, else
-  `DEFAULT_SEQ_LEN`; ``batch_size=None`` gives a dynamic batch. ``csr=False``
+  ``seq_len`` (the time steps of sequence mode) defaults to the model's fixed
+  input length; a model without one needs it (`ValueError` otherwise). A
+  sequence length is the caller's choice (its data's), not the lowering's.
+  ``batch_size=None`` gives a dynamic batch. ``csr=False``
   keeps ``auto`` from choosing the CSR kernel (int8 weights have none).
   """
   if mode not in MODES:
@@ -324,9 +337,13 @@ def lower_model(model, mode="sequence", seq_len=None, batch_size=1, sparse_kerne
   model_input = model.inputs[0]
   if len(model_input.shape) < 2:
     raise UnsupportedModelError("the model input must be (batch, time, ...) for the lowering")
-  fixed_steps = model_input.shape[1]
+  fixed_steps = fixed_seq_len(model)
   if seq_len is None:
-    seq_len = fixed_steps or DEFAULT_SEQ_LEN
+    seq_len = fixed_steps
+  if mode == "sequence" and seq_len is None:
+    raise ValueError(f"model {model.name!r} takes sequences of any length (input shape "
+                     f"{tuple(model_input.shape)}): pass seq_len, the number of time steps "
+                     f"the converted model takes")
   if mode == "sequence" and fixed_steps is not None and fixed_steps != seq_len:
     raise UnsupportedModelError(f"the model's input has a fixed length of {fixed_steps} "
                                 f"steps; convert with seq_len={fixed_steps}")
