@@ -1,6 +1,8 @@
 """Atomic output: the destination is replaced whole or not at all, with normal permissions."""
 
+import ast
 import os
+import pathlib
 import signal
 import stat
 import subprocess
@@ -139,3 +141,41 @@ def test_good_outputs_pass_and_force_allows_replacing(tmp_path):
 def _touch(path):
   path.write_bytes(b"")
   return path
+
+
+# Calls that write a file in place (not through files.atomic_path and its kin).
+_DIRECT_WRITES = {"write_text", "write_bytes", "save", "savefig", "dump", "tofile"}
+# Calls that move or copy onto a path, by module (str.replace and dict.copy are fine).
+_MODULE_WRITES = {"os": {"replace", "rename"}, "shutil": {"copy", "copyfile", "copy2", "move"}}
+
+
+def _direct_writes(source):
+  """(line, call) of each call in ``source`` that writes a file without the atomic helpers."""
+  found = []
+  for node in ast.walk(ast.parse(source)):
+    if not isinstance(node, ast.Call):
+      continue
+    name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+    if name == "open":
+      mode = node.args[1] if len(node.args) > 1 else next(
+          (k.value for k in node.keywords if k.arg == "mode"), None)
+      if isinstance(mode, ast.Constant) and set(str(mode.value)) & set("wax+"):
+        found.append((node.lineno, ast.unparse(node)))
+    elif name in _DIRECT_WRITES or name in _MODULE_WRITES.get(
+        getattr(getattr(node.func, "value", None), "id", None), ()):
+      found.append((node.lineno, ast.unparse(node)))
+  return sorted(found)
+
+
+def test_the_scan_finds_a_direct_write():
+  assert [line for line, _ in _direct_writes(
+      "open(p, 'wb').write(b)\npath.write_text('x')\nopen(p)\nfiles.write_atomic(p, b)\n"
+      "os.replace(a, b)\nname.replace('a', 'b')\n")] == [1, 2, 5]
+
+
+def test_every_writer_in_tflite_ops_is_atomic():
+  """What files.py promises: tflite_ops writes files only through its atomic helpers."""
+  package = pathlib.Path(REPO) / "tflite_ops"
+  for module in sorted(package.glob("*.py")):
+    if module.name != "files.py":
+      assert _direct_writes(module.read_text()) == [], module.name

@@ -1,7 +1,11 @@
 """How DKP is lowered for the TFLite converter and how .tflite files are read.
 
-Nothing here imports TensorFlow at import time: the modules load it (or the
-lighter LiteRT flatbuffer reader) when a function needs it.
+Graph building imports TensorFlow: `lowering` (a Keras model to a
+`tf.function`) and `sparse_matmul` (S as TF ops). The file-level modules do
+not, at import time: `describe` (what a .tflite holds; it reads the file with
+LiteRT's flatbuffer reader, or TensorFlow's when LiteRT is absent, when a
+function needs it), `sparse_fc_rewrite` and `quantize` (rewrites of a converted
+file), `timing` and `files`.
 
 >>> from tflite_ops.describe import inspect_model
 >>> inspect_model("model.tflite").op_counts      # doctest: +SKIP

@@ -1,5 +1,8 @@
 """Read a .tflite file and say what is in it: ops, tensor sizes, sparsity.
 
+(Named ``describe``, not ``inspect``, so as not to shadow the standard library;
+`tflite_ops.inspect` is the deprecated old name.)
+
 >>> info = inspect_model("dkp.tflite")                         # doctest: +SKIP
 >>> info.op_counts                                            # doctest: +SKIP
 {'RESHAPE': 2, 'FULLY_CONNECTED': 3, 'TRANSPOSE': 1, 'ADD': 1}
@@ -22,14 +25,15 @@ fully-connected weight format". Int8 weights accept only 1x16 blocks
 (`FullyConnectedSparseWeight1x16`); the reference kernel densifies first.
 The converter (compiler/mlir/lite/transforms/dense_to_sparse.cc) compresses a
 2-D/4-D constant when >= 30% of it is zero, tries the op's block shapes (1x4
-for a float FC: what the files below show), and keeps a block shape when its
+for a float FC), and keeps a block shape when its
 block sparsity is > 0.9x the element sparsity. Otherwise it stores the weight
 unstructured *and* inserts a DENSIFY op, so the FC runs dense: this is why
 4 consecutive *outputs* (tfmot `block_size=(1, 4)` on a Keras kernel) and
 random sparsity above ~3.5% density gain nothing (0.965**4 / 0.965 = 0.9),
-while random sparsity below it is stored in 1x4 blocks padded with zeros (1%
-random on 2600x1300 keeps ~4% of the values; checked on converted files).
-The unstructured layout the kernel runs is written by `tflite_ops.sparse_fc_rewrite`.
+while random sparsity below it is stored in 1x4 blocks padded with zeros
+(each kept block stores its zeros too). The unstructured layout the kernel
+runs is written by `tflite_ops.sparse_fc_rewrite`. How fast each layout runs:
+docs/results.md.
 """
 
 from __future__ import annotations
@@ -68,8 +72,8 @@ class TFLiteFormatError(ValueError):
 def _flatbuffer_modules(backend="auto"):
   """(flatbuffer_utils, schema_py_generated), LiteRT's copy when installed.
 
-  Both are generated from the same schema.fbs; LiteRT's loads in ~0.2 s where
-  importing TensorFlow's costs ~3 s, which matters for the command line.
+  Both are generated from the same schema.fbs; LiteRT's loads without
+  importing TensorFlow, which keeps the command line quick to start.
   """
   if backend in ("auto", "litert"):
     try:

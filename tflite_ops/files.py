@@ -1,7 +1,10 @@
 """Atomic file output: a reader never sees half a file, a failure never clobbers one.
 
-Everything the project writes (models, .tflite files, reports, plots, JSON)
-goes to a temporary file beside its destination and is renamed into place.
+A file written through these helpers (`atomic_path`, `write_atomic`,
+`write_json_atomic`, or `temp_beside` + `publish`) goes to a temporary file
+beside its destination and is renamed into place. The writers of
+`tflite_ops` all use them (a test checks that none writes a file directly);
+elsewhere in the project, a writer is atomic only where it calls them.
 Temporary names say whose they are (``.<name>.dkp-tmp.<host>.<pid>.<random><ext>``):
 the leftovers of a killed process are removed by the next write into their
 directory. `check_outputs` checks a command's output locations before it does

@@ -14,11 +14,8 @@ each FULLY_CONNECTED weight equal to one of the given S weights (a dense
 constant, or the sparse constant of a DENSIFY op) becomes a CSR tensor read
 by the FULLY_CONNECTED directly.
 
-Measured (`python -m benchmarks.sparse_kernels`, 1300 -> 2600, 1 thread,
-`results/sparse_kernels_csr.json`): 4.8x faster than dense at 4% density,
-1.85x at 10%, 0.89x at 20%; below 3.5%, where the converter pads unstructured
-S into 1x4 blocks, CSR is as fast and 2.9x smaller (1%: 42 vs 46 µs, 204 vs 592 KiB).
-For S in whole 1x4 blocks the 1x4 kernel stays 2.5x faster (4%: 45 vs 111 µs).
+How it compares with the dense and the 1x4 block kernels
+(`python -m benchmarks.sparse_kernels`): docs/results.md.
 
 Two details the runtime needs (both pinned by tests): the FULLY_CONNECTED must
 be op version 8 (sparse weights), or XNNPack delegates it and reads the CSR
@@ -165,7 +162,7 @@ def mark_sparse_fully_connected(flatbuffer):
   other version, where it reads a sparse weight's values as a dense matrix.
   The converter gives all FULLY_CONNECTED ops of a file one shared version: 12
   with dynamic int8, so sparse int8 weights ran through XNNPack and computed
-  NaN (measured); 8 in float files with a sparse weight, so XNNPack took none
+  NaN; 8 in float files with a sparse weight, so XNNPack took none
   of their dense FULLY_CONNECTED ops (the Kronecker factors) either. Sparse
   ones get version 8, float dense ones at 8 get `DENSE_FC_VERSION`. Returns
   (flatbuffer, ops changed).

@@ -1,23 +1,30 @@
 """The doping matrix S as TFLite builtin ops: block-sparse FC, CSR FC, gather kernel, or dense.
 
+Imports TensorFlow (it builds graph ops).
+
 Kernels (``x @ S`` for ``x`` (batch, n) and S the Keras [n, m] kernel):
 
 - ``block``: ``x @ S`` as a FULLY_CONNECTED with a constant weight; with
   ``Optimize.EXPERIMENTAL_SPARSITY`` the converter stores it sparse. S in
   (4, 1) Keras blocks (4 consecutive inputs of one output) becomes TFLite's
-  1x4 block-sparse weight, which the optimized sparse kernel runs ~9x faster
-  than dense at 4% density; unstructured S is stored sparse only below ~3.5%
-  density (above, it is densified at load and runs at dense speed).
+  1x4 block-sparse weight, which the optimized sparse kernel
+  (`FullyConnectedSparseWeight1x4`) runs; unstructured S is stored sparse
+  only below ~3.5% density (the converter's block rule, see
+  `tflite_ops.describe`; above, it is densified at load and runs at dense speed).
+- ``csr``: a plain constant weight that `tflite_ops.sparse_fc_rewrite` stores
+  as TFLite's unstructured (CSR) sparse weight after conversion.
 - ``gather``: GATHER + MUL + UNSORTED_SEGMENT_SUM over S's nonzeros: works
-  for any pattern, but measured ~1 ms at 4% density on a 2600x1300 matrix.
+  for any pattern and any runtime with those builtin ops.
 - ``dense``: a plain dense FULLY_CONNECTED (convert without the sparsity
   optimization to keep it dense).
 
-``choose_kernel`` is the ``auto`` rule, backed by measurements (DESIGN.md and
-`benchmarks/sparse_kernels.py`; 2-vCPU x86, 1 thread): block-aligned S below
+``choose_kernel`` is the ``auto`` rule (`dkp_keras.deployed_layout`), backed
+by the kernel benchmark `benchmarks/sparse_kernels.py`: block-aligned S below
 ``BLOCK_MAX_DENSITY`` -> ``block``; other S up to ``CSR_MAX_DENSITY`` ->
 ``csr``; otherwise ``dense``. The gather kernel is never the fastest there;
 it is kept for patterns and runtimes where the sparse FC path is missing.
+The measured figures are in docs/results.md; the TFLite facts the rule rests
+on in docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from dkp_keras.deployed_layout import (  # noqa: F401  pylint: disable=unused-im
     density, is_block_aligned)
 
 KERNELS = ("auto", "block", "csr", "gather", "dense")
+
+
 def sparse_matmul_fn(kernel, method):
   """A function ``x -> x @ kernel`` (2-D ``x``) with the chosen TFLite lowering of S.
 
@@ -49,8 +58,8 @@ def sparse_matmul_fn(kernel, method):
     return lambda x: tf.matmul(x, weight)
   if method in ("block", "dense"):
     # TFLite's sparse FULLY_CONNECTED gives wrong results when the input size
-    # is not a multiple of 4 (measured: 37 -> 64 at 5% density, 85% error), and
-    # the converter may sparsify any constant weight: pad the inputs to a multiple of 4.
+    # is not a multiple of 4, and the converter may sparsify any constant
+    # weight: pad the inputs to a multiple of 4.
     pad = -kernel.shape[0] % 4
     if pad:
       kernel = np.concatenate([kernel, np.zeros((pad, kernel.shape[1]), np.float32)])
