@@ -35,8 +35,8 @@ import tf_keras as keras  # noqa: E402
 
 from dkp_keras.verify import normwise_error  # noqa: E402
 from pipelines import models  # noqa: E402
-from tflite_ops import files  # noqa: E402
 from tflite_ops import describe  # noqa: E402
+from tflite_ops import files  # noqa: E402
 from tflite_ops import lowering  # noqa: E402
 from tflite_ops import quantize as quantize_weights  # noqa: E402
 from tflite_ops import sparse_fc_rewrite  # noqa: E402

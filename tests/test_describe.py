@@ -187,7 +187,8 @@ def test_both_flatbuffer_readers_agree(models):
 
 
 # What tflite_ops/__init__.py promises: these modules import no TensorFlow.
-LIGHT_MODULES = ("describe", "sparse_fc_rewrite", "quantize", "timing", "files", "inspect")
+LIGHT_MODULES = ("describe", "sparse_fc_rewrite", "quantize", "timing", "files", "inspect",
+                 "quiet_tensorflow")
 
 
 def test_file_level_modules_import_no_tensorflow():
@@ -255,6 +256,28 @@ def test_old_module_name_warns_and_gives_the_same_functions(monkeypatch):
     old = importlib.import_module("tflite_ops.inspect")
   assert old.inspect_model is describe.inspect_model and old.main is describe.main
   assert old.is_fast_block_sparse is describe.is_fast_block_sparse
+
+
+def test_cli_hides_tensorflows_start_up_log_unless_verbose(models, tmp_path):
+  """Without LiteRT the file is read with TensorFlow's reader, whose import logs at start-up."""
+  no_litert = tmp_path / "no_litert" / "ai_edge_litert"
+  no_litert.mkdir(parents=True)
+  (no_litert / "__init__.py").write_text("raise ImportError('LiteRT left out for this test')\n")
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(no_litert.parent)])
+
+  def cli(*flags):
+    return subprocess.run([sys.executable, "-m", "tflite_ops.describe", str(models["dense"][0]),
+                           *flags], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=180, check=False)
+
+  verbose = cli("--verbose")
+  assert verbose.returncode == 0 and "FULLY_CONNECTED" in verbose.stdout, verbose.stderr
+  if "absl::InitializeLog" not in verbose.stderr:
+    pytest.skip("this TensorFlow prints nothing at start-up: nothing to hide")
+  quiet = cli()
+  assert quiet.returncode == 0 and quiet.stdout == verbose.stdout, quiet.stderr
+  assert quiet.stderr == ""
 
 
 def run_main(argv, capsys):

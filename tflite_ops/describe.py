@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import dataclasses
 import functools
 import math
@@ -48,6 +49,7 @@ import sys
 from typing import NamedTuple
 
 from tflite_ops import files
+from tflite_ops import quiet_tensorflow
 
 # Bytes 4..8 of every TFLite flatbuffer (schema.fbs `file_identifier "TFL3"`).
 TFLITE_IDENTIFIER = b"TFL3"
@@ -537,7 +539,13 @@ def main(argv=None):
       description="Show the ops, constant tensors and sparsity of a .tflite file.")
   parser.add_argument("model", help="path of the .tflite file")
   parser.add_argument("--json", metavar="OUT", help="also write the summary as JSON here")
+  parser.add_argument("--verbose", action="store_true",
+                      help="show TensorFlow's start-up log (TensorFlow reads the file only "
+                           "where LiteRT is not installed)")
   args = parser.parse_args(argv)
+  # Load the flatbuffer reader first: TensorFlow's prints its start-up log as it loads.
+  with contextlib.nullcontext() if args.verbose else quiet_tensorflow.stderr_hidden():
+    _flatbuffer_modules()
   try:
     info = inspect_model(args.model)
   except FileNotFoundError:
