@@ -79,6 +79,11 @@ def _summary(module):
   return doc.splitlines()[0] if doc else ""
 
 
+def is_deprecated(module):
+  """Whether the module is an old name kept for a deprecation period (its docstring says so)."""
+  return _summary(module).lower().startswith("deprecated")
+
+
 def anchor(name):
   """The heading anchor of ``python -m <name>`` on the page (``pipelines-train``)."""
   return name.replace(".", "-").replace("_", "-")
@@ -102,7 +107,9 @@ def render(root=common.PROJECT_ROOT):
                                               for n, _ in members)] if members else []
   for name, module in zip(names, modules):
     lines += ["", f'<a id="{anchor(name)}"></a>', "", f"## `python -m {name}`", "",
-              _summary(module), "", "```text", help_text(module).rstrip(), "```"]
+              _summary(module)]
+    if not is_deprecated(module):  # an old name runs the new tool: its help is the new one's
+      lines += ["", "```text", help_text(module).rstrip(), "```"]
   return "\n".join(lines) + "\n"
 
 

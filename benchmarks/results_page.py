@@ -178,7 +178,8 @@ def render_accuracy(path):
                else _percent(row.test_ppl / reference)]
       if paper:
         reference_paper = accuracy.PAPER.get(row.method)
-        cells.append(f"{reference_paper[1]:.2f} ({_percent(reference_paper[1] / accuracy.PAPER['dense'][1])})"
+        paper_ppl = reference_paper[1] if reference_paper else None
+        cells.append(f"{paper_ppl:.2f} ({_percent(paper_ppl / accuracy.PAPER['dense'][1])})"
                      if reference_paper and reference_paper[0] == row.compression else "")
       cells += [_fixed(row.tflite_ppl) if row.tflite_seeds else "",
                 _fixed(row.tflite_int8_ppl) if row.tflite_seeds else "",
@@ -261,12 +262,16 @@ def render_latency(path):
     first = cells["row"]
     table.append([mode, structure, f"{compression:g}x", _kib(float(first["model_bytes"])),
                   _times(float(first["weights_ratio_vs_dense"]), 1)] + [
-        f"{_us(float(cells[s]['latency_us_median']))} ({_times(float(cells[s]['speedup_vs_dense']))})"
-        if s in cells else "" for s in settings])
+        _latency_cell(cells[s]) if s in cells else "" for s in settings])
   lines += ["", "Median latency per invoke (speed-up against the dense baseline of the same "
             "setting and run: the lowered dense LSTM in step mode, the fused LSTM in sequence "
             "mode):", ""] + _table(header, table)
   return lines
+
+
+def _latency_cell(row):
+  return (f"{_us(float(row['latency_us_median']))} "
+          f"({_times(float(row['speedup_vs_dense']))})")
 
 
 # benchmarks.sparse_kernels: S's kernels against a dense FULLY_CONNECTED.
@@ -280,10 +285,11 @@ def render_sparse_kernels(path):
   baseline = next(v for v in payload["variants"] if v["name"] == "baseline")
   lines += ["", "Dense baseline: " + ", ".join(
       f"{resolver} {_us(t['median_us'])}" for resolver, t in baseline["timings"].items()) + "."]
-  methods = list(dict.fromkeys(v["method"] for v in payload["variants"] if v["name"] != "baseline"))
+  measured = [v for v in payload["variants"] if v["name"] != "baseline"]
+  methods = list(dict.fromkeys(v["method"] for v in measured))
   auto = {(a["pattern"], a["density"], a["resolver"]): a for a in payload.get("auto_rule", [])}
-  for pattern in dict.fromkeys(v["pattern"] for v in payload["variants"] if v["name"] != "baseline"):
-    variants = [v for v in payload["variants"] if v["pattern"] == pattern]
+  for pattern in dict.fromkeys(v["pattern"] for v in measured):
+    variants = [v for v in measured if v["pattern"] == pattern]
     header = ["density"] + [f"`{m}`" for m in methods] + ["rule picks", "rule wrong"]
     table = []
     for density in dict.fromkeys(v["density"] for v in variants):
@@ -409,6 +415,9 @@ def render_sgd_probe(path):
 _ACCURACY_COMMAND = ("python -m {module} --data ../shared/data/ptb --preset ptb-small "
                      "--methods M,... --compressions C,... --seeds S,... --resume --out {path}")
 
+# qemu 10 for the emulated arm64 reruns (Debian 13's, fetched by this script).
+_QEMU10 = "\"$(bash benchmarks/on_device/emulated/fetch_qemu.sh)\""
+
 SECTIONS = (
     Section("accuracy-ptb-small", "Accuracy on PTB: every method at equal compression",
             "ptb_small.csv", _ACCURACY_COMMAND, "accuracy",
@@ -448,7 +457,8 @@ SECTIONS = (
             "python -m {module} --units 200 --structures dense,dkp,dkp-1x1 --compressions 25,50 "
             "--modes step --threads 1 --out {path}", "latency",
             "The same at the 2x200 size the accuracy table trains.", render_latency),
-    Section("sparse-kernels", "Kernels for S against a dense FULLY_CONNECTED", "sparse_kernels.json",
+    Section("sparse-kernels", "Kernels for S against a dense FULLY_CONNECTED",
+            "sparse_kernels.json",
             "python -m {module} --out-json {path}", "sparse_kernels",
             "One `x @ S` model per density, pattern and kernel of `tflite_ops.sparse_matmul`: the "
             "data the `auto` rule's block limit was calibrated on (before the `csr` kernel "
@@ -496,7 +506,7 @@ SECTIONS = (
             render_parity),
     Section("arm64-parity-qemu10", "Outputs on emulated arm64, qemu 10",
             "arm64_parity_qemu10_emulated.csv",
-            "sudo python -m {module} --qemu \"$(bash benchmarks/on_device/emulated/fetch_qemu.sh)\" "
+            "sudo python -m {module} --qemu " + _QEMU10 + " "
             "--out {path}", "arm64_parity", "The same under qemu 10.", render_parity),
     Section("arm64-parity-650", "Outputs on emulated arm64, 2x650",
             "arm64_parity_650_emulated.csv",
@@ -506,7 +516,7 @@ SECTIONS = (
     Section("arm64-parity-650-qemu10", "Outputs on emulated arm64, 2x650, qemu 10",
             "arm64_parity_650_qemu10_emulated.csv",
             "sudo python -m {module} --units 650 --models dkp-int8,dense-int8,dkp --qemu "
-            "\"$(bash benchmarks/on_device/emulated/fetch_qemu.sh)\" --out {path}",
+            + _QEMU10 + " --out {path}",
             "arm64_parity", "The same under qemu 10.", render_parity),
     Section("arm64-fc-probe", "One dynamic-int8 FULLY_CONNECTED on emulated arm64",
             "arm64_fc_probe_emulated.csv", "sudo python -m {module} --out {path}", "arm64_fc_probe",
@@ -514,7 +524,7 @@ SECTIONS = (
             "cores get wrong.", render_parity),
     Section("arm64-fc-probe-qemu10", "One dynamic-int8 FULLY_CONNECTED, qemu 10",
             "arm64_fc_probe_qemu10_emulated.csv",
-            "sudo python -m {module} --qemu \"$(bash benchmarks/on_device/emulated/fetch_qemu.sh)\" "
+            "sudo python -m {module} --qemu " + _QEMU10 + " "
             "--out {path}", "arm64_fc_probe", "The same under qemu 10.", render_parity),
 )
 

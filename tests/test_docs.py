@@ -1,8 +1,10 @@
 """The documentation: README and guides carry no measured numbers, links resolve, the CLI
 reference is generated from the parsers, and the README's example runs."""
 
+import importlib
 import os
 import re
+import sys
 
 import pytest
 
@@ -15,7 +17,7 @@ ROOT = common.PROJECT_ROOT
 NUMBER_FREE = ["README.md", os.path.join("benchmarks", "README.md")] + sorted(
     os.path.join("docs", name) for name in os.listdir(os.path.join(ROOT, "docs"))
     if name.endswith(".md") and name not in ("results.md", "bad_inputs.md"))
-DOCUMENTS = NUMBER_FREE + [os.path.join("docs", "results.md"), os.path.join("docs", "bad_inputs.md")]
+DOCUMENTS = NUMBER_FREE + [os.path.join("docs", name) for name in ("results.md", "bad_inputs.md")]
 
 # What a measured number looks like in prose: a ratio, a percentage, a time, a size, a
 # perplexity, a count with thousands separators. Settings (`compression=25`, "25x",
@@ -26,7 +28,7 @@ _MEASURED = [
     re.compile(r"\d+(?:\.\d+)?\s?(?:µs|us|ms|s|sec|seconds|min|minutes|h|hours)(?![A-Za-z])"),
     re.compile(r"\d+(?:\.\d+)?\s?(?:B|KB|KiB|MB|MiB|GB|GiB|bytes)(?![A-Za-z])"),
     re.compile(r"\d+(?:\.\d+)?x\s+(?:faster|slower|smaller|larger|fewer|more|better|worse)"),
-    re.compile(r"(?:perplexity|ppl)\D{0,20}(?<![A-Za-z])\d{2,}"),                     # perplexity of 134
+    re.compile(r"(?:perplexity|ppl)\D{0,20}(?<![A-Za-z])\d{2,}"),      # perplexity of 134
     re.compile(r"\d{2,}(?:\.\d+)?\s+(?:test\s+|valid\s+)?(?:perplexity|ppl)"),  # 7285 perplexity
     re.compile(r"(?<![\d.])\d+\.\d{2,}(?![\d.])"),                       # 131.55, 0.88
     re.compile(r"\b\d{1,3}(?:,\d{3})+\b"),                               # 1,329,408
@@ -144,8 +146,26 @@ def test_every_cli_is_in_the_reference():
           "benchmarks.results_page"} <= set(names)
   page = cli_page.render()
   for name in names:
-    assert f"## `python -m {name}`" in page
-    assert f"usage: python -m {name}" in page or "usage:" in page.split(f"`python -m {name}`")[1]
+    section = page.split(f"## `python -m {name}`\n")[1].split("\n## ")[0]
+    module = importlib.import_module(name)
+    if cli_page.is_deprecated(module):
+      assert "usage:" not in section
+    else:
+      assert f"usage: python -m {name}" in section
+
+
+def test_a_deprecated_alias_is_listed_without_its_help(tmp_path, monkeypatch):
+  package = tmp_path / "dkp_docs_fake_tools"
+  package.mkdir()
+  (package / "__init__.py").write_text("")
+  (package / "old_tool.py").write_text(
+      '"""Deprecated name of `pipelines.train`."""\nif __name__ == "__main__":\n  pass\n')
+  monkeypatch.setattr(cli_page, "PACKAGES", ("dkp_docs_fake_tools",))
+  monkeypatch.syspath_prepend(str(tmp_path))
+  page = cli_page.render(str(tmp_path))
+  heading = "## `python -m dkp_docs_fake_tools.old_tool`"
+  assert f"{heading}\n\nDeprecated name of `pipelines.train`.\n" in page
+  assert "usage:" not in page
 
 
 def test_readme_example_runs(tmp_path, monkeypatch):
