@@ -11,7 +11,8 @@ Numbers live here and in the result files only: the guides, the README and
 ``benchmarks/README.md`` link to the sections of this page (``tests/test_docs.py``
 checks that they carry no measured numbers).
 
->>> page = render()  # doctest: +SKIP
+>>> render().startswith("# Results")
+True
 """
 
 from __future__ import annotations
