@@ -1,0 +1,627 @@
+"""The one results page, ``docs/results.md``, generated from the committed result files.
+
+``python -m benchmarks.results_page`` rewrites it; ``--check`` only says whether the
+committed page is what the result files give (exit 1 when stale). Every section names
+the file its numbers come from and the command that regenerates that file, so a
+number on the page can always be checked against its source. Rows appended to a
+result file (a new seed, a new method) show up on the next run; a result file in
+``benchmarks/results`` that no section reads is an error, so none is forgotten.
+
+Numbers live here and in the result files only: the guides, the README and
+``benchmarks/README.md`` link to the sections of this page (``tests/test_docs.py``
+checks that they carry no measured numbers).
+
+>>> render().startswith("# Results")
+True
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+
+from benchmarks import accuracy
+from benchmarks import common
+from pipelines import models
+from tflite_ops import files
+
+PAGE = os.path.join("docs", "results.md")
+# Where committed result files live: the performance benchmarks' and the studies'.
+RESULT_DIRS = (os.path.join("benchmarks", "results"),
+               os.path.join("benchmarks", "studies", "results"))
+# Hand-recorded observations that no result file holds (run logs, install sizes),
+# included verbatim at the end of the page.
+HAND_RECORDED = "hand_recorded.md"
+# Files in a results directory that are derived from another one, not sources.
+_DERIVED_EXTENSIONS = (".md", ".png")
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+  """One section of the page.
+
+  Args:
+    anchor: the HTML anchor other documents link to (``results.md#<anchor>``).
+    title: the section's heading.
+    source: the result file's name, looked up in `RESULT_DIRS`.
+    command: the command that regenerates it; ``{module}`` is replaced by the
+      benchmark's module path (``benchmarks.x`` or ``benchmarks.studies.x``).
+    module: the benchmark's module name (``latency``), to fill ``{module}``.
+    what: one or two sentences on what was measured.
+    render: ``render(path) -> list of lines``.
+  """
+  anchor: str
+  title: str
+  source: str
+  command: str
+  module: str
+  what: str
+  render: object
+
+
+# Formatting: one function per kind of number, so that the page reads alike everywhere.
+def _fixed(value, digits=2):
+  return "" if value is None or _isnan(value) else f"{value:.{digits}f}"
+
+
+def _times(value, digits=2):
+  return "" if value is None or _isnan(value) else f"{value:.{digits}f}x"
+
+
+def _percent(ratio):
+  return f"{100 * (ratio - 1):+.1f}%"
+
+
+def _us(value):
+  return "" if value is None or _isnan(value) else f"{value:.1f} µs"
+
+
+def _kib(num_bytes):
+  return f"{num_bytes / 1024:,.0f} KiB"
+
+
+def _isnan(value):
+  return isinstance(value, float) and math.isnan(value)
+
+
+def _table(header, rows):
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+  return lines
+
+
+def _read_json(path):
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _read_csv(path):
+  with open(path, encoding="utf-8", newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def _host_line(payload):
+  """Where and when a JSON result was measured, from the fields every benchmark records."""
+  host = payload.get("host", {})
+  parts = [host.get("device", "unknown device")]
+  if host.get("cpu_count"):
+    parts.append(f"{host['cpu_count']} CPUs")
+  versions = [f"{name} {host[key]}" for key, name in
+              (("tensorflow", "TF"), ("ai_edge_litert", "LiteRT")) if host.get(key)]
+  parts += versions
+  if payload.get("created"):
+    parts.append(f"run {payload['created'][:10]}")
+  if payload.get("commit"):
+    parts.append(f"commit {payload['commit'][:7]}")
+  return "Host: " + ", ".join(parts) + "."
+
+
+# Accuracy CSVs (benchmarks.accuracy): one row per method x compression x seed.
+_QUANTIZED = {name for name, method in models.METHODS.items() if method.quantized}
+
+
+def _summarize_accuracy(frame):
+  """Mean over seeds per (corpus, preset, epochs, method, asked compression)."""
+  groups = frame.groupby(["corpus", "preset", "epochs", "method", "compression"], sort=False)
+  return groups.agg(
+      test_ppl=("test_ppl", "mean"), test_min=("test_ppl", "min"), test_max=("test_ppl", "max"),
+      valid_ppl=("valid_ppl", "mean"), lstm_compression=("lstm_compression", "mean"),
+      params=("params", "mean"), seeds=("seed", lambda s: tuple(sorted(s))),
+      tflite_ppl=("tflite_ppl", "mean"), tflite_int8_ppl=("tflite_int8_ppl", "mean"),
+      tflite_seeds=("tflite_ppl", "count"), wall_s=("wall_s", "mean")).reset_index()
+
+
+def _dense_reference(frame, row):
+  """The dense perplexity a row is compared with: the same budget's dense mean, or for
+  a quantized row the dense seeds it quantized (it is those models, rounded)."""
+  dense = frame[(frame["method"] == "dense") & (frame["epochs"] == row.epochs) &
+                (frame["preset"] == row.preset) & (frame["corpus"] == row.corpus)]
+  if row.method in _QUANTIZED:
+    dense = dense[dense["seed"].isin(row.seeds)]
+  return dense["test_ppl"].mean() if len(dense) else None
+
+
+def _seeds(seeds):
+  return ",".join(str(int(s)) for s in seeds)
+
+
+def render_accuracy(path):
+  frame = accuracy.read_results(path)
+  if frame.empty:
+    return ["No rows yet."]
+  summary = _summarize_accuracy(frame)
+  lines = []
+  for (corpus, preset, epochs), budget in summary.groupby(["corpus", "preset", "epochs"],
+                                                          sort=False):
+    paper = corpus == "ptb"
+    lines += ["", f"`{preset}` preset, {int(epochs)} epochs, corpus `{corpus}`:", ""]
+    header = ["method", "asked", "measured", "LSTM params", "seeds", "valid ppl",
+              "test ppl (min–max)", "vs dense"]
+    header += ["paper (vs dense)"] if paper else []
+    header += [".tflite ppl", "int8 .tflite ppl", "train minutes"]
+    rows = []
+    # Dense first, then by asked factor, best test perplexity first within a factor.
+    order = budget.assign(is_dense=budget["method"] != "dense").sort_values(
+        ["is_dense", "compression", "test_ppl"], kind="stable")
+    for row in order.itertuples():
+      reference = _dense_reference(frame, row)
+      spread = (f" ({row.test_min:.2f}–{row.test_max:.2f})" if len(row.seeds) > 1 else "")
+      cells = [row.method, f"{row.compression:g}x",
+               _times(row.lstm_compression, 1) + (" (bytes)" if row.method in _QUANTIZED else ""),
+               f"{row.params / 1000:.1f}k", _seeds(row.seeds), _fixed(row.valid_ppl),
+               _fixed(row.test_ppl) + spread,
+               "" if row.method == "dense" or reference is None
+               else _percent(row.test_ppl / reference)]
+      if paper:
+        reference_paper = accuracy.PAPER.get(row.method)
+        paper_ppl = reference_paper[1] if reference_paper else None
+        cells.append(f"{paper_ppl:.2f} ({_percent(paper_ppl / accuracy.PAPER['dense'][1])})"
+                     if reference_paper and reference_paper[0] == row.compression else "")
+      cells += [_fixed(row.tflite_ppl) if row.tflite_seeds else "",
+                _fixed(row.tflite_int8_ppl) if row.tflite_seeds else "",
+                _fixed(row.wall_s / 60, 1)]
+      rows.append(cells)
+    lines += _table(header, rows)
+    lines += _target_lines(budget)
+  lines += ["", "Perplexity per word (`<eos>` included, LSTM states carried across batches), the "
+            "mean over seeds. `asked` is the method's compression argument, `measured` the LSTM "
+            "layers' compression by `compression_report` against the same dense stack (by bytes "
+            "for the quantized methods, which quantize the dense seeds' own models and are "
+            "compared with those seeds). `.tflite ppl`: the step-mode file that ships, run "
+            "through LiteRT (float32 / dynamic-int8), on rows that measured it. `train minutes`: "
+            "training wall time per seed on the 2-vCPU host (resumed rows add their legs)."]
+  if (frame["corpus"] == "ptb").any():
+    lines[-1] += (" The paper column: the doping papers' converged 2x650 PTB LSTM at the same "
+                  "factor.")
+  return lines
+
+
+def _target_lines(budget):
+  """The issue's targets for every doped-Kronecker method of this budget: met or missed."""
+  ppl = {(row.method, float(row.compression)): row.test_ppl for row in budget.itertuples()}
+  dkp_methods = [m for m in dict.fromkeys(budget["method"]) if m.startswith("dkp")]
+  columns = [(factor, other, other_factor, bound)
+             for factor, other, other_factor, bound in accuracy.TARGETS]
+  rows = []
+  for method in dkp_methods:
+    cells = []
+    for factor, other, other_factor, bound in columns:
+      ours, theirs = ppl.get((method, float(factor))), ppl.get((other, float(other_factor)))
+      if ours is None or theirs is None:
+        cells.append("")
+        continue
+      ratio = ours / theirs
+      cells.append(f"{_percent(ratio)} " + ("met" if ratio <= bound else "**missed**"))
+    if any(cells):
+      rows.append([method] + cells)
+  if not rows:
+    return []
+  header = ["DKP method"] + [f"{factor:g}x vs {other}" + (f" {other_factor:g}x" if other_factor != 1
+                                                           else "") + f" (≤ {_percent(bound)})"
+                             for factor, other, other_factor, bound in columns]
+  return ["", "Targets (issue 7), test perplexity of seed means; each against the dense model "
+          "of the same budget, so an undertrained dense model makes \"met\" say little:", ""
+          ] + _table(header, rows)
+
+
+# Latency CSVs (benchmarks.latency): one row per structure x compression x mode x setting.
+def render_latency(path):
+  rows = _read_csv(path)
+  sidecar = os.path.splitext(path)[0] + ".json"
+  lines = []
+  if os.path.exists(sidecar):
+    payload = _read_json(sidecar)
+    config = payload.get("config", {})
+    lines += ["", _host_line(payload) + f" Model: {config.get('layers')}x{config.get('units')} "
+              f"LSTM stack, {config.get('repeats')} interleaved repetitions per variant."]
+    headline = payload.get("headline")
+    if headline:
+      lines += ["", f"Headline ({headline.get('scope')}):", ""]
+      names = {"speedup_xnnpack_off": "speed-up, XNNPack off",
+               "speedup_xnnpack_on": "speed-up, XNNPack on",
+               "speedup_vs_dense_xnnpack_most_threads":
+                   "speed-up against dense with XNNPack on the most threads (DKP on one)",
+               "speedup_vs_fused_lstm_sequence": "sequence mode against Keras' fused LSTM",
+               "weights_ratio": "LSTM weights in the file, dense / DKP"}
+      lines += [f"- {label}: {_times(headline[key])}" for key, label in names.items()
+                if key in headline]
+  settings = list(dict.fromkeys((r["threads"], r["xnnpack"]) for r in rows))
+  header = ["mode", "structure", "asked", "file", "LSTM weights smaller"] + [
+      f"{threads} thread{'s' if threads != '1' else ''}, XNNPack {'on' if xnn == 'True' else 'off'}"
+      for threads, xnn in settings]
+  variants = {}
+  for r in rows:
+    key = (r["mode"], r["structure"], float(r["compression"]))
+    variants.setdefault(key, {"row": r})[(r["threads"], r["xnnpack"])] = r
+  table = []
+  for (mode, structure, compression), cells in variants.items():
+    first = cells["row"]
+    table.append([mode, structure, f"{compression:g}x", _kib(float(first["model_bytes"])),
+                  _times(float(first["weights_ratio_vs_dense"]), 1)] + [
+        _latency_cell(cells[s]) if s in cells else "" for s in settings])
+  lines += ["", "Median latency per invoke (speed-up against the dense baseline of the same "
+            "setting and run: the lowered dense LSTM in step mode, the fused LSTM in sequence "
+            "mode):", ""] + _table(header, table)
+  return lines
+
+
+def _latency_cell(row):
+  return (f"{_us(float(row['latency_us_median']))} "
+          f"({_times(float(row['speedup_vs_dense']))})")
+
+
+# benchmarks.sparse_kernels: S's kernels against a dense FULLY_CONNECTED.
+def render_sparse_kernels(path):
+  payload = _read_json(path)
+  config = payload["config"]
+  lines = ["", _host_line(payload) + f" Matrix {config['in_features']} -> "
+           f"{config['out_features']}, batch 1, {config['threads']} thread(s). The `auto` rule at "
+           "that time: " + ", ".join(f"`{k}` {v:g}" for k, v in payload.get("rule", {}).items())
+           + "."]
+  baseline = next(v for v in payload["variants"] if v["name"] == "baseline")
+  lines += ["", "Dense baseline: " + ", ".join(
+      f"{resolver} {_us(t['median_us'])}" for resolver, t in baseline["timings"].items()) + "."]
+  measured = [v for v in payload["variants"] if v["name"] != "baseline"]
+  methods = list(dict.fromkeys(v["method"] for v in measured))
+  auto = {(a["pattern"], a["density"], a["resolver"]): a for a in payload.get("auto_rule", [])}
+  for pattern in dict.fromkeys(v["pattern"] for v in measured):
+    variants = [v for v in measured if v["pattern"] == pattern]
+    header = ["density"] + [f"`{m}`" for m in methods] + ["rule picks", "rule wrong"]
+    table = []
+    for density in dict.fromkeys(v["density"] for v in variants):
+      row = [f"{density:g}"]
+      for method in methods:
+        match = [v for v in variants if v["density"] == density and v["method"] == method]
+        row.append(" / ".join(_times(match[0]["timings"][r]["speedup_vs_dense"])
+                              for r in ("xnnpack", "builtin")) + f" ({match[0]['storage']})"
+                   if match else "")
+      picks = [auto.get((pattern, density, r)) for r in ("xnnpack", "builtin")]
+      row.append(" / ".join(p["auto_pick"] for p in picks if p))
+      row.append(" / ".join("yes" if p["auto_wrong"] else "no" for p in picks if p))
+      table.append(row)
+    lines += ["", f"Pattern `{pattern}`: speed-up against the dense baseline, XNNPack / builtin "
+              "kernels (how the file stores S):", ""] + _table(header, table)
+  lines += ["", "`rule wrong`: the rule's pick is slower than the fastest kernel by more than "
+            f"the tolerance ({config['tolerance']:g}) and runs a different computation."]
+  return lines
+
+
+# benchmarks.checkpoint_size: the .keras file.
+def render_checkpoint_size(path):
+  payload = _read_json(path)
+  config = payload["config"]
+  table = [[r["structure"], f"{r['compression']:g}x", _kib(r["bytes"]),
+            _times(r["dense_bytes_over_this"]), "yes" if r["bit_exact_reload"] else "**no**"]
+           for r in payload["rows"]]
+  return (["", _host_line(payload) + f" Model: {config['layers']}x{config['units']} LSTM stack.",
+           ""] + _table(["structure", "asked", ".keras file", "dense file / this",
+                         "reload bit-exact"], table))
+
+
+# benchmarks.convert_time: pipelines.convert wall time.
+def render_convert_time(path):
+  payload = _read_json(path)
+  config = payload["config"]
+  table = [[c["model"], c["mode"], f"{c['convert_seconds']:.1f} s", f"{c['total_seconds']:.1f} s",
+            _kib(c["file_bytes"]), _times(c["lstm_file_compression"], 1),
+            _times(c["lstm_report_compression"], 1),
+            "met" if c.get("meets_target") else ("**missed**" if "meets_target" in c else "")]
+           for c in payload["conversions"].values()]
+  return (["", _host_line(payload) + f" Model: Embedding({config['vocab']}, {config['units']}) "
+           f"-> {config['layers']} x LSTM({config['units']}) -> Dense({config['vocab']}), DKP "
+           f"at {config['compression']:g}x; target {config['target_seconds']:g} s (whole call).",
+           ""] + _table(["model", "mode", "lowering + conversion", "whole call", "file",
+                         "LSTM weights smaller (file)", "(compression_report)", "target"], table))
+
+
+# benchmarks.train_step: training step time.
+def render_train_step(path):
+  payload = _read_json(path)
+  config = payload["config"]
+  table = [[name, f"{m['median_s']:.3f} s", f"{m['min_s']:.3f} s", _times(m["ratio_to_dense"]),
+            _times(m["median_paired_ratio"]), _times(m["ratio_of_mins"])]
+           for name, m in payload["models"].items()]
+  return (["", _host_line(payload) + f" Model: {config['layers']}x{config['units']} LSTM, vocab "
+           f"{config['vocab']}, batch {config['batch']} x {config['steps']} steps, DKP at "
+           f"{config['compression']:g}x; {config['repeats']} interleaved blocks of "
+           f"{config['block']} steps.", ""]
+          + _table(["model", "median step", "min step", "median / dense", "paired ratio",
+                    "min / min"], table))
+
+
+# benchmarks.arm64_parity / arm64_fc_probe: emulated arm64 outputs against x86.
+def render_parity(path):
+  rows = _read_csv(path)
+  sidecar = os.path.splitext(path)[0] + ".json"
+  host = ["", _host_line(_read_json(sidecar))] if os.path.exists(sidecar) else []
+  groups = {}
+  for r in rows:
+    groups.setdefault((r["platform"], r["xnnpack"]), []).append(r)
+  table = []
+  for (platform, xnnpack), group in groups.items():
+    errors = [float(r["max_error"]) for r in group if r["max_error"] not in ("", "nan")]
+    within = sum(r["within_tolerance"] == "True" for r in group)
+    table.append([platform, "on" if xnnpack == "True" else "off", len(group), within,
+                  f"{max(errors):.1e}" if errors else ""])
+  lines = host + ["", "Rows per platform and XNNPack setting, how many are within the tolerance "
+           "`pipelines.convert --verify` uses for their quantization, and the worst max "
+           "normwise error:", ""]
+  lines += _table(["platform", "XNNPack", "rows", "within tolerance", "worst error"], table)
+  failing = [r for r in rows if r["within_tolerance"] != "True"]
+  if failing:
+    lines += ["", "Outside the tolerance:", ""]
+    lines += _table(["model", "platform", "XNNPack", "error", "tolerance", "status"],
+                    [[r["model"], r["platform"], r["xnnpack"], f"{float(r['max_error']):.2e}"
+                      if r["max_error"] not in ("", "nan") else r["max_error"],
+                      r["tolerance"], r["status"]] for r in failing])
+  return lines
+
+
+# benchmarks.doping_share: the trained models with S zeroed.
+def render_doping_share(path):
+  payload = _read_json(path)
+  table = [[r["run"], _fixed(r["valid_ppl"]), _fixed(r["valid_ppl_without_doping"]),
+            ", ".join(f"{m['doping_norm']:.0f} / {m['structure_norm']:.0f}"
+                      for m in r.get("matrices", []))]
+           for r in sorted(payload["results"], key=lambda r: r["valid_ppl_without_doping"],
+                           reverse=True)]
+  return (["", _host_line(payload) + f" Runs: `{payload.get('runs')}`.", ""]
+          + _table(["run", "valid ppl", "valid ppl with S zeroed",
+                    "‖S‖ / ‖structure‖ per matrix (Frobenius)"], table))
+
+
+# benchmarks.sgd_probe: plain SGD against scaled factor gradients.
+def render_sgd_probe(path):
+  payload = _read_json(path)
+  config = payload["config"]
+  table = [[s["method"], "yes" if s["precondition_factors"] else "no",
+            f"{s['valid_ppl_median']:.0f}" if not _isnan(s["valid_ppl_median"]) else "NaN",
+            f"{s['valid_ppl_min']:.0f}–{s['valid_ppl_max']:.0f}"
+            if not _isnan(s["valid_ppl_min"]) else "", _times(s["median_vs_dense"])]
+           for s in payload["summary"]]
+  return (["", _host_line(payload) + f" Preset `{config['preset']}`, {config['fraction']:.3g} of "
+           f"an epoch, methods at {config['compression']:g}x, seeds {config['seeds']}, validation "
+           f"perplexity on the first {config['valid_tokens']:,} validation tokens.", ""]
+          + _table(["method", "scaled factor gradients", "valid ppl median", "min–max",
+                    "median / dense"], table))
+
+
+# Accuracy rows were added over many invocations (each row records its commit and recipe);
+# --resume adds the missing (method, compression, seed) rows of the given sets.
+_ACCURACY_COMMAND = ("python -m {module} --data ../shared/data/ptb --preset ptb-small "
+                     "--methods M,... --compressions C,... --seeds S,... --resume --out {path}")
+
+# qemu 10 for the emulated arm64 reruns (Debian 13's, fetched by this script).
+_QEMU10 = "\"$(bash benchmarks/on_device/emulated/fetch_qemu.sh)\""
+
+SECTIONS = (
+    Section("accuracy-ptb-small", "Accuracy on PTB: every method at equal compression",
+            "ptb_small.csv", _ACCURACY_COMMAND, "accuracy",
+            "Word-level PTB language model (`ptb-small` preset: 2x200 LSTM, 6 epochs, dropout); "
+            "every compression method at 10x / 25x / 50x on the LSTM layers.", render_accuracy),
+    Section("accuracy-python-docs", "Accuracy on the Python documentation corpus",
+            "python_docs_small.csv",
+            "python -m {module} --corpus python-docs --preset ptb-small --methods M,... "
+            "--compressions 25 --resume --out {path}", "accuracy",
+            "The same recipe on a second real corpus (`--corpus python-docs`), with the shipped "
+            "`.tflite` files' perplexity.", render_accuracy),
+    Section("accuracy-ptb-small-2ep", "Accuracy on PTB, 2 epochs without dropout",
+            "ptb_small_2ep.csv", _ACCURACY_COMMAND + " --epochs 2", "accuracy",
+            "An earlier, shorter budget (the preset had no dropout then): every method at 25x. "
+            "The dense model is undertrained here, so \"better than dense\" is an artefact of "
+            "the budget.", render_accuracy),
+    Section("accuracy-ptb-small-nodropout", "Accuracy on PTB before dropout was added",
+            "ptb_small_nodropout.csv", _ACCURACY_COMMAND, "accuracy",
+            "The `ptb-small` preset before it had dropout: every model overfits, so this table "
+            "ranks regularization rather than capacity (why the preset now has dropout).",
+            render_accuracy),
+    Section("accuracy-dense-repro", "Dense PTB model retrained", "ptb_small_dense_repro.csv",
+            _ACCURACY_COMMAND, "accuracy",
+            "Dense seed 0 retrained at a later commit: the spread between dense rows is the "
+            "seeds', not a code change.", render_accuracy),
+    Section("latency", "Inference latency of the LSTM stack", "latency.csv",
+            "python -m {module} --out {path}", "latency",
+            "`.tflite` step and sequence latency of every structure against dense, 1 and 2 "
+            "threads, XNNPack on and off; the bytes of the LSTM weights in the file.",
+            render_latency),
+    Section("latency-1x1", "Latency with S in 1x1 blocks (CSR)", "latency_1x1.csv",
+            "python -m {module} --structures dense,dkp,dkp-1x1 --compressions 25,50 --modes step "
+            "--threads 1 --out {path}", "latency",
+            "Unstructured S (stored as CSR weights) against 1x4 S, 2x650 stack.", render_latency),
+    Section("latency-1x1-200", "Latency with S in 1x1 blocks at ptb-small's size",
+            "latency_1x1_200.csv",
+            "python -m {module} --units 200 --structures dense,dkp,dkp-1x1 --compressions 25,50 "
+            "--modes step --threads 1 --out {path}", "latency",
+            "The same at the 2x200 size the accuracy table trains.", render_latency),
+    Section("sparse-kernels", "Kernels for S against a dense FULLY_CONNECTED",
+            "sparse_kernels.json",
+            "python -m {module} --out-json {path}", "sparse_kernels",
+            "One `x @ S` model per density, pattern and kernel of `tflite_ops.sparse_matmul`: the "
+            "data the `auto` rule's block limit was calibrated on (before the `csr` kernel "
+            "existed).", render_sparse_kernels),
+    Section("sparse-kernels-csr", "Kernels for S, with the CSR kernel", "sparse_kernels_csr.json",
+            "python -m {module} --out-json {path}", "sparse_kernels",
+            "The rerun with `csr`, on another host (whose XNNPack dense FC is slower).",
+            render_sparse_kernels),
+    Section("checkpoint-size", "The .keras checkpoint", "checkpoint_size.json",
+            "python -m {module} --out {path}", "checkpoint_size",
+            "`.keras` file of the LSTM stack annealed and finalized (S stored sparse), against "
+            "the dense stack's file, and whether reloading is bit-exact.",
+            render_checkpoint_size),
+    Section("convert-time", "Conversion time", "convert_time.json",
+            "python -m {module} --out-json {path}", "convert_time",
+            "`pipelines.convert` wall time and file size for the PTB-medium model, DKP and "
+            "dense.", render_convert_time),
+    Section("train-step", "Training step time", "train_step.json",
+            "python -m {module} --out {path}", "train_step",
+            "One `train_on_batch` of the PTB-medium LM: dense, DKP LSTMs, DKP everywhere, and "
+            "DKP inside the annealing wrappers.", render_train_step),
+    Section("train-step-preconditioned", "Training step time with scaled factor gradients",
+            "train_step_preconditioned.json",
+            "python -m {module} --models dense,dkp,dkp_preconditioned --out {path}", "train_step",
+            "The cost of `precondition_factors` (ScaledGD).", render_train_step),
+    Section("sgd-probe", "Plain SGD against scaled factor gradients", "sgd_probe.json",
+            "python -m {module} --data ../shared/data/ptb --out {path}", "sgd_probe",
+            "A third of an epoch of Zaremba's SGD per method, plain and scaled factor gradients, "
+            "three seeds (a probe: early training only).", render_sgd_probe),
+    Section("sgd-probe-medium", "Plain SGD against scaled gradients at ptb-medium's shapes",
+            "sgd_probe_medium.json",
+            "python -m {module} --data ../shared/data/ptb --preset ptb-medium --fraction 0.3333 "
+            "--methods dense,kp,dkp --seeds 0 --out {path}", "sgd_probe",
+            "The same probe at 2x650, one seed.", render_sgd_probe),
+    Section("doping-share", "How far the structure works without S", "doping_share.json",
+            "python -m {module} --data ../shared/data/ptb --runs runs/accuracy/ptb-small "
+            "--out {path}",
+            "doping_share",
+            "The accuracy runs' doped models evaluated as trained and with every S zeroed: "
+            "what co-matrix dropout does to the structure.", render_doping_share),
+    Section("arm64-parity", "Outputs on emulated arm64 cores", "arm64_parity_emulated.csv",
+            "sudo python -m {module} --out {path}", "arm64_parity",
+            "Converted 2x64 models (dense, DKP 1x4 and CSR, int8, float16, LMF, HMD; step and "
+            "sequence) run in an emulated aarch64 LiteRT (qemu 7.2) against x86.",
+            render_parity),
+    Section("arm64-parity-qemu10", "Outputs on emulated arm64, qemu 10",
+            "arm64_parity_qemu10_emulated.csv",
+            "sudo python -m {module} --qemu " + _QEMU10 + " "
+            "--out {path}", "arm64_parity", "The same under qemu 10.", render_parity),
+    Section("arm64-parity-650", "Outputs on emulated arm64, 2x650",
+            "arm64_parity_650_emulated.csv",
+            "sudo python -m {module} --units 650 --models dkp-int8,dense-int8,dkp "
+            "--cpus 'cortex-a72;cortex-a76;max;max,sme=off' --out {path}", "arm64_parity",
+            "The PTB-medium-sized stack, including `max` with SME switched off.", render_parity),
+    Section("arm64-parity-650-qemu10", "Outputs on emulated arm64, 2x650, qemu 10",
+            "arm64_parity_650_qemu10_emulated.csv",
+            "sudo python -m {module} --units 650 --models dkp-int8,dense-int8,dkp --qemu "
+            + _QEMU10 + " --out {path}",
+            "arm64_parity", "The same under qemu 10.", render_parity),
+    Section("arm64-fc-probe", "One dynamic-int8 FULLY_CONNECTED on emulated arm64",
+            "arm64_fc_probe_emulated.csv", "sudo python -m {module} --out {path}", "arm64_fc_probe",
+            "Single-FC models by input rows and shape: which FULLY_CONNECTED shapes the emulated "
+            "cores get wrong.", render_parity),
+    Section("arm64-fc-probe-qemu10", "One dynamic-int8 FULLY_CONNECTED, qemu 10",
+            "arm64_fc_probe_qemu10_emulated.csv",
+            "sudo python -m {module} --qemu " + _QEMU10 + " "
+            "--out {path}", "arm64_fc_probe", "The same under qemu 10.", render_parity),
+)
+
+
+def find_result(name, root=common.PROJECT_ROOT):
+  """The committed result file ``name``, relative to ``root``, from the first of `RESULT_DIRS`
+  that holds it."""
+  for directory in RESULT_DIRS:
+    if os.path.exists(os.path.join(root, directory, name)):
+      return os.path.join(directory, name)
+  raise FileNotFoundError(f"result file {name!r} is in none of {RESULT_DIRS}: commit it, or "
+                          "drop its section from benchmarks.results_page.SECTIONS")
+
+
+def _module(name, root):
+  """The benchmark's module path: studies live in ``benchmarks/studies``."""
+  studies = os.path.join(root, "benchmarks", "studies", name + ".py")
+  return f"benchmarks.studies.{name}" if os.path.exists(studies) else f"benchmarks.{name}"
+
+
+def unlisted_results(root=common.PROJECT_ROOT):
+  """Source files in the results directories that no section (and no sidecar) covers."""
+  listed = {s.source for s in SECTIONS} | {HAND_RECORDED}
+  listed |= {os.path.splitext(s.source)[0] + ".json" for s in SECTIONS}
+  unlisted = []
+  for directory in RESULT_DIRS:
+    path = os.path.join(root, directory)
+    if not os.path.isdir(path):
+      continue
+    unlisted += [name for name in sorted(os.listdir(path))
+                 if not name.endswith(_DERIVED_EXTENSIONS) and name not in listed
+                 and not name.startswith(".")]
+  return unlisted
+
+
+def render(root=common.PROJECT_ROOT):
+  """The page's text, from the result files under ``root``."""
+  unlisted = unlisted_results(root)
+  if unlisted:
+    raise ValueError(f"result files {unlisted} have no section on the results page: add one "
+                     "to benchmarks.results_page.SECTIONS")
+  lines = ["# Results", "",
+           "<!-- Generated by `python -m benchmarks.results_page` from the committed result "
+           "files; do not edit by hand. -->", "",
+           "Every measured number of the project is on this page, generated from the result "
+           "file its section names; the guides link here. Speed-ups and size ratios are against "
+           "the dense baseline measured in the same run on the same host: compare absolute "
+           "times only within one section. Hosts are small shared VMs (2 vCPUs), so latencies "
+           "carry noise; ratios from interleaved repetitions are the steadier figures.", "",
+           "## Contents", ""]
+  lines += [f"- [{s.title}](#{s.anchor}) (`{s.source}`)" for s in SECTIONS]
+  lines += ["- [Measured once, recorded by hand](#hand-recorded)"]
+  for section in SECTIONS:
+    relative = find_result(section.source, root)
+    command = section.command.format(module=_module(section.module, root),
+                                     path=relative.replace(os.sep, "/"))
+    link = "../" + relative.replace(os.sep, "/")
+    lines += ["", f'<a id="{section.anchor}"></a>', "", f"## {section.title}", "",
+              section.what, "", f"Source: [`{relative}`]({link}). Regenerate: `{command}`."]
+    lines += section.render(os.path.join(root, relative))
+  hand = find_result(HAND_RECORDED, root)
+  with open(os.path.join(root, hand), encoding="utf-8") as f:
+    hand_text = f.read().strip()
+  lines += ["", '<a id="hand-recorded"></a>', "", "## Measured once, recorded by hand", "",
+            f"Source: [`{hand}`](../{hand.replace(os.sep, '/')}), observations no result file "
+            "holds (run logs, install sizes); each says how it was measured.", "", hand_text]
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  path = os.path.join(common.PROJECT_ROOT, PAGE)
+  try:
+    page = render()
+  except (ValueError, OSError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  if args.check:
+    with open(path, encoding="utf-8") as f:
+      stale = f.read() != page
+    if stale:
+      print(f"{PAGE} is stale: run python -m benchmarks.results_page", file=sys.stderr)
+    return 1 if stale else 0
+  files.write_atomic(path, page)
+  print(f"wrote {PAGE} ({len(page.splitlines())} lines)")
+  return 0
+
+
+def build_parser():
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.results_page",
+                                   description=__doc__.splitlines()[0])
+  parser.add_argument("--check", action="store_true",
+                      help="only check that docs/results.md is up to date (exit 1 if stale)")
+  return parser
+
+
+if __name__ == "__main__":
+  sys.exit(main())

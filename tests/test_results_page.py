@@ -1,0 +1,104 @@
+"""benchmarks.results_page: the committed results page is what the result files give."""
+
+import csv
+import os
+import shutil
+
+import pytest
+
+from benchmarks import common
+from benchmarks import results_page
+
+ROOT = common.PROJECT_ROOT
+
+
+def _copy_results(tmp_path):
+  """A project root under ``tmp_path`` holding a copy of the committed result files."""
+  for directory in results_page.RESULT_DIRS:
+    source = os.path.join(ROOT, directory)
+    if os.path.isdir(source):
+      shutil.copytree(source, tmp_path / directory)
+  return tmp_path
+
+
+def _append_rows(path, rows):
+  with open(path, encoding="utf-8", newline="") as f:
+    reader = csv.DictReader(f)
+    columns = reader.fieldnames
+    template = next(reader)
+  with open(path, "a", encoding="utf-8", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=columns)
+    for row in rows:
+      writer.writerow({**template, **row})
+
+
+def test_committed_page_is_what_the_result_files_give():
+  with open(os.path.join(ROOT, results_page.PAGE), encoding="utf-8") as f:
+    committed = f.read()
+  assert committed == results_page.render(), (
+      "docs/results.md is stale: run `python -m benchmarks.results_page` and commit it")
+
+
+def test_every_result_file_has_a_section():
+  assert results_page.unlisted_results() == []
+
+
+def test_every_section_names_its_source_and_command():
+  page = results_page.render()
+  for section in results_page.SECTIONS:
+    start = page.index(f'<a id="{section.anchor}"></a>')
+    body = page[start:page.find('<a id="', start + 1)]
+    assert f"Source: [`{results_page.find_result(section.source)}`]" in body
+    assert "Regenerate: `python -m benchmarks." in body or "Regenerate: `sudo python -m" in body
+
+
+def test_rows_added_to_an_accuracy_csv_show_up(tmp_path):
+  root = _copy_results(tmp_path)
+  path = root / results_page.find_result("ptb_small.csv", ROOT)
+  # A fourth dense seed moves the dense mean; a new method gets its own row.
+  _append_rows(path, [{"method": "dense", "compression": "1", "seed": "3", "test_ppl": "140.0"},
+                      {"method": "dkp-new-knob", "compression": "25", "seed": "0",
+                       "test_ppl": "130.0", "valid_ppl": "138.0"}])
+  page = results_page.render(str(root))
+  dense_line = next(line for line in page.splitlines() if line.startswith("| dense | 1x |"))
+  assert "| 0,1,2,3 |" in dense_line
+  new_line = next(line for line in page.splitlines() if line.startswith("| dkp-new-knob |"))
+  assert "| 130.00 |" in new_line and "| 138.00 |" in new_line
+  assert page != results_page.render()
+
+
+def test_an_uncovered_result_file_is_an_error(tmp_path):
+  root = _copy_results(tmp_path)
+  (root / results_page.RESULT_DIRS[0] / "new_benchmark.json").write_text("{}")
+  with pytest.raises(ValueError, match="new_benchmark.json"):
+    results_page.render(str(root))
+
+
+def test_a_missing_result_file_is_an_error(tmp_path):
+  root = _copy_results(tmp_path)
+  os.remove(root / results_page.find_result("checkpoint_size.json", ROOT))
+  with pytest.raises(FileNotFoundError, match="checkpoint_size.json"):
+    results_page.render(str(root))
+
+
+def test_a_study_moved_under_studies_is_found_there(tmp_path):
+  root = _copy_results(tmp_path)
+  studies = root / "benchmarks" / "studies"
+  (studies / "results").mkdir(parents=True, exist_ok=True)
+  shutil.move(str(root / results_page.RESULT_DIRS[0] / "sgd_probe.json"),
+              str(studies / "results" / "sgd_probe.json"))
+  (studies / "sgd_probe.py").write_text("")
+  page = results_page.render(str(root))
+  assert "Source: [`benchmarks/studies/results/sgd_probe.json`]" in page
+  assert "`python -m benchmarks.studies.sgd_probe" in page
+
+
+def test_check_flag_reports_a_stale_page(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(results_page.common, "PROJECT_ROOT", str(_copy_results(tmp_path)))
+  os.makedirs(tmp_path / "docs")
+  (tmp_path / "docs" / "results.md").write_text("stale\n")
+  monkeypatch.setattr(results_page, "render", lambda: "fresh\n")
+  assert results_page.main(["--check"]) == 1
+  assert "stale" in capsys.readouterr().err
+  assert results_page.main([]) == 0
+  assert results_page.main(["--check"]) == 0
