@@ -16,7 +16,8 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wra
 from dkp_keras.blocks import kept_blocks  # noqa: F401  pylint: disable=unused-import
 from dkp_keras.deployed_layout import (  # noqa: F401  pylint: disable=unused-import
     FLOAT_BYTES, index_bytes, is_pruned, sparse_bytes, stored_bytes)
-from dkp_keras.doped_matrix import DopedLayerMixin, all_layers
+from dkp_keras.doped_matrix import DopedLayerMixin
+from dkp_keras.traversal import all_layers
 
 
 def doping_counts(owners):

@@ -244,15 +244,3 @@ class DopedLayerMixin(PrunableLayer):
                          f"{array.shape}, the layer has {tuple(variable.shape)}; rebuild the "
                          f"model it was saved from")
       variable.assign(array)
-
-
-def all_layers(model):
-  """Every layer in ``model``, nested ones included (wrapped layers, RNN cells)."""
-  # Keras' own traversal: tf.Module.submodules trips over RNN cells' mask caches.
-  return list(model._flatten_layers(include_self=True, recursive=True))  # pylint: disable=protected-access
-
-
-def find_doped_owners(model):
-  """Every built DKP layer or cell with doping in ``model`` (also inside wrappers and RNNs)."""
-  return [layer for layer in all_layers(model)
-          if isinstance(layer, DopedLayerMixin) and layer.doped and layer.cmr_rate is not None]
