@@ -20,9 +20,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 from tensorflow_model_optimization.sparsity import keras as tfmot_sparsity
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
 from dkp_keras import blocks
+from dkp_keras import compat
 from dkp_keras import compression
 from dkp_keras import traversal
 from dkp_keras.structures import check_block_size
@@ -143,7 +143,7 @@ def prepare_for_annealing(model, begin_step=0, end_step=1000, frequency=100, pow
 
   def wrap(layer):
     owners = _doped_owners(layer)
-    if not owners or isinstance(layer, pruning_wrapper.PruneLowMagnitude):
+    if not owners or isinstance(layer, compat.PruneLowMagnitude):
       return layer
     found.append(layer.name)
     target = target_sparsity(owners)
@@ -165,17 +165,13 @@ def prepare_for_annealing(model, begin_step=0, end_step=1000, frequency=100, pow
 def final_block_size(wrapper):
   """The doped layer's own blocks; a plain pruned layer keeps the wrapper's."""
   owners = _doped_owners(wrapper.layer)
-  return tuple(owners[0].block_size) if owners else _pruning_block_size(wrapper)
+  return tuple(owners[0].block_size) if owners else compat.pruning_block_size(wrapper)
 
 
 def prunes_in_early_blocks(wrapper):
   """Whether ``wrapper`` still prunes in blocks other than its layer's own
   (``early_block_size``), waiting for `switch_to_final_blocks`."""
-  return _pruning_block_size(wrapper) != final_block_size(wrapper)
-
-
-def _pruning_block_size(wrapper):
-  return tuple(wrapper.pruning_obj._block_size)  # pylint: disable=protected-access
+  return compat.pruning_block_size(wrapper) != final_block_size(wrapper)
 
 
 def switch_to_final_blocks(wrapper):
@@ -185,10 +181,9 @@ def switch_to_final_blocks(wrapper):
   train step is traced: the caller must retrace it.
   """
   final = final_block_size(wrapper)
-  if _pruning_block_size(wrapper) == final:
+  if compat.pruning_block_size(wrapper) == final:
     return False
-  wrapper.block_size = final
-  wrapper.pruning_obj._block_size = list(final)  # pylint: disable=protected-access
+  compat.set_pruning_block_size(wrapper, final)
   return True
 
 
@@ -204,7 +199,7 @@ def current_step(model):
   """The annealing step (pruning wrappers' counter), else the optimizer's step."""
   wrappers = traversal.pruning_wrappers(model)
   if wrappers:
-    return int(keras.backend.get_value(wrappers[0].pruning_step))
+    return compat.pruning_step(wrappers[0])
   return int(keras.backend.get_value(model.optimizer.iterations))
 
 
@@ -266,7 +261,7 @@ def finalize(model, on_missed_target="prune"):
         f"give SparsityAnnealing a block_switch_step within the training steps")
   pooling = {w.layer.name: w.block_pooling_type for w in traversal.pruning_wrappers(model)}
   for wrapper in traversal.pruning_wrappers(model):
-    wrapper.pruning_obj.weight_mask_op()
+    compat.apply_pruning_masks(wrapper)
   stripped = tfmot_sparsity.strip_pruning(model)
   missed = []
   for layer, owners in traversal.doped_layers(stripped):

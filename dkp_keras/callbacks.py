@@ -16,6 +16,7 @@ from tensorflow_model_optimization.sparsity import keras as tfmot_sparsity
 
 from dkp_keras import annealing
 from dkp_keras import cmr
+from dkp_keras import compat
 from dkp_keras import traversal
 
 
@@ -56,16 +57,18 @@ class SparsityAnnealing(tfmot_sparsity.UpdatePruningStep):
     self.block_switch_step = block_switch_step
     self._writer = None
     self._switch_pending = False
+    self._wrappers = []
 
   def on_train_begin(self, logs=None):
     super().on_train_begin(logs)
-    if not self.prunable_layers:
+    self._wrappers = compat.update_step_wrappers(self)
+    if not self._wrappers:
       raise ValueError("SparsityAnnealing found no annealing wrappers: call "
                        "dkp.prepare_for_annealing(model, ...) before fit")
     if self.log_dir and self._writer is None:
       self._writer = tf.summary.create_file_writer(self.log_dir)
     self._switch_pending = self.block_switch_step is not None and any(
-        annealing.prunes_in_early_blocks(w) for w in self.prunable_layers)
+        annealing.prunes_in_early_blocks(w) for w in self._wrappers)
     if self._switch_pending:
       end_step = annealing.annealing_window(self.model)[1]
       if self.block_switch_step > end_step:
@@ -81,7 +84,7 @@ class SparsityAnnealing(tfmot_sparsity.UpdatePruningStep):
   def _maybe_switch_blocks(self):
     if not self._switch_pending or annealing.current_step(self.model) < self.block_switch_step:
       return
-    changed = [annealing.switch_to_final_blocks(w) for w in self.prunable_layers]
+    changed = [annealing.switch_to_final_blocks(w) for w in self._wrappers]
     self._switch_pending = False
     if any(changed):
       # The train step holds the old block size in its graph.
@@ -89,7 +92,7 @@ class SparsityAnnealing(tfmot_sparsity.UpdatePruningStep):
 
   def on_epoch_end(self, epoch, logs=None):
     super().on_epoch_end(epoch, logs)
-    values = {f"sparsity/{w.layer.name}": _pruned_fraction(w) for w in self.prunable_layers}
+    values = {f"sparsity/{w.layer.name}": _pruned_fraction(w) for w in self._wrappers}
     if logs is not None:
       logs.update(values)
     if self._writer is not None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import tf_keras as keras
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
+from dkp_keras import compat
 from dkp_keras.blocks import kept_blocks  # noqa: F401  pylint: disable=unused-import
 from dkp_keras.deployed_layout import (  # noqa: F401  pylint: disable=unused-import
     FLOAT_BYTES, index_bytes, is_pruned, sparse_bytes, stored_bytes)
@@ -70,7 +70,7 @@ def _plain_counts(layer):
 
 
 def _layer_row(layer):
-  inner = layer.layer if isinstance(layer, pruning_wrapper.PruneLowMagnitude) else layer
+  inner = layer.layer if isinstance(layer, compat.PruneLowMagnitude) else layer
   # DKP layers or cells inside: the layer itself, an RNN's cell, a Bidirectional's two.
   owners = [sub for sub in all_layers(inner) if isinstance(sub, DopedLayerMixin)]
   row = {"layer": inner.name, "type": type(inner).__name__, "structure": "dense",

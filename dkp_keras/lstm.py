@@ -13,11 +13,8 @@ import threading
 
 import tensorflow as tf
 import tf_keras as keras
-from tf_keras.src import backend
-from tf_keras.src.engine.base_layer import BaseRandomLayer
-from tf_keras.src.layers.rnn import rnn_utils
-from tf_keras.src.layers.rnn.dropout_rnn_cell_mixin import DropoutRNNCellMixin
 
+from dkp_keras import compat
 from dkp_keras import structures
 from dkp_keras.doped_matrix import DopedLayerMixin, serialize_keras_objects, set_keras_objects
 from dkp_keras.layers import check_units
@@ -40,7 +37,7 @@ def _replica_id():
 
 
 @keras.utils.register_keras_serializable(package="dkp_keras")
-class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
+class DKPLSTMCell(DopedLayerMixin, compat.DropoutRNNCellMixin, compat.BaseRandomLayer):
   """`LSTMCell` whose input and recurrent matrices are structured + doped.
 
   Takes the `LSTMCell` arguments plus the compression arguments of
@@ -87,7 +84,7 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
     self.output_size = self.units
     self._create_operand_cache()
 
-  @tf.__internal__.tracking.no_automatic_dependency_tracking
+  @compat.no_automatic_dependency_tracking
   def _create_operand_cache(self):
     # Like Keras' dropout masks: one CMR draw per sequence, shared by all steps,
     # and the preconditioned factors formed once per sequence, not per step.
@@ -111,7 +108,7 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
     key = (name, _replica_id())
     if key not in self._operand_caches:
       matrix = self.doped_matrices[name]
-      self._operand_caches[key] = backend.ContextValueCache(
+      self._operand_caches[key] = compat.ContextValueCache(
           lambda training: (matrix.structure_weights(), self._doping_kernel(matrix, training)))
     return self._operand_caches[key]
 
@@ -136,7 +133,7 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
     if matrix.doping is None and not matrix.precondition_factors:
       return matrix.matmul(x)
     cache = self._operand_cache(name)
-    operands = cache._get_recursive(cache._key())  # pylint: disable=protected-access
+    operands = compat.cached_value(cache)
     if operands is None:
       operands = cache.setdefault(kwargs={"training": training})
     weights, doping_kernel = operands
@@ -210,7 +207,7 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
     return h, [h, c]
 
   def get_initial_state(self, inputs=None, batch_size=None, dtype=None):
-    return list(rnn_utils.generate_zero_filled_state_for_cell(self, inputs, batch_size, dtype))
+    return list(compat.zero_state(self, inputs, batch_size, dtype))
 
   def dense_kernels(self):
     """``(kernel, recurrent_kernel, bias)`` of the equivalent `LSTMCell` (numpy)."""

@@ -9,8 +9,8 @@ the training pipeline find the same layers.
 from __future__ import annotations
 
 import tf_keras as keras
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
+from dkp_keras import compat
 from dkp_keras.doped_matrix import DopedLayerMixin
 
 
@@ -20,8 +20,7 @@ class NotAChainError(ValueError):
 
 def all_layers(model):
   """Every layer in ``model``, nested ones included (wrapped layers, RNN cells)."""
-  # Keras' own traversal: tf.Module.submodules trips over RNN cells' mask caches.
-  return list(model._flatten_layers(include_self=True, recursive=True))  # pylint: disable=protected-access
+  return compat.flatten_layers(model)
 
 
 def find_doped_owners(model):
@@ -37,7 +36,7 @@ def doped_layers(model):
 
 def pruning_wrappers(model):
   """Every tfmot pruning wrapper in ``model`` (nested ones included)."""
-  return [m for m in all_layers(model) if isinstance(m, pruning_wrapper.PruneLowMagnitude)]
+  return [m for m in all_layers(model) if isinstance(m, compat.PruneLowMagnitude)]
 
 
 def chain_layers(model, purpose="lowered"):

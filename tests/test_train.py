@@ -355,7 +355,7 @@ def test_block_switch_outside_the_annealing_window_is_refused(tiny):
 
 class PoolingProbe(keras.callbacks.Callback):
   def on_train_begin(self, logs=None):
-    self.pooling = {w.pruning_obj._block_pooling_type  # pylint: disable=protected-access
+    self.pooling = {dkp.compat.pruning_block_pooling(w)
                     for w in dkp.traversal.pruning_wrappers(self.model)}
 
 
