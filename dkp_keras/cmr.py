@@ -32,6 +32,8 @@ import math
 
 import tensorflow as tf
 
+from dkp_keras import blocks
+
 GRANULARITIES = ("matrix", "row", "block")
 SCALINGS = ("none", "inverted")
 DECAYS = ("linear", "cosine", "constant")
@@ -54,9 +56,8 @@ def keep_mask(rate, kernel_shape, granularity, scaling, uniform, block_size=(1, 
   n, m = kernel_shape
   rate = tf.convert_to_tensor(rate, tf.float32)
   if granularity == "block":
-    rows, cols = block_size
-    keep = tf.cast(uniform((-(-n // rows), -(-m // cols))) >= rate, tf.float32)
-    keep = tf.repeat(tf.repeat(keep, rows, axis=0), cols, axis=1)[:n, :m]
+    keep = tf.cast(uniform(blocks.grid_shape((n, m), block_size)) >= rate, tf.float32)
+    keep = blocks.expand_blocks(keep, block_size, (n, m), ops=tf)
   else:
     keep = tf.cast(uniform(() if granularity == "matrix" else (1, m)) >= rate, tf.float32)
   if scaling == "inverted":

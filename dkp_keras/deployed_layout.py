@@ -23,8 +23,6 @@ Index vectors take the narrowest unsigned type that holds their values
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from dkp_keras import blocks
@@ -104,11 +102,10 @@ def sparse_bytes(kernel, block_size):
   blocks (a Keras (4, 1) block is TFLite's 1x4).
   """
   bh, bw = block_size
-  n, m = kernel.shape
+  input_blocks, rows = blocks.grid_shape(kernel.shape, block_size)
   kept = blocks.kept_blocks(kernel, block_size)
-  rows = math.ceil(m / bw)
   values = kept * bh * bw * FLOAT_BYTES
-  indices = kept * index_bytes(math.ceil(n / bh) - 1)
+  indices = kept * index_bytes(input_blocks - 1)
   segments = (rows + 1) * index_bytes(kept)
   return values + indices + segments
 
