@@ -3,8 +3,7 @@
 Both act on a whole model during ``fit``: `SparsityAnnealing` advances the
 annealing wrappers `prepare_for_annealing` put around the doped layers;
 `CoMatrixDropout` sets the CMR rate of every doped layer (`dkp_keras.cmr`).
-
->>> model.fit(x, y, callbacks=[SparsityAnnealing(), CoMatrixDropout()])  # doctest: +SKIP
+The example of `dkp_keras.annealing` trains with both.
 """
 
 from __future__ import annotations
@@ -125,7 +124,6 @@ class CoMatrixDropout(keras.callbacks.Callback):
 
   >>> CoMatrixDropout(rate=0.5, decay="cosine").rate
   0.5
-  >>> model.fit(x, y, callbacks=[SparsityAnnealing(), CoMatrixDropout()])  # doctest: +SKIP
   """
 
   def __init__(self, rate=0.8, final_rate=0.0, begin_step=None, end_step=None, decay="linear"):
