@@ -34,14 +34,14 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (  # noqa: F401  pylint: disable=unused-import
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (
     PruneLowMagnitude)
 from tensorflow_model_optimization.sparsity import keras as tfmot_sparsity
 from tf_keras.src import backend as _keras_backend
+# Re-exported: the base classes of the DKP layers.
 from tf_keras.src.engine.base_layer import BaseRandomLayer  # noqa: F401  pylint: disable=unused-import
 from tf_keras.src.layers.rnn import rnn_utils as _rnn_utils
-from tf_keras.src.layers.rnn.dropout_rnn_cell_mixin import (  # noqa: F401  pylint: disable=unused-import
-    DropoutRNNCellMixin)
+from tf_keras.src.layers.rnn.dropout_rnn_cell_mixin import DropoutRNNCellMixin
 
 # The (major, minor) versions this module was checked against, by distribution.
 WRITTEN_AGAINST = {"tf_keras": "2.21", "tensorflow-model-optimization": "0.8",
@@ -73,7 +73,8 @@ def version_mismatches():
 def flatten_layers(model):
   """Every layer in ``model``, itself and nested ones included (wrapped layers, RNN cells)."""
   # Keras' own traversal: tf.Module.submodules trips over RNN cells' mask caches.
-  return list(model._flatten_layers(include_self=True, recursive=True))  # pylint: disable=protected-access
+  return list(model._flatten_layers(  # pylint: disable=protected-access
+      include_self=True, recursive=True))
 
 
 def cached_value(cache):

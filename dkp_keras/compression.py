@@ -119,8 +119,8 @@ def compression_report(model):
   ``layer``, ``type``, ``structure``, ``doped``, ``dense_params`` (the dense
   twin's count), ``params`` (structure + nonzeros of S + bias),
   ``nnz_doping``, ``doping_density``, ``bytes`` (as the float32 file of
-  `pipelines.convert` stores them, S with its ``auto`` kernel), ``dense_bytes``, ``compression`` (dense_params / params),
-  ``byte_compression``, ``target_compression`` (what the layer was asked
+  `pipelines.convert` stores them, S with its ``auto`` kernel),
+  ``dense_bytes``, ``compression`` (dense_params / params), ``byte_compression``, ``target_compression`` (what the layer was asked
   for) and ``meets_target`` (whether its S holds no more nonzeros than that
   allows; the ``total`` row: whether every layer does). DKP layers inside
   Keras wrappers (`Bidirectional`, `TimeDistributed`) count as DKP layers.
