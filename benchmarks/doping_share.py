@@ -31,9 +31,9 @@ DEFAULT_OUT = os.path.join("benchmarks", "results", "doping_share.json")
 def matrix_norms(model):
   """Per doped matrix of ``model``: layer, matrix, ‖structure‖_F, ‖S‖_F, S's density."""
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from dkp_keras import doped_matrix  # pylint: disable=import-outside-toplevel
+  from dkp_keras import traversal  # pylint: disable=import-outside-toplevel
   rows = []
-  for owner in doped_matrix.find_doped_owners(model):
+  for owner in traversal.find_doped_owners(model):
     for key, matrix in owner.doped_matrices.items():
       doping = matrix.doping_values()
       structure = matrix.structure.dense_matrix(matrix.structure_values())
@@ -47,9 +47,9 @@ def matrix_norms(model):
 def perplexity_without_doping(model, ids, batch_size, num_steps):
   """Perplexity of ``ids`` with every S of ``model`` zeroed; S is restored afterwards."""
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from dkp_keras import doped_matrix  # pylint: disable=import-outside-toplevel
+  from dkp_keras import traversal  # pylint: disable=import-outside-toplevel
   from pipelines import train  # pylint: disable=import-outside-toplevel
-  dopings = [doping for owner in doped_matrix.find_doped_owners(model)
+  dopings = [doping for owner in traversal.find_doped_owners(model)
              for doping in owner.get_prunable_weights()]
   if not dopings:
     raise ValueError(f"model {model.name!r} has no doped layer (no S to remove)")

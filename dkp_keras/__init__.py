@@ -11,8 +11,8 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 # pylint: disable=wrong-import-position
-from dkp_keras.annealing import SparsityAnnealing, finalize, prepare_for_annealing  # noqa: E402
-from dkp_keras.cmr import CoMatrixDropout  # noqa: E402
+from dkp_keras.annealing import finalize, prepare_for_annealing  # noqa: E402
+from dkp_keras.callbacks import CoMatrixDropout, SparsityAnnealing  # noqa: E402
 from dkp_keras.compression import compression_report  # noqa: E402
 from dkp_keras.layers import DopedDense  # noqa: E402
 from dkp_keras.loading import load_model  # noqa: E402

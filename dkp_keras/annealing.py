@@ -6,9 +6,17 @@ layers are tfmot `PrunableLayer`s returning S); every other layer is left as
 it is. The default block (4, 1) on S's Keras [in, out] kernel is 4 consecutive
 inputs of one output: TFLite's fast "1x4" sparse FULLY_CONNECTED layout.
 
->>> model = prepare_for_annealing(model, begin_step=0, end_step=1000)  # doctest: +SKIP
->>> model.fit(x, y, callbacks=[SparsityAnnealing()])                   # doctest: +SKIP
->>> model = finalize(model)                                            # doctest: +SKIP
+>>> import dkp_keras as dkp
+>>> inputs = keras.Input((16,))
+>>> model = keras.Model(inputs, dkp.DopedDense(16, compression=4)(inputs))
+>>> model = prepare_for_annealing(model, begin_step=0, end_step=4, frequency=1)
+>>> model.compile("adam", "mse")
+>>> x = np.random.default_rng(0).normal(size=(8, 16)).astype("float32")
+>>> callbacks = [dkp.SparsityAnnealing(), dkp.CoMatrixDropout()]
+>>> _ = model.fit(x, x, batch_size=2, epochs=2, verbose=0, callbacks=callbacks)
+>>> model = finalize(model)
+>>> bool(dkp.compression_report(model)["meets_target"].all())
+True
 """
 
 from __future__ import annotations
@@ -20,11 +28,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 from tensorflow_model_optimization.sparsity import keras as tfmot_sparsity
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
 from dkp_keras import blocks
+from dkp_keras import compat
 from dkp_keras import compression
-from dkp_keras.doped_matrix import all_layers, find_doped_owners
+from dkp_keras import traversal
 from dkp_keras.structures import check_block_size
 
 
@@ -77,7 +85,7 @@ def _doped_owners(layer):
     ValueError: for doped layers inside a nested model, or a wrapper whose doped
       layers prune in different blocks (one tfmot wrapper has one block size).
   """
-  owners = find_doped_owners(layer)
+  owners = traversal.find_doped_owners(layer)
   if not owners:
     return owners
   if isinstance(layer, keras.Model):
@@ -111,7 +119,8 @@ def prepare_for_annealing(model, begin_step=0, end_step=1000, frequency=100, pow
   updated every ``frequency`` steps, in the layer's ``block_size`` blocks, each
   scored by the mean (``block_pooling_type="AVG"``) or largest (``"MAX"``) |value|.
   Steps count training batches. Other layers are shared with ``model``, not
-  copied. Train with the `SparsityAnnealing` callback, then call `finalize`.
+  copied. Train with the `SparsityAnnealing` callback
+  (`dkp_keras.callbacks`), then call `finalize`.
 
   ``start_at_target=True`` holds every S at its target sparsity from the
   first step (fine-tuning an S that is already sparse, as `pipelines.compress`
@@ -142,7 +151,7 @@ def prepare_for_annealing(model, begin_step=0, end_step=1000, frequency=100, pow
 
   def wrap(layer):
     owners = _doped_owners(layer)
-    if not owners or isinstance(layer, pruning_wrapper.PruneLowMagnitude):
+    if not owners or isinstance(layer, compat.PruneLowMagnitude):
       return layer
     found.append(layer.name)
     target = target_sparsity(owners)
@@ -161,18 +170,16 @@ def prepare_for_annealing(model, begin_step=0, end_step=1000, frequency=100, pow
   return annealed
 
 
-def _wrappers(model):
-  return [m for m in all_layers(model) if isinstance(m, pruning_wrapper.PruneLowMagnitude)]
-
-
-def _final_block_size(wrapper):
+def final_block_size(wrapper):
   """The doped layer's own blocks; a plain pruned layer keeps the wrapper's."""
   owners = _doped_owners(wrapper.layer)
-  return tuple(owners[0].block_size) if owners else _pruning_block_size(wrapper)
+  return tuple(owners[0].block_size) if owners else compat.pruning_block_size(wrapper)
 
 
-def _pruning_block_size(wrapper):
-  return tuple(wrapper.pruning_obj._block_size)  # pylint: disable=protected-access
+def prunes_in_early_blocks(wrapper):
+  """Whether ``wrapper`` still prunes in blocks other than its layer's own
+  (``early_block_size``), waiting for `switch_to_final_blocks`."""
+  return compat.pruning_block_size(wrapper) != final_block_size(wrapper)
 
 
 def switch_to_final_blocks(wrapper):
@@ -181,17 +188,16 @@ def switch_to_final_blocks(wrapper):
   Returns whether it changed anything. tfmot reads the block size when the
   train step is traced: the caller must retrace it.
   """
-  final = _final_block_size(wrapper)
-  if _pruning_block_size(wrapper) == final:
+  final = final_block_size(wrapper)
+  if compat.pruning_block_size(wrapper) == final:
     return False
-  wrapper.block_size = final
-  wrapper.pruning_obj._block_size = list(final)  # pylint: disable=protected-access
+  compat.set_pruning_block_size(wrapper, final)
   return True
 
 
 def annealing_window(model):
   """(begin_step, end_step) of the annealing schedules in ``model``, or None."""
-  schedules = [w.pruning_schedule for w in _wrappers(model)]
+  schedules = [w.pruning_schedule for w in traversal.pruning_wrappers(model)]
   if not schedules:
     return None
   return (min(s.begin_step for s in schedules), max(s.end_step for s in schedules))
@@ -199,9 +205,9 @@ def annealing_window(model):
 
 def current_step(model):
   """The annealing step (pruning wrappers' counter), else the optimizer's step."""
-  wrappers = _wrappers(model)
+  wrappers = traversal.pruning_wrappers(model)
   if wrappers:
-    return int(keras.backend.get_value(wrappers[0].pruning_step))
+    return compat.pruning_step(wrappers[0])
   return int(keras.backend.get_value(model.optimizer.iterations))
 
 
@@ -216,89 +222,7 @@ def doping_sparsity(owner):
   return zeros / total if total else 0.0
 
 
-def _pruned_fraction(wrapper):
-  """The fraction of zeros over the weights a wrapper prunes (all S of a DKP layer, or a
-  plain layer's kernels)."""
-  values = [keras.backend.get_value(w) for w in wrapper.prunable_weights]
-  total = sum(v.size for v in values)
-  return sum(int(np.sum(v == 0)) for v in values) / total if total else 0.0
-
-
-class SparsityAnnealing(tfmot_sparsity.UpdatePruningStep):
-  """Advances the annealing schedule and logs each doped layer's S sparsity.
-
-  tfmot's `UpdatePruningStep` (required by its wrappers) plus, at the end of
-  every epoch, ``sparsity/<layer>`` entries in the logs: they reach the
-  `History` and, when this callback comes before `keras.callbacks.TensorBoard`
-  in the list, TensorBoard. With ``log_dir`` it also writes them as scalars.
-  The weights are re-masked at the end of each epoch and of training, so S
-  holds its zeros whenever the model is saved.
-
-  With ``block_switch_step`` (for a model prepared with ``early_block_size``)
-  the wrappers switch to their layers' own blocks at that annealing step; the
-  step is the wrappers' counter, so a resumed run switches at the same point.
-  """
-
-  def __init__(self, log_dir=None, block_switch_step=None):
-    super().__init__()
-    if block_switch_step is not None and block_switch_step < 0:
-      raise ValueError(f"block_switch_step must be >= 0, got {block_switch_step}")
-    self.log_dir = log_dir
-    self.block_switch_step = block_switch_step
-    self._writer = None
-    self._switch_pending = False
-
-  def on_train_begin(self, logs=None):
-    super().on_train_begin(logs)
-    if not self.prunable_layers:
-      raise ValueError("SparsityAnnealing found no annealing wrappers: call "
-                       "dkp.prepare_for_annealing(model, ...) before fit")
-    if self.log_dir and self._writer is None:
-      self._writer = tf.summary.create_file_writer(self.log_dir)
-    self._switch_pending = self.block_switch_step is not None and any(
-        _pruning_block_size(w) != _final_block_size(w) for w in self.prunable_layers)
-    if self._switch_pending:
-      end_step = annealing_window(self.model)[1]
-      if self.block_switch_step > end_step:
-        raise ValueError(
-            f"block_switch_step {self.block_switch_step} comes after the annealing ends "
-            f"(step {end_step}): no mask update would put S in its layers' blocks")
-    self._maybe_switch_blocks()
-
-  def on_train_batch_begin(self, batch, logs=None):
-    if self._switch_pending:
-      self._maybe_switch_blocks()
-
-  def _maybe_switch_blocks(self):
-    if not self._switch_pending or current_step(self.model) < self.block_switch_step:
-      return
-    changed = [switch_to_final_blocks(w) for w in self.prunable_layers]
-    self._switch_pending = False
-    if any(changed):
-      # The train step holds the old block size in its graph.
-      self.model.train_function = self.model.make_train_function(force=True)
-
-  def on_epoch_end(self, epoch, logs=None):
-    super().on_epoch_end(epoch, logs)
-    values = {f"sparsity/{w.layer.name}": _pruned_fraction(w) for w in self.prunable_layers}
-    if logs is not None:
-      logs.update(values)
-    if self._writer is not None:
-      with self._writer.as_default():
-        for name, value in values.items():
-          tf.summary.scalar(name, value, step=epoch)
-      self._writer.flush()
-
-  def on_train_end(self, logs=None):
-    super().on_epoch_end(None, logs)  # re-mask after the last gradient step
-
-
 MISSED_TARGET_ACTIONS = ("prune", "raise")
-
-
-def doped_layers(model):
-  """(layer, its doped owners) for every layer of ``model`` that holds a doped S."""
-  return [(layer, owners) for layer in model.layers if (owners := find_doped_owners(layer))]
 
 
 def _missed_target_message(missed):
@@ -327,9 +251,6 @@ def finalize(model, on_missed_target="prune"):
 
   Returns:
     The stripped model (same layers), every S within its budget.
-
-  >>> model = finalize(model)                             # doctest: +SKIP
-  >>> model = finalize(model, on_missed_target="raise")   # doctest: +SKIP
   """
   if not isinstance(model, keras.Model):
     raise ValueError(f"finalize expects a tf_keras Model (the one prepare_for_annealing "
@@ -337,18 +258,18 @@ def finalize(model, on_missed_target="prune"):
   if on_missed_target not in MISSED_TARGET_ACTIONS:
     raise ValueError(f"on_missed_target must be one of {MISSED_TARGET_ACTIONS}, "
                      f"got {on_missed_target!r}")
-  early = [w.layer.name for w in _wrappers(model)
-           if _pruning_block_size(w) != _final_block_size(w)]
+  early = [w.layer.name for w in traversal.pruning_wrappers(model)
+           if prunes_in_early_blocks(w)]
   if early:
     raise ValueError(
         f"the annealing of {early} still prunes in its early blocks, not the layers' own: "
         f"give SparsityAnnealing a block_switch_step within the training steps")
-  pooling = {w.layer.name: w.block_pooling_type for w in _wrappers(model)}
-  for wrapper in _wrappers(model):
-    wrapper.pruning_obj.weight_mask_op()
+  pooling = {w.layer.name: w.block_pooling_type for w in traversal.pruning_wrappers(model)}
+  for wrapper in traversal.pruning_wrappers(model):
+    compat.apply_pruning_masks(wrapper)
   stripped = tfmot_sparsity.strip_pruning(model)
   missed = []
-  for layer, owners in doped_layers(stripped):
+  for layer, owners in traversal.doped_layers(stripped):
     nnz, max_nnz, size = compression.doping_counts(owners)
     if nnz > max_nnz:
       missed.append((layer.name, nnz, max_nnz, size))
@@ -361,7 +282,7 @@ def finalize(model, on_missed_target="prune"):
     warnings.warn(message + "\nfinalize pruned them to their targets by magnitude, without "
                   "training: fine-tune the model or anneal again to recover accuracy",
                   stacklevel=2)
-  for owner in find_doped_owners(stripped):
+  for owner in traversal.find_doped_owners(stripped):
     owner.cmr_rate.assign(0.0)
     # Masking by multiplication leaves -0.0 where S was negative: it would be stored.
     owner.clear_negative_zeros()

@@ -21,25 +21,50 @@ POOLINGS = ("AVG", "MAX")
 
 
 def grid_shape(shape, block_size):
-  """(block rows, block columns) of an [n, m] matrix cut into ``block_size`` blocks."""
+  """(block rows, block columns) of an [n, m] matrix cut into ``block_size`` blocks.
+
+  >>> grid_shape((10, 3), (4, 1))
+  (3, 3)
+  """
   (n, m), (bh, bw) = shape, block_size
   return -(-n // bh), -(-m // bw)
 
 
+def padded_shape(shape, block_size):
+  """The [n, m] ``shape`` rounded up to whole ``block_size`` blocks."""
+  (rows, cols), (bh, bw) = grid_shape(shape, block_size), block_size
+  return rows * bh, cols * bw
+
+
+def pad_to_blocks(matrix, block_size):
+  """``matrix`` zero-padded at its ends to whole ``block_size`` blocks."""
+  matrix = np.asarray(matrix)
+  padded = np.zeros(padded_shape(matrix.shape, block_size), dtype=matrix.dtype)
+  padded[:matrix.shape[0], :matrix.shape[1]] = matrix
+  return padded
+
+
 def block_view(matrix, block_size):
   """``matrix`` zero-padded to whole blocks, as [block rows, bh, block cols, bw]."""
-  matrix = np.asarray(matrix)
-  bh, bw = block_size
-  rows, cols = grid_shape(matrix.shape, block_size)
-  padded = np.zeros((rows * bh, cols * bw), dtype=matrix.dtype)
-  padded[:matrix.shape[0], :matrix.shape[1]] = matrix
+  padded = pad_to_blocks(matrix, block_size)
+  (rows, cols), (bh, bw) = grid_shape(padded.shape, block_size), block_size
   return padded.reshape(rows, bh, cols, bw)
 
 
-def expand_blocks(block_values, block_size, shape):
-  """A per-block array repeated over each block's entries, cut to ``shape``."""
+def from_block_view(view, shape):
+  """The [n, m] matrix of ``shape`` whose `block_view` is ``view`` (padding cut off)."""
+  rows, bh, cols, bw = view.shape
+  return view.reshape(rows * bh, cols * bw)[:shape[0], :shape[1]]
+
+
+def expand_blocks(block_values, block_size, shape, ops=np):
+  """A per-block array repeated over each block's entries, cut to ``shape``.
+
+  ``ops`` is ``np`` (default) or ``tf``: the same for a tensor of block values.
+  """
   bh, bw = block_size
-  full = np.repeat(np.repeat(np.asarray(block_values), bh, axis=0), bw, axis=1)
+  values = np.asarray(block_values) if ops is np else block_values
+  full = ops.repeat(ops.repeat(values, bh, axis=0), bw, axis=1)
   return full[:shape[0], :shape[1]]
 
 

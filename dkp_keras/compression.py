@@ -11,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import tf_keras as keras
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
+from dkp_keras import compat
 from dkp_keras.blocks import kept_blocks  # noqa: F401  pylint: disable=unused-import
 from dkp_keras.deployed_layout import (  # noqa: F401  pylint: disable=unused-import
     FLOAT_BYTES, index_bytes, is_pruned, sparse_bytes, stored_bytes)
-from dkp_keras.doped_matrix import DopedLayerMixin, all_layers
+from dkp_keras.doped_matrix import DopedLayerMixin
+from dkp_keras.traversal import all_layers
 
 
 def doping_counts(owners):
@@ -69,7 +70,7 @@ def _plain_counts(layer):
 
 
 def _layer_row(layer):
-  inner = layer.layer if isinstance(layer, pruning_wrapper.PruneLowMagnitude) else layer
+  inner = layer.layer if isinstance(layer, compat.PruneLowMagnitude) else layer
   # DKP layers or cells inside: the layer itself, an RNN's cell, a Bidirectional's two.
   owners = [sub for sub in all_layers(inner) if isinstance(sub, DopedLayerMixin)]
   row = {"layer": inner.name, "type": type(inner).__name__, "structure": "dense",
@@ -118,8 +119,8 @@ def compression_report(model):
   ``layer``, ``type``, ``structure``, ``doped``, ``dense_params`` (the dense
   twin's count), ``params`` (structure + nonzeros of S + bias),
   ``nnz_doping``, ``doping_density``, ``bytes`` (as the float32 file of
-  `pipelines.convert` stores them, S with its ``auto`` kernel), ``dense_bytes``, ``compression`` (dense_params / params),
-  ``byte_compression``, ``target_compression`` (what the layer was asked
+  `pipelines.convert` stores them, S with its ``auto`` kernel),
+  ``dense_bytes``, ``compression`` (dense_params / params), ``byte_compression``, ``target_compression`` (what the layer was asked
   for) and ``meets_target`` (whether its S holds no more nonzeros than that
   allows; the ``total`` row: whether every layer does). DKP layers inside
   Keras wrappers (`Bidirectional`, `TimeDistributed`) count as DKP layers.
@@ -127,7 +128,12 @@ def compression_report(model):
   Raises:
     ValueError: for anything but a built tf_keras model.
 
-  >>> compression_report(model)[["layer", "compression"]]  # doctest: +SKIP
+  >>> import dkp_keras as dkp
+  >>> inputs = keras.Input((32,))
+  >>> layer = dkp.DopedDense(64, compression=8, doped=False, name="out")
+  >>> report = compression_report(keras.Model(inputs, layer(inputs)))
+  >>> list(report["layer"]), bool(report["compression"].iloc[-1] >= 8)
+  (['out', 'total'], True)
   """
   if not isinstance(model, keras.Model):
     raise ValueError(f"compression_report expects a tf_keras Model, got {type(model)}")

@@ -23,27 +23,22 @@ Index vectors take the narrowest unsigned type that holds their values
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from dkp_keras import blocks
 
 FLOAT_BYTES = 4
-# Unstructured S up to this density runs the CSR FC. 1300 -> 2600, 1 thread,
-# medians against dense with XNNPack (`results/sparse_kernels_csr.json`):
-# 1% 13.5x, 2% 9.0x, 4% 4.8x, 10% 1.85x, 20% 0.89x, on a host where XNNPack's
-# dense FC was no faster than the builtin one (571 vs 549 µs). On the host of
-# `sparse_kernels.json` it was 1.8x faster (178 vs 320 µs), which would move
-# the break-even near 10%: the limit keeps a margin.
+# Unstructured S up to this density runs the CSR FC: below the density where
+# the CSR FC stops beating dense (with XNNPack) on the benchmark hosts, with a
+# margin, as hosts differ (`python -m benchmarks.sparse_kernels`;
+# see the results page docs/results.md).
 CSR_MAX_DENSITY = 0.08
 # Below this density the converter stores unstructured S in zero-padded 1x4
 # blocks (above, it densifies it at load): 'block' where CSR is not allowed.
 RANDOM_SPARSE_MAX_DENSITY = 0.03
-# 1x4 block-sparse FC beats dense below this density. 1300 -> 2600, 1 thread,
-# medians (`python -m benchmarks.sparse_kernels`): against dense with XNNPack
-# (LiteRT's default) 4% 5.4x, 10% 2.3x, 20% 1.12x, 30% 0.72x; against the
-# builtin dense kernel 4% 9.1x, 10% 3.6x, 20% 1.7x, 30% 1.16x, 40% 0.81x.
+# The 1x4 block-sparse FC beats dense (with XNNPack, LiteRT's default) below
+# this density (`python -m benchmarks.sparse_kernels`; see the results page
+# docs/results.md).
 BLOCK_MAX_DENSITY = 0.2
 # TFLite's optimized sparse FC kernel: blocks of 4 consecutive inputs = Keras (4, 1).
 FAST_BLOCK = (4, 1)
@@ -104,11 +99,10 @@ def sparse_bytes(kernel, block_size):
   blocks (a Keras (4, 1) block is TFLite's 1x4).
   """
   bh, bw = block_size
-  n, m = kernel.shape
+  input_blocks, rows = blocks.grid_shape(kernel.shape, block_size)
   kept = blocks.kept_blocks(kernel, block_size)
-  rows = math.ceil(m / bw)
   values = kept * bh * bw * FLOAT_BYTES
-  indices = kept * index_bytes(math.ceil(n / bh) - 1)
+  indices = kept * index_bytes(input_blocks - 1)
   segments = (rows + 1) * index_bytes(kept)
   return values + indices + segments
 

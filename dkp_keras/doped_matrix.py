@@ -16,6 +16,7 @@ import tf_keras as keras
 from tensorflow_model_optimization.sparsity.keras import PrunableLayer
 
 from dkp_keras import cmr
+from dkp_keras import compat
 from dkp_keras import preconditioning
 from dkp_keras import sparse_storage
 from dkp_keras import structures
@@ -176,14 +177,14 @@ class DopedLayerMixin(PrunableLayer):
                            self.cmr_scaling, self._uniform, self.block_size)
       return matrix.doping * mask
 
-    return tf.__internal__.smart_cond.smart_cond(training, dropped, lambda: matrix.doping)
+    return compat.smart_cond(training, dropped, lambda: matrix.doping)
 
   def _uniform(self, shape):
     if tf.distribute.get_strategy().num_replicas_in_sync > 1:
       # The layer's generator breaks gradients across replicas (its state update
       # synchronizes the replica threads mid-layer): plain random ops there.
       return tf.random.uniform(shape)
-    return self._random_generator.random_uniform(shape)
+    return compat.random_uniform(self, shape)
 
   def get_prunable_weights(self):
     """The doping matrices S: the only weights sparsity annealing prunes."""
@@ -203,10 +204,6 @@ class DopedLayerMixin(PrunableLayer):
       if negative_zero.any():
         doping.assign(np.where(negative_zero, np.zeros((), values.dtype), values))
 
-  def _stored_variables(self):
-    # The list and order Keras' own `save_own_variables` uses: the file's indices.
-    return self._trainable_weights + self._non_trainable_weights
-
   def save_own_variables(self, store):
     """Writes the variables for a `.keras` / ``.weights.h5`` file, S sparse when that is smaller.
 
@@ -224,7 +221,7 @@ class DopedLayerMixin(PrunableLayer):
     """
     doping = {id(v) for v in self.get_prunable_weights()}
     block_shapes = tuple(dict.fromkeys([(1, 1), tuple(self.block_size)]))
-    variables = self._stored_variables()
+    variables = compat.stored_variables(self)
     sparse_storage.write_arrays(store, [v.numpy() for v in variables],
                                 [block_shapes if id(v) in doping else None for v in variables])
 
@@ -235,8 +232,8 @@ class DopedLayerMixin(PrunableLayer):
     Args:
       store: the dict-like Keras' loading gives this layer.
     """
-    self._update_trackables()
-    variables = self._stored_variables()
+    compat.update_trackables(self)
+    variables = compat.stored_variables(self)
     arrays = sparse_storage.read_arrays(store, len(variables), self.name)
     for variable, array in zip(variables, arrays):
       if array.shape != tuple(variable.shape):
@@ -244,15 +241,3 @@ class DopedLayerMixin(PrunableLayer):
                          f"{array.shape}, the layer has {tuple(variable.shape)}; rebuild the "
                          f"model it was saved from")
       variable.assign(array)
-
-
-def all_layers(model):
-  """Every layer in ``model``, nested ones included (wrapped layers, RNN cells)."""
-  # Keras' own traversal: tf.Module.submodules trips over RNN cells' mask caches.
-  return list(model._flatten_layers(include_self=True, recursive=True))  # pylint: disable=protected-access
-
-
-def find_doped_owners(model):
-  """Every built DKP layer or cell with doping in ``model`` (also inside wrappers and RNNs)."""
-  return [layer for layer in all_layers(model)
-          if isinstance(layer, DopedLayerMixin) and layer.doped and layer.cmr_rate is not None]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tf_keras as keras
-from tf_keras.src.engine.base_layer import BaseRandomLayer
 
+from dkp_keras import compat
 from dkp_keras import structures
 from dkp_keras.doped_matrix import DopedLayerMixin, serialize_keras_objects, set_keras_objects
 
@@ -20,7 +20,7 @@ def check_units(units):
 
 
 @keras.utils.register_keras_serializable(package="dkp_keras")
-class DopedDense(DopedLayerMixin, BaseRandomLayer):
+class DopedDense(DopedLayerMixin, compat.BaseRandomLayer):
   """`Dense` whose kernel is a structured matrix plus a sparse doping matrix S.
 
   The kernel ``W`` (units x input_dim) is ``A ⊗ B + S`` by default (doped

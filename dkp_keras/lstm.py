@@ -9,18 +9,20 @@ recurrence (as Keras' own LSTM does), so only the recurrent matrix runs per step
 
 from __future__ import annotations
 
-import threading
+import collections
 
 import tensorflow as tf
 import tf_keras as keras
-from tf_keras.src import backend
-from tf_keras.src.engine.base_layer import BaseRandomLayer
-from tf_keras.src.layers.rnn import rnn_utils
-from tf_keras.src.layers.rnn.dropout_rnn_cell_mixin import DropoutRNNCellMixin
 
+from dkp_keras import compat
 from dkp_keras import structures
 from dkp_keras.doped_matrix import DopedLayerMixin, serialize_keras_objects, set_keras_objects
 from dkp_keras.layers import check_units
+
+# What `DKPLSTM` hands its RNN loop instead of the raw inputs: all time steps'
+# input projections, made at once before the recurrence. `DKPLSTMCell.call`
+# then adds only the recurrent part; given a plain tensor it projects it itself.
+ProjectedInputs = collections.namedtuple("ProjectedInputs", ["gates"])
 
 _KERAS_ARGS = ("activation", "recurrent_activation", "kernel_initializer",
                "recurrent_initializer", "bias_initializer", "kernel_regularizer",
@@ -40,17 +42,47 @@ def _replica_id():
 
 
 @keras.utils.register_keras_serializable(package="dkp_keras")
-class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
+class DKPLSTMCell(DopedLayerMixin, compat.DropoutRNNCellMixin, compat.BaseRandomLayer):
   """`LSTMCell` whose input and recurrent matrices are structured + doped.
 
   Takes the `LSTMCell` arguments plus the compression arguments of
-  `DopedDense` (``compression``, ``structure``, ``doped``,
-  ``structure_options``, ``structure_fraction``, ``block_size``,
-  ``doping_initializer``, ``cmr_granularity``, ``cmr_scaling``,
-  ``precondition_factors``). The
-  parameter budget of the cell (dense LSTM parameters / ``compression``, bias
-  kept dense) is split between the input and recurrent matrices in proportion
-  to their dense sizes.
+  `DopedDense`. The parameter budget of the cell (dense LSTM parameters /
+  ``compression``, bias kept dense) is split between the input and recurrent
+  matrices in proportion to their dense sizes.
+
+  Args:
+    units: the number of hidden units (the size of h and c).
+    compression: factor >= 1 by which the whole cell (both matrices and the
+      bias) is smaller than the `LSTMCell` it replaces, once S is annealed.
+    structure: 'kronecker' (alias 'kp'), 'lowrank' ('lmf') or 'hmd'.
+    doped: whether each matrix gets the sparse co-matrix S.
+    structure_options: overrides for the structure (see `DopedDense`).
+    structure_fraction: the share of each matrix's budget the structure may
+      use when doped (S gets the rest).
+    block_size: the tfmot block of each S's [in, out] kernel; (4, 1) = 4
+      consecutive inputs of one output, TFLite's fast 1x4 sparse layout.
+    activation: of the cell input and output (default tanh).
+    recurrent_activation: of the gates (default sigmoid).
+    use_bias: whether the cell has a bias (kept dense).
+    kernel_initializer: sets the scale of the input matrix (the factors are
+      scaled so the matrix starts with the RMS a dense kernel would have).
+    recurrent_initializer: likewise for the recurrent matrix.
+    bias_initializer: initializer of the bias.
+    doping_initializer: initializer of each S (default zeros).
+    unit_forget_bias: add 1 to the forget gate's bias at initialization.
+    kernel_regularizer, recurrent_regularizer, bias_regularizer: regularizers
+      of the input matrix's, the recurrent matrix's weights and the bias.
+    kernel_constraint, recurrent_constraint, bias_constraint: constraints of
+      the same.
+    dropout: fraction of the inputs dropped (one mask per sequence).
+    recurrent_dropout: fraction of the recurrent state dropped (likewise).
+    cmr_granularity: 'row' (default), 'matrix' or 'block': what co-matrix
+      dropout drops (see `dkp_keras.cmr`).
+    cmr_scaling: 'none' or 'inverted' (see `dkp_keras.cmr`).
+    precondition_factors: scale the structure's factor gradients so that plain
+      SGD trains them (`dkp_keras.preconditioning`).
+    **kwargs: base layer arguments (``name``, ``dtype``, ...).
+
 
   >>> rnn = keras.layers.RNN(DKPLSTMCell(32, compression=4))
   >>> rnn(tf.ones((2, 5, 16))).shape
@@ -87,7 +119,7 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
     self.output_size = self.units
     self._create_operand_cache()
 
-  @tf.__internal__.tracking.no_automatic_dependency_tracking
+  @compat.no_automatic_dependency_tracking
   def _create_operand_cache(self):
     # Like Keras' dropout masks: one CMR draw per sequence, shared by all steps,
     # and the preconditioned factors formed once per sequence, not per step.
@@ -95,23 +127,12 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
     # into one graph, and a replica must mask its own copy of S, or its S gets
     # no gradient.
     self._operand_caches = {}
-    # Set by DKPLSTM while its RNN loop runs: inputs arrive already projected.
-    # Per thread: MirroredStrategy traces each replica in its own thread.
-    self._projection_flag = threading.local()
-
-  @property
-  def _inputs_projected(self):
-    return getattr(self._projection_flag, "value", False)
-
-  @_inputs_projected.setter
-  def _inputs_projected(self, value):
-    self._projection_flag.value = value
 
   def _operand_cache(self, name):
     key = (name, _replica_id())
     if key not in self._operand_caches:
       matrix = self.doped_matrices[name]
-      self._operand_caches[key] = backend.ContextValueCache(
+      self._operand_caches[key] = compat.ContextValueCache(
           lambda training: (matrix.structure_weights(), self._doping_kernel(matrix, training)))
     return self._operand_caches[key]
 
@@ -136,7 +157,7 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
     if matrix.doping is None and not matrix.precondition_factors:
       return matrix.matmul(x)
     cache = self._operand_cache(name)
-    operands = cache._get_recursive(cache._key())  # pylint: disable=protected-access
+    operands = compat.cached_value(cache)
     if operands is None:
       operands = cache.setdefault(kwargs={"training": training})
     weights, doping_kernel = operands
@@ -191,9 +212,10 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
     return z
 
   def call(self, inputs, states, training=None):
+    """One time step; ``inputs`` is this step's input, or its `ProjectedInputs`."""
     h_tm1, c_tm1 = states[0], states[1]
-    if self._inputs_projected:
-      z = inputs
+    if isinstance(inputs, ProjectedInputs):
+      z = inputs.gates
     else:
       mask = self.get_dropout_mask_for_cell(inputs, training, count=1)
       z = self.project_inputs(inputs, training, mask)
@@ -210,7 +232,7 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCellMixin, BaseRandomLayer):
     return h, [h, c]
 
   def get_initial_state(self, inputs=None, batch_size=None, dtype=None):
-    return list(rnn_utils.generate_zero_filled_state_for_cell(self, inputs, batch_size, dtype))
+    return list(compat.zero_state(self, inputs, batch_size, dtype))
 
   def dense_kernels(self):
     """``(kernel, recurrent_kernel, bias)`` of the equivalent `LSTMCell` (numpy)."""
@@ -231,15 +253,49 @@ _CELL_ARGS = ("units", "use_bias", "unit_forget_bias", "dropout", "recurrent_dro
               ) + _KERAS_ARGS + _DOPING_ARGS
 
 
+class _CellArgument:
+  """A `DKPLSTM` attribute that reads its cell's argument of the same name (read only), as
+  `LSTM`'s properties read its `LSTMCell`'s."""
+
+  def __set_name__(self, owner, name):
+    self.name = name
+    self.__doc__ = f"The cell's ``{name}`` (read only)."
+
+  def __get__(self, layer, owner=None):
+    return self if layer is None else getattr(layer.cell, self.name)
+
+  def __set__(self, layer, value):
+    raise AttributeError(f"{type(layer).__name__}.{self.name} is its cell's argument and "
+                         f"read only; build a new layer to change it")
+
+
 @keras.utils.register_keras_serializable(package="dkp_keras")
 class DKPLSTM(keras.layers.RNN):
   """`LSTM` with structured + doped weights (a `DKPLSTMCell` in an `RNN`).
 
-  Takes the `LSTM` arguments (``return_sequences``, ``return_state``,
-  ``stateful``, ``go_backwards``, ``unroll``, ``time_major``, ``dropout``,
-  ``recurrent_dropout``, masking) and the compression arguments of
-  `DopedDense`. The input projection of all time steps runs as one batched
-  product before the recurrence. Ragged inputs are not supported.
+  The input projection of all time steps runs as one batched product before
+  the recurrence. Masking works as for `LSTM`; ragged inputs are not supported.
+
+  Args:
+    units: the number of hidden units.
+    compression: factor >= 1 by which the layer is smaller than the `LSTM` it
+      replaces (see `DKPLSTMCell`).
+    return_sequences: return the output of every time step, not just the last.
+    return_state: also return the last states (h, c).
+    go_backwards: read the input sequence backwards.
+    stateful: carry the last states of each batch into the next.
+    unroll: unroll the recurrence (short sequences only).
+    time_major: inputs and outputs are [time, batch, ...].
+    structure, doped, structure_options, structure_fraction, block_size,
+      activation, recurrent_activation, use_bias, kernel_initializer,
+      recurrent_initializer, bias_initializer, doping_initializer,
+      unit_forget_bias, kernel_regularizer, recurrent_regularizer,
+      bias_regularizer, kernel_constraint, recurrent_constraint,
+      bias_constraint, dropout, recurrent_dropout, cmr_granularity,
+      cmr_scaling, precondition_factors: the `DKPLSTMCell` arguments (keyword
+      only), also readable on the layer (``layer.dropout``).
+    **kwargs: `RNN` / base layer arguments (``name``, ``dtype``,
+      ``activity_regularizer``, ...).
 
   >>> x = keras.Input((None, 16))
   >>> y = DKPLSTM(32, compression=4, return_sequences=True)(x)
@@ -247,12 +303,58 @@ class DKPLSTM(keras.layers.RNN):
   TensorShape([None, None, 32])
   """
 
+  units = _CellArgument()
+  compression = _CellArgument()
+  structure = _CellArgument()
+  doped = _CellArgument()
+  structure_options = _CellArgument()
+  structure_fraction = _CellArgument()
+  block_size = _CellArgument()
+  activation = _CellArgument()
+  recurrent_activation = _CellArgument()
+  use_bias = _CellArgument()
+  kernel_initializer = _CellArgument()
+  recurrent_initializer = _CellArgument()
+  bias_initializer = _CellArgument()
+  doping_initializer = _CellArgument()
+  unit_forget_bias = _CellArgument()
+  kernel_regularizer = _CellArgument()
+  recurrent_regularizer = _CellArgument()
+  bias_regularizer = _CellArgument()
+  kernel_constraint = _CellArgument()
+  recurrent_constraint = _CellArgument()
+  bias_constraint = _CellArgument()
+  dropout = _CellArgument()
+  recurrent_dropout = _CellArgument()
+  cmr_granularity = _CellArgument()
+  cmr_scaling = _CellArgument()
+  precondition_factors = _CellArgument()
+
   def __init__(self, units, compression=10.0, return_sequences=False, return_state=False,
-               go_backwards=False, stateful=False, unroll=False, time_major=False, **kwargs):
-    cell_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _CELL_ARGS}
-    cell = DKPLSTMCell(units, compression=compression, dtype=kwargs.get("dtype"),
-                       trainable=kwargs.get("trainable", True), name="dkplstm_cell",
-                       **cell_kwargs)
+               go_backwards=False, stateful=False, unroll=False, time_major=False, *,
+               structure="kronecker", doped=True, structure_options=None,
+               structure_fraction=0.5, block_size=(4, 1), activation="tanh",
+               recurrent_activation="sigmoid", use_bias=True,
+               kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
+               bias_initializer="zeros", doping_initializer="zeros", unit_forget_bias=True,
+               kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
+               kernel_constraint=None, recurrent_constraint=None, bias_constraint=None,
+               dropout=0.0, recurrent_dropout=0.0, cmr_granularity="row", cmr_scaling="none",
+               precondition_factors=False, **kwargs):
+    cell = DKPLSTMCell(
+        units, compression=compression, structure=structure, doped=doped,
+        structure_options=structure_options, structure_fraction=structure_fraction,
+        block_size=block_size, activation=activation,
+        recurrent_activation=recurrent_activation, use_bias=use_bias,
+        kernel_initializer=kernel_initializer, recurrent_initializer=recurrent_initializer,
+        bias_initializer=bias_initializer, doping_initializer=doping_initializer,
+        unit_forget_bias=unit_forget_bias, kernel_regularizer=kernel_regularizer,
+        recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
+        kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
+        bias_constraint=bias_constraint, dropout=dropout, recurrent_dropout=recurrent_dropout,
+        cmr_granularity=cmr_granularity, cmr_scaling=cmr_scaling,
+        precondition_factors=precondition_factors, dtype=kwargs.get("dtype"),
+        trainable=kwargs.get("trainable", True), name="dkplstm_cell")
     super().__init__(cell, return_sequences=return_sequences, return_state=return_state,
                      go_backwards=go_backwards, stateful=stateful, unroll=unroll,
                      time_major=time_major, **kwargs)
@@ -273,12 +375,8 @@ class DKPLSTM(keras.layers.RNN):
       first_step = inputs[0] if self.time_major else inputs[:, 0]
       dropout_mask = tf.expand_dims(cell.get_dropout_mask_for_cell(first_step, training),
                                     0 if self.time_major else 1)
-    projected = cell.project_inputs(inputs, training, dropout_mask)
-    cell._inputs_projected = True
-    try:
-      return super().call(projected, mask=mask, training=training, initial_state=initial_state)
-    finally:
-      cell._inputs_projected = False
+    projected = ProjectedInputs(cell.project_inputs(inputs, training, dropout_mask))
+    return super().call(projected, mask=mask, training=training, initial_state=initial_state)
 
   def get_prunable_weights(self):
     return self.cell.get_prunable_weights()
@@ -298,7 +396,3 @@ class DKPLSTM(keras.layers.RNN):
   def from_config(cls, config):
     return cls(**config)
 
-
-# Expose the cell's arguments (units, compression, dropout...) on the layer, as LSTM does.
-for _name in _CELL_ARGS:
-  setattr(DKPLSTM, _name, property(lambda self, _name=_name: getattr(self.cell, _name)))

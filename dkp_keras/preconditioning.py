@@ -3,7 +3,7 @@
 A factor entry of ``W = A ⊗ B`` moves a whole ``m2 x n2`` block of ``W``: the
 gradient of ``A`` is the gradient of ``W`` contracted with ``B``, and an SGD step
 on ``A`` changes ``W`` by about ``‖B‖²`` times the step SGD would take on a dense
-``W`` (``‖B‖²`` is 23 to 38 at the ptb presets' initialization). Scaled gradient
+``W``, and ``‖B‖²`` is far from 1 at the usual initializations. Scaled gradient
 descent (ScaledGD, Tong, Ma & Chi 2021) divides each factor's gradient by the
 Gram matrix of the other factor:
 

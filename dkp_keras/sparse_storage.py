@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dkp_keras import blocks
+
 BSR_FIELDS = ("values", "columns", "row_starts", "shape", "block_shape")
 
 
@@ -36,11 +38,6 @@ def _matrix_shape(shape):
   if not shape:
     return 1, 1
   return int(np.prod(shape[:-1], dtype=np.int64)), int(shape[-1])
-
-
-def _padded_blocks(matrix_shape, block_shape):
-  """(block rows, block columns) covering ``matrix_shape``, the last ones padded."""
-  return tuple(-(-size // block) for size, block in zip(matrix_shape, block_shape))
 
 
 def _check_block_shape(block_shape):
@@ -65,18 +62,15 @@ def bsr_encode(array, block_shape=(1, 1)):
   """
   array = np.asarray(array)
   bh, bw = _check_block_shape(block_shape)
-  rows, columns = _matrix_shape(array.shape)
-  block_rows, block_columns = _padded_blocks((rows, columns), (bh, bw))
-  padded = np.zeros((block_rows * bh, block_columns * bw), dtype=array.dtype)
-  padded[:rows, :columns] = array.reshape(rows, columns)
-  blocks = padded.reshape(block_rows, bh, block_columns, bw).transpose(0, 2, 1, 3)
+  view = blocks.block_view(array.reshape(_matrix_shape(array.shape)), (bh, bw))
+  block_rows, _, block_columns, _ = view.shape
+  grid = view.transpose(0, 2, 1, 3)
   # Bitwise: a block is kept when any byte of any entry is nonzero (-0.0, NaN too).
-  kept = padded.view(np.uint8).reshape(
-      block_rows, bh, block_columns, bw * array.dtype.itemsize).any(axis=(1, 3))
+  kept = view.view(np.uint8).any(axis=(1, 3))
   _, kept_columns = np.nonzero(kept)
   row_starts = np.concatenate([[0], np.cumsum(kept.sum(axis=1, dtype=np.int64))])
   return {
-      "values": blocks[kept].reshape(-1),
+      "values": grid[kept].reshape(-1),
       "columns": kept_columns.astype(smallest_unsigned(max(block_columns - 1, 0))),
       "row_starts": row_starts.astype(smallest_unsigned(int(row_starts[-1]))),
       "shape": np.asarray(array.shape, dtype=np.int64),
@@ -96,7 +90,7 @@ def bsr_decode(fields):
   shape = tuple(int(s) for s in np.asarray(fields["shape"], dtype=np.int64).reshape(-1))
   bh, bw = _check_block_shape(np.asarray(fields["block_shape"]).reshape(-1))
   rows, cols = _matrix_shape(shape)
-  block_rows, block_columns = _padded_blocks((rows, cols), (bh, bw))
+  block_rows, block_columns = blocks.grid_shape((rows, cols), (bh, bw))
   problems = []
   if values.ndim != 1 or values.size != columns.size * bh * bw or columns.ndim != 1:
     problems.append(f"{values.size} values for {columns.size} blocks of {bh}x{bw}")
@@ -109,11 +103,11 @@ def bsr_decode(fields):
   if problems:
     raise ValueError(f"corrupt sparse array of shape {shape}: {'; '.join(problems)}; the "
                      f"file is damaged, save the model again")
-  blocks = np.zeros((block_rows, block_columns, bh, bw), dtype=values.dtype)
+  grid = np.zeros((block_rows, block_columns, bh, bw), dtype=values.dtype)
   block_row_of_each = np.repeat(np.arange(block_rows), np.diff(row_starts))
-  blocks[block_row_of_each, columns] = values.reshape(-1, bh, bw)
-  padded = blocks.transpose(0, 2, 1, 3).reshape(block_rows * bh, block_columns * bw)
-  return np.ascontiguousarray(padded[:rows, :cols]).reshape(shape)
+  grid[block_row_of_each, columns] = values.reshape(-1, bh, bw)
+  matrix = blocks.from_block_view(grid.transpose(0, 2, 1, 3), (rows, cols))
+  return np.ascontiguousarray(matrix).reshape(shape)
 
 
 def bsr_nbytes(fields):

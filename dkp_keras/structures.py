@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from dkp_keras import blocks
 from dkp_keras import kronecker
 
 STRUCTURES = ("kronecker", "lowrank", "hmd")
@@ -319,7 +320,7 @@ def plan_doped_matrix(m, n, max_params, structure="kronecker", doped=True,
   except ValueError:
     # Small matrices: the structure may need more than its share; S keeps >= 1 block.
     built = cls.for_budget(m, n, int(max_params) - block_elems, **options)
-  num_blocks = math.ceil(n / block_size[0]) * math.ceil(m / block_size[1])
+  num_blocks = math.prod(blocks.grid_shape((n, m), block_size))
   kept_blocks = min(int(max_params - built.params) // block_elems, num_blocks)
   if kept_blocks < 1:
     raise ValueError(

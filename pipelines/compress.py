@@ -35,18 +35,6 @@ from tflite_ops import files
 STRUCTURES = ("kronecker", "lowrank")
 
 
-def _chain_layers(model):
-  """The layers of a chain model in order (each called once, on its predecessor)."""
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
-  config = model.get_config()
-  for layer in config.get("layers", []):
-    nodes = layer.get("inbound_nodes", [])
-    if len(nodes) > 1 or (nodes and len(nodes[0]) > 1):
-      raise ValueError(f"compress handles chains of layers; {layer['name']} has several "
-                       f"inputs or calls")
-  return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-
-
 def top_blocks(residual, keep_fraction, block_size):
   """``residual`` (Keras [in, out]) with only its largest-mean-|value| blocks kept."""
   total = math.prod(blocks.grid_shape(residual.shape, block_size))
@@ -93,7 +81,7 @@ def choose_layers(model, layers=None, min_params=DEFAULT_MIN_PARAMS):
   """
   import tf_keras as keras  # pylint: disable=import-outside-toplevel
   kinds = (keras.layers.LSTM, keras.layers.Dense)
-  candidates = {layer.name: layer for layer in _chain_layers(model)}
+  candidates = {layer.name: layer for layer in dkp.traversal.chain_layers(model, "compressed")}
   eligible = [name for name, layer in candidates.items() if isinstance(layer, kinds)]
   if layers is None:
     chosen = [name for name in eligible if candidates[name].count_params() >= min_params]
@@ -125,7 +113,7 @@ def project_model(model, compression, structure="kronecker", layers=None,
   if structure not in STRUCTURES:
     raise ValueError(f"unknown structure {structure!r}; choose one of {STRUCTURES}")
   targets = set(choose_layers(model, layers, min_params))
-  layers = _chain_layers(model)
+  layers = dkp.traversal.chain_layers(model, "compressed")
   inputs = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype)
   x, sources = inputs, {}
   for layer in layers:

@@ -130,7 +130,7 @@ def _callbacks_module():
 
     def on_epoch_begin(self, epoch, logs=None):
       # Model.reset_states misses RNNs inside pruning wrappers.
-      for layer in dkp.doped_matrix.all_layers(self.model):
+      for layer in dkp.traversal.all_layers(self.model):
         if isinstance(layer, keras.layers.RNN) and layer.stateful:
           layer.reset_states()
 
@@ -214,8 +214,8 @@ def _callbacks_module():
 def random_generators(model):
   """The `tf.random.Generator` of every layer that has made one (in layer order)."""
   generators = []
-  for layer in dkp.doped_matrix.all_layers(model):
-    generator = getattr(getattr(layer, "_random_generator", None), "_generator", None)
+  for layer in dkp.traversal.all_layers(model):
+    generator = dkp.compat.random_generator(layer)
     if generator is not None:
       generators.append(generator)
   return generators
@@ -336,10 +336,9 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
     elif method.name == "prune":
       model = models.prepare_for_pruning(model, compression, 0, end_step, frequency)
     _compile(model, recipe)
-    for layer in dkp.doped_matrix.all_layers(model):
-      if hasattr(layer, "_random_generator"):
-        # Keras makes generators lazily; `Reseed` needs them now.
-        layer._random_generator._maybe_init()  # pylint: disable=protected-access
+    for layer in dkp.traversal.all_layers(model):
+      # Keras makes generators lazily; `Reseed` needs them now.
+      dkp.compat.make_random_generator(layer)
   fit_callbacks = [keras.callbacks.LearningRateScheduler(recipe.learning_rate_at),
                    Reseed(seed)]
   if carry_state:

@@ -10,6 +10,7 @@ import tf_keras as keras
 
 import dkp_keras as dkp
 from dkp_keras import annealing
+from dkp_keras import traversal
 from dkp_keras.compression import kept_blocks
 
 VOCAB, STEPS = 30, 8
@@ -150,7 +151,7 @@ def test_rejects_unbuilt_models_and_bad_windows():
 def test_block_pooling_scores_blocks_by_mean_or_largest_entry(pooling, kept):
   model = dkp.prepare_for_annealing(small_lm((4, 1)), start_at_target=True,
                                     block_pooling_type=pooling)
-  wrapper = next(w for w in annealing._wrappers(model) if "dkplstm" in w.layer.name)
+  wrapper = next(w for w in traversal.pruning_wrappers(model) if "dkplstm" in w.layer.name)
   # [in, out] = [16, 64]: 4 x 64 blocks of 4 inputs, alternately [10, 0, 0, 0] and
   # [3, 3, 3, 3]; the target keeps fewer than half of them, so one kind only.
   spiky = np.zeros((4, 64), np.float32)
@@ -184,7 +185,8 @@ class BlockPatternProbe(keras.callbacks.Callback):
   def on_train_batch_end(self, batch, logs=None):
     if annealing.current_step(self.model) in self.steps:
       # The masks: the optimizer step after masking moves pruned entries of S itself.
-      wrapper = next(w for w in annealing._wrappers(self.model) if "dkplstm" in w.layer.name)
+      wrapper = next(w for w in traversal.pruning_wrappers(self.model)
+                     if "dkplstm" in w.layer.name)
       counts = set()
       for _, mask, _ in wrapper.pruning_vars:
         counts |= set(np.unique(block_patterns(keras.backend.get_value(mask), (4, 1))))
@@ -377,7 +379,7 @@ def test_doped_layers_inside_bidirectional_and_time_distributed_anneal_to_target
     warnings.simplefilter("always")
     final = dkp.finalize(annealed, on_missed_target="raise")
   assert not missed_target_warnings(record)
-  owners = dkp.doped_matrix.find_doped_owners(final)
+  owners = dkp.traversal.find_doped_owners(final)
   assert len(owners) == 3  # forward cell, backward cell, the TimeDistributed DopedDense
   for owner in owners:
     assert_meets_doping_budget(owner)

@@ -65,3 +65,30 @@ def test_rejects_unknown_pooling_and_impossible_counts():
     blocks.block_scores(np.ones((2, 2)), (1, 1), "SUM")
   with pytest.raises(ValueError, match="keep must be in"):
     blocks.keep_top_blocks(np.ones((2, 2)), 5, (1, 1))
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.data(), SHAPES, BLOCKS)
+def test_from_block_view_undoes_block_view(data, shape, block_size):
+  matrix = data.draw(matrices(shape))
+  view = blocks.block_view(matrix, block_size)
+  np.testing.assert_array_equal(blocks.from_block_view(view, shape), matrix)
+  padded = blocks.pad_to_blocks(matrix, block_size)
+  assert padded.shape == blocks.padded_shape(shape, block_size)
+  assert all(size % block == 0 for size, block in zip(padded.shape, block_size))
+  assert all(0 <= p - s < b for p, s, b in zip(padded.shape, shape, block_size))
+
+
+@settings(deadline=None, max_examples=30)
+@given(SHAPES, BLOCKS)
+def test_expand_blocks_gives_the_same_mask_in_numpy_and_tensorflow(shape, block_size):
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel  (only this test needs TF)
+  grid = np.arange(np.prod(blocks.grid_shape(shape, block_size))).reshape(
+      blocks.grid_shape(shape, block_size))
+  expanded = blocks.expand_blocks(grid, block_size, shape)
+  assert expanded.shape == shape
+  np.testing.assert_array_equal(
+      blocks.expand_blocks(tf.constant(grid), block_size, shape, ops=tf).numpy(), expanded)
+  # Each entry carries its own block's value.
+  rows, cols = np.indices(shape)
+  np.testing.assert_array_equal(expanded, grid[rows // block_size[0], cols // block_size[1]])

@@ -7,7 +7,7 @@ import tf_keras as keras
 from hypothesis import given, strategies as st
 
 import dkp_keras as dkp
-from dkp_keras import doped_matrix
+from dkp_keras import traversal
 from dkp_keras import cmr
 
 
@@ -65,7 +65,7 @@ def test_callback_decays_over_the_annealing_window_and_resets():
 
   class Spy(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
-      seen.append([float(o.cmr_rate.numpy()) for o in doped_matrix.find_doped_owners(model)])
+      seen.append([float(o.cmr_rate.numpy()) for o in traversal.find_doped_owners(model)])
 
   history = model.fit(x, x, batch_size=4, epochs=2, verbose=0,
                       callbacks=[dkp.SparsityAnnealing(), dkp.CoMatrixDropout(rate=0.6), Spy()])
@@ -76,7 +76,7 @@ def test_callback_decays_over_the_annealing_window_and_resets():
   assert history.history["cmr_rate"][-1] == 0.0
   final = dkp.finalize(model)
   assert all(float(o.cmr_rate.numpy()) == 0.0
-             for o in doped_matrix.find_doped_owners(final))
+             for o in traversal.find_doped_owners(final))
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -315,7 +315,7 @@ def _lm(method, compression):
                           batch_size=2, epochs=1, corpus_tokens=1000, carry_state=False)
   model = models.build_lm(30, recipe, method, compression)
   rng = np.random.default_rng(0)
-  for owner in dkp.doped_matrix.find_doped_owners(model):
+  for owner in dkp.traversal.find_doped_owners(model):
     randomize_doping(owner)
   if method == "prune":  # magnitude pruning to 1 / compression of the kernels, 1x1
     for layer in models.recurrent_layers(model):

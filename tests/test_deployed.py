@@ -19,7 +19,7 @@ def tiny_lm():
   x = dkp.DKPLSTM(16, compression=2, return_sequences=True)(x)
   x = keras.layers.LSTM(8, return_sequences=True)(x)
   model = keras.Model(tokens, dkp.DopedDense(VOCAB, compression=2)(x))
-  for owner in dkp.doped_matrix.find_doped_owners(model):
+  for owner in dkp.traversal.find_doped_owners(model):
     randomize_doping(owner)
   return model
 

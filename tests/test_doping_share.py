@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import doping_share
 import dkp_keras as dkp
-from dkp_keras import doped_matrix
+from dkp_keras import traversal
 from pipelines import presets
 from pipelines import train
 
@@ -28,7 +28,7 @@ def _runs(tmp_path_factory):
 
 
 def _dopings(model):
-  return [doping for owner in doped_matrix.find_doped_owners(model)
+  return [doping for owner in traversal.find_doped_owners(model)
           for doping in owner.get_prunable_weights()]
 
 

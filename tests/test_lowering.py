@@ -121,7 +121,7 @@ def test_bidirectional_lowers_in_sequence_mode_and_says_why_not_in_step_mode(mer
   x = keras.layers.LSTM(4, return_sequences=True)(x)
   model = keras.Model(inputs, keras.layers.TimeDistributed(
       dkp.DopedDense(8, compression=1.2, name="per_step"))(x))
-  for owner in dkp.doped_matrix.find_doped_owners(model):
+  for owner in dkp.traversal.find_doped_owners(model):
     randomize_doping(owner)
   x = np.random.default_rng(0).normal(size=(2, 5, 7)).astype(np.float32)
   lowered = lowering.lower_model(model, "sequence", batch_size=2)

@@ -1,5 +1,8 @@
 """DKPLSTMCell / DKPLSTM: equal a Keras LSTM given the reconstructed weights, in every mode."""
 
+import inspect
+import pydoc
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -228,3 +231,31 @@ def test_cmr_draw_is_shared_by_all_time_steps_inside_tf_function():
     assert is_kept or is_dropped, "S was kept for some time steps and dropped for others"
     outcomes.add(is_kept)
   assert outcomes == {True, False}
+
+
+def test_layer_lists_the_cell_arguments_explicitly():
+  cell_parameters = inspect.signature(dkp.DKPLSTMCell.__init__).parameters
+  layer_parameters = inspect.signature(dkp.DKPLSTM.__init__).parameters
+  for name, parameter in cell_parameters.items():
+    if name in ("self", "kwargs"):
+      continue
+    assert layer_parameters[name].default == parameter.default, name
+    # Each one is a class attribute IDEs and help() see, reading the cell's value.
+    assert name in vars(dkp.DKPLSTM), name
+  assert "recurrent_dropout" in pydoc.render_doc(dkp.DKPLSTM, renderer=pydoc.plaintext)
+  layer = dkp.DKPLSTM(4, compression=1.5, recurrent_dropout=0.25, structure="lowrank")
+  assert (layer.recurrent_dropout, layer.structure) == (0.25, "lowrank")
+  with pytest.raises(AttributeError, match="read.only"):
+    layer.dropout = 0.5
+
+
+def test_cell_takes_inputs_raw_or_projected():
+  x = inputs(2, 1, 6)[:, 0]
+  cell = dkp.DKPLSTMCell(5, compression=1.5)
+  states = [tf.ones((2, 5)), tf.zeros((2, 5))]
+  raw, _ = cell(x, states, training=False)
+  randomize_doping(cell)
+  raw, _ = cell(x, states, training=False)
+  projected = dkp.lstm.ProjectedInputs(cell.project_inputs(tf.constant(x)))
+  from_projection, _ = cell(projected, states, training=False)
+  np.testing.assert_allclose(from_projection.numpy(), raw.numpy(), atol=1e-6)

@@ -13,7 +13,8 @@ from hypothesis.extra import numpy as hnp
 
 import dkp_keras as dkp
 from dkp_keras import sparse_storage
-from dkp_keras.doped_matrix import DopedLayerMixin, find_doped_owners
+from dkp_keras.doped_matrix import DopedLayerMixin
+from dkp_keras.traversal import find_doped_owners
 
 # --------------------------------------------------------------------------- pure numpy
 

@@ -321,7 +321,7 @@ def test_schedule_ablation_methods_train_with_their_recipe(tiny):
   frequency = result["steps_per_epoch"] // TINY.anneal_updates
   assert result["annealing_end_step"] % frequency == 0
   assert abs(result["annealing_end_step"] - result["steps_per_epoch"] * 0.3) <= frequency / 2
-  for owner in dkp.doped_matrix.find_doped_owners(result["model"]):
+  for owner in dkp.traversal.find_doped_owners(result["model"]):
     kept = sum(np.count_nonzero(m.doping_values()) for m in owner.doped_matrices.values())
     assert kept <= sum(m.plan.doping_max_nnz for m in owner.doped_matrices.values())
   assert result["history"]["cmr_rate"][-1] == 0.0  # CMR ends with the annealing window
@@ -335,7 +335,7 @@ def test_block_switch_method_anneals_1x1_then_ends_in_1x4_blocks(tiny):
   frequency = result["steps_per_epoch"] // TINY.anneal_updates
   assert result["block_switch_step"] % frequency == 0
   assert abs(result["block_switch_step"] - 0.3 * steps) <= frequency / 2
-  for owner in dkp.doped_matrix.find_doped_owners(result["model"]):
+  for owner in dkp.traversal.find_doped_owners(result["model"]):
     assert owner.block_size == (4, 1)
     kept = budget = 0  # tfmot prunes a layer's S to one sparsity: the budget is the layer's
     for matrix in owner.doped_matrices.values():
@@ -355,8 +355,8 @@ def test_block_switch_outside_the_annealing_window_is_refused(tiny):
 
 class PoolingProbe(keras.callbacks.Callback):
   def on_train_begin(self, logs=None):
-    self.pooling = {w.pruning_obj._block_pooling_type  # pylint: disable=protected-access
-                    for w in dkp.annealing._wrappers(self.model)}
+    self.pooling = {dkp.compat.pruning_block_pooling(w)
+                    for w in dkp.traversal.pruning_wrappers(self.model)}
 
 
 def test_max_pooling_method_reaches_the_annealing_wrappers(tiny):

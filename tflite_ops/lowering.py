@@ -221,32 +221,10 @@ class _PassThrough:
 
 def model_chain(model):
   """The model's layers in order, checking it is a chain (no branches, one input/output)."""
-  if not isinstance(model, keras.Model):
-    raise UnsupportedModelError(f"expected a tf_keras Model, got {type(model).__name__}")
-  if len(model.inputs or []) != 1 or len(model.outputs or []) != 1:
-    raise UnsupportedModelError(
-        f"model {model.name!r} has {len(model.inputs or [])} inputs and "
-        f"{len(model.outputs or [])} outputs; the lowering supports one of each")
-  layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-  if not isinstance(model, keras.Sequential):
-    # The model's own config lists each layer's inputs in this model (a layer
-    # object may also sit in other models, e.g. after annealing's clones).
-    config = model.get_config()
-    inputs = {entry[0] for entry in config["input_layers"]}
-    previous = None
-    for entry in config["layers"]:
-      if entry["name"] in inputs:
-        continue
-      nodes = entry["inbound_nodes"]
-      sources = [inbound[0] for node in nodes for inbound in node]
-      expected = sorted(inputs) if previous is None else [previous]
-      if len(nodes) != 1 or sources != expected:
-        raise UnsupportedModelError(
-            f"layer {entry['name']!r} does not simply follow "
-            f"{'the input' if previous is None else repr(previous)}: only chains of layers "
-            f"(no branches or shared layers) can be lowered")
-      previous = entry["name"]
-  return layers
+  try:
+    return dkp.traversal.chain_layers(model, "lowered")
+  except dkp.traversal.NotAChainError as error:
+    raise UnsupportedModelError(str(error)) from None
 
 
 def _check_layer(layer, mode):

@@ -32,6 +32,7 @@ import collections
 
 import numpy as np
 
+from dkp_keras import blocks
 from tflite_ops import describe
 
 # FULLY_CONNECTED's op version for sparse weights (lite/tools/versioning/op_version.cc).
@@ -118,7 +119,7 @@ def _decode(values, params, shape):
     width = int(dims[2].denseSize)
     out, inputs = shape
     entries = (indices[:, None] * width + np.arange(width)).ravel()
-    padded = (out, -(-inputs // width) * width)
+    padded = blocks.padded_shape(shape, (1, width))
     return csr_decode(values, segments * width, entries, padded)[:, :inputs]
   return None
 

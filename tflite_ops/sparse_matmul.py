@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from dkp_keras import blocks
 # The auto rule and its constants live with the accounting, which counts the same bytes.
 from dkp_keras.deployed_layout import (  # noqa: F401  pylint: disable=unused-import
     BLOCK_MAX_DENSITY, CSR_MAX_DENSITY, FAST_BLOCK, RANDOM_SPARSE_MAX_DENSITY, choose_kernel,
@@ -60,10 +61,9 @@ def sparse_matmul_fn(kernel, method):
     # TFLite's sparse FULLY_CONNECTED gives wrong results when the input size
     # is not a multiple of 4, and the converter may sparsify any constant
     # weight: pad the inputs to a multiple of 4.
-    pad = -kernel.shape[0] % 4
-    if pad:
-      kernel = np.concatenate([kernel, np.zeros((pad, kernel.shape[1]), np.float32)])
-    weight = tf.constant(kernel)
+    padded = blocks.pad_to_blocks(kernel, FAST_BLOCK)
+    pad = padded.shape[0] - kernel.shape[0]
+    weight = tf.constant(padded)
     if not pad:
       return lambda x: tf.matmul(x, weight)
     return lambda x: tf.matmul(tf.pad(x, [[0, 0], [0, pad]]), weight)
