@@ -49,7 +49,9 @@ def serialize_keras_objects(layer, names):
 
 
 def to_numpy(variable):
-  return np.asarray(ops.convert_to_numpy(variable))
+  """A Keras 3 variable's (or tensor's) value as a numpy array, on any backend."""
+  # Through a tensor: numpy's conversion of a tf.Variable warns under numpy 2.
+  return np.asarray(ops.convert_to_numpy(ops.convert_to_tensor(variable)))
 
 
 def _fresh(initializer):
