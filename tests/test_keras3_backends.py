@@ -29,6 +29,7 @@ baseline = float(-np.sum(np.bincount(y.ravel(), minlength=VOCAB) / y.size
                          * np.log(np.bincount(y.ravel(), minlength=VOCAB) / y.size)))
 tokens = keras.Input((STEPS,), dtype="int32")
 h = keras.layers.Embedding(VOCAB, 16)(tokens)
+h = dkp.DKPLSTM(32, compression=2, return_sequences=True, recurrent_dropout=0.1)(h)
 h = dkp.DopedDense(32, compression=2, activation="tanh")(h)
 logits = dkp.DopedDense(VOCAB, compression=2, structure="lowrank")(h)
 model = keras.Model(tokens, logits)

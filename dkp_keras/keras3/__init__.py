@@ -14,6 +14,7 @@ from dkp_keras.keras3.annealing import finalize
 from dkp_keras.keras3.callbacks import CoMatrixDropout, SparsityAnnealing
 from dkp_keras.keras3.compression import compression_report
 from dkp_keras.keras3.layers import DopedDense
+from dkp_keras.keras3.lstm import DKPLSTM, DKPLSTMCell
 
-__all__ = ["DopedDense", "SparsityAnnealing", "CoMatrixDropout", "finalize",
+__all__ = ["DopedDense", "DKPLSTM", "DKPLSTMCell", "SparsityAnnealing", "CoMatrixDropout", "finalize",
            "compression_report"]
