@@ -166,9 +166,20 @@ def test_keras3_import_leaves_legacy_keras_alone():
 
 
 @pytest.mark.parametrize("statement", ["from dkp_keras import annealing",
-                                       "import dkp_keras.layers",
+                                       "import dkp_keras.preconditioning",
                                        "import dkp_keras as dkp; dkp.DopedDense"])
 def test_tf_keras_front_end_still_loads_legacy_keras_first(statement):
-  # Every path into the tf_keras front end sets TF_USE_LEGACY_KERAS before TensorFlow loads.
-  out = _run_clean(f"{statement}\nimport tensorflow as tf\nprint(tf.keras.layers.Dense.__module__)")
-  assert out.strip().startswith("tf_keras."), out
+  # Every path into the tf_keras front end sets TF_USE_LEGACY_KERAS before TensorFlow loads
+  # (tfmot sets it too, but only once TensorFlow is loaded).
+  out = _run_clean(
+      "import importlib.abc, os, sys\n"
+      "seen = []\n"
+      "class Spy(importlib.abc.MetaPathFinder):\n"
+      "  def find_spec(self, name, path=None, target=None):\n"
+      "    if name == 'tensorflow':\n"
+      "      seen.append(os.environ.get('TF_USE_LEGACY_KERAS'))\n"
+      "sys.meta_path.insert(0, Spy())\n"
+      f"{statement}\n"
+      "import tensorflow as tf\n"
+      "print(seen[0], tf.keras.layers.Dense.__module__.split('.')[0])\n")
+  assert out.split() == ["1", "tf_keras"], out
