@@ -228,3 +228,14 @@ def test_compression_report_equals_the_tf_keras_report_of_the_twin():
              "dense_bytes", "target_compression", "meets_target", "compression"]
   pd.testing.assert_frame_equal(report[columns], legacy_report[columns])
   assert list(report["type"][:-1]) == list(legacy_report["type"][:-1])
+
+
+def test_a_run_resumed_with_a_new_callback_keeps_s_at_target():
+  # The masks live in the callback: a new one, past end_step, starts from S's magnitudes at
+  # the target (no later mask update would); the step count carries on in the optimizer.
+  model = fit_steps(small_model(), steps=8, end_step=8, frequency=2)
+  x, y = data(batches=2)
+  model.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[annealing_callback(end_step=8)])
+  assert annealing.completed_steps(model) == 12
+  for matrix in doped_matrices(model):
+    assert_at_target(matrix)
