@@ -16,6 +16,7 @@ from dkp_keras.blocks import grid_shape, kept_blocks
 from dkp_keras.deployed_layout import is_block_aligned
 from dkp_keras import keras3 as k3
 from dkp_keras.keras3 import annealing
+from dkp_keras.keras3.doped_matrix import find_doped_owners as k3_owners
 from helpers import randomize_doping
 
 VOCAB, STEPS = 30, 8
@@ -239,3 +240,24 @@ def test_a_run_resumed_with_a_new_callback_keeps_s_at_target():
   assert annealing.completed_steps(model) == 12
   for matrix in doped_matrices(model):
     assert_at_target(matrix)
+
+
+def test_doped_layers_inside_bidirectional_and_time_distributed_anneal_to_target(tmp_path):
+  tokens = keras.Input((STEPS,), dtype="int32")
+  x = keras.layers.Embedding(VOCAB, 8)(tokens)
+  x = keras.layers.Bidirectional(k3.DKPLSTM(8, compression=2, return_sequences=True))(x)
+  x = keras.layers.TimeDistributed(k3.DopedDense(VOCAB, compression=2))(x)
+  model = fit_steps(keras.Model(tokens, x), steps=8, end_step=6,
+                    callbacks=[k3.CoMatrixDropout()])
+  final = finalize_quietly(model, on_missed_target="raise")
+  owners = [owner for layer in final.layers for owner in k3_owners(layer)]
+  assert len(owners) == 3  # two cells and a DopedDense
+  for owner in owners:
+    for matrix in owner.doped_matrices.values():
+      assert_at_target(matrix)
+  report = k3.compression_report(final)
+  assert report["meets_target"].all() and report["doped"].sum() == 3  # two layers + total
+  final.save(tmp_path / "wrapped.keras")
+  loaded = keras.models.load_model(tmp_path / "wrapped.keras")
+  x, _ = data(batches=1)
+  np.testing.assert_array_equal(final.predict(x, verbose=0), loaded.predict(x, verbose=0))

@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 import dkp_keras as dkp
 from dkp_keras import keras3 as k3
@@ -133,3 +134,19 @@ def test_config_round_trip_and_cell_arguments_on_the_layer():
   assert (layer.units, layer.compression, layer.dropout, layer.block_size) == (8, 4.0, 0.1, (2, 1))
   with pytest.raises(ValueError, match="dropout must be in"):
     k3.DKPLSTM(8, dropout=1.0)
+
+
+def test_bidirectional_matches_tf_keras():
+  legacy = tf_keras.layers.Bidirectional(dkp.DKPLSTM(UNITS, compression=3,
+                                                     return_sequences=True))
+  legacy.build((BATCH, STEPS, FEATURES))
+  randomize_doping(legacy.forward_layer.cell, seed=1)
+  randomize_doping(legacy.backward_layer.cell, seed=2)
+  twin = keras.layers.Bidirectional(k3.DKPLSTM(UNITS, compression=3, return_sequences=True))
+  twin.build((BATCH, STEPS, FEATURES))
+  # Per direction: the two Kerases order a wrapper's list differently (tf_keras puts all
+  # trainable weights first), each DKPLSTM's own list is the same.
+  twin.forward_layer.set_weights(legacy.forward_layer.get_weights())
+  twin.backward_layer.set_weights(legacy.backward_layer.get_weights())
+  x = inputs()
+  assert_same_outputs(twin(x), legacy(x))
