@@ -16,5 +16,5 @@ from dkp_keras.keras3.compression import compression_report
 from dkp_keras.keras3.layers import DopedDense
 from dkp_keras.keras3.lstm import DKPLSTM, DKPLSTMCell
 
-__all__ = ["DopedDense", "DKPLSTM", "DKPLSTMCell", "SparsityAnnealing", "CoMatrixDropout", "finalize",
-           "compression_report"]
+__all__ = ["DopedDense", "DKPLSTM", "DKPLSTMCell", "SparsityAnnealing", "CoMatrixDropout",
+           "finalize", "compression_report"]
