@@ -150,3 +150,20 @@ def test_bidirectional_matches_tf_keras():
   twin.backward_layer.set_weights(legacy.backward_layer.get_weights())
   x = inputs()
   assert_same_outputs(twin(x), legacy(x))
+
+
+@pytest.mark.parametrize("unroll", [False, True])
+def test_one_cmr_draw_per_sequence(unroll):
+  # The masked S of both matrices are formed once, before the loop, not once per step.
+  _, twin = twins(compression=3, return_sequences=True, unroll=unroll)
+  cell, draws = twin.cell, []
+  original = cell._doping_kernel  # pylint: disable=protected-access
+
+  def counting(matrix, training):
+    draws.append(training)
+    return original(matrix, training)
+
+  cell._doping_kernel = counting  # pylint: disable=protected-access
+  twin.cell.cmr_rate.assign(0.5)
+  twin(inputs(), training=True)
+  assert len(draws) == 2
