@@ -1,0 +1,175 @@
+"""Sparsity annealing of the doping matrices S for Keras 3 models, without tfmot.
+
+The schedule is tfmot's `PolynomialDecay` (S dense until ``begin_step``, then
+``final + (initial - final)(1 - progress)^power`` up to ``end_step``) with the
+mask updated every ``frequency`` steps and always at ``end_step``, as
+`dkp_keras.annealing.AnnealingDecay` does. Each S has its own mask: its
+highest-scored ``block_size`` blocks (mean or largest |value|), as many as the
+scheduled sparsity keeps; at ``end_step`` that is the block count its plan
+budgets. Steps count training batches as tfmot does: the n-th batch trained
+(the optimizer's ``iterations`` + 1) is step n. `SparsityAnnealing`
+(`dkp_keras.keras3.callbacks`) owns the masks; `finalize` checks the result.
+
+>>> model.fit(x, y, callbacks=[SparsityAnnealing(begin_step=0, end_step=1000)])  # doctest: +SKIP
+>>> model = finalize(model)                                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+import weakref
+
+import keras
+import numpy as np
+
+from dkp_keras import blocks
+from dkp_keras.keras3.doped_matrix import find_doped_owners
+from dkp_keras.keras3.pure_copies import (MISSED_TARGET_ACTIONS, doping_counts,
+                                          missed_target_message)
+
+
+@dataclasses.dataclass(frozen=True)
+class AnnealingSchedule:
+  """When and how S is pruned: tfmot's polynomial decay, a mask update at ``end_step``.
+
+  >>> schedule = AnnealingSchedule(begin_step=2, end_step=7, frequency=4)
+  >>> [step for step in range(12) if schedule.updates_mask(step)]
+  [2, 6, 7]
+  """
+  begin_step: int = 0
+  end_step: int = 1000
+  frequency: int = 100
+  power: int = 3
+  block_pooling_type: str = "AVG"
+  start_at_target: bool = False
+
+  def __post_init__(self):
+    if not 0 <= self.begin_step < self.end_step:
+      raise ValueError(f"need 0 <= begin_step < end_step, got {self.begin_step} and "
+                       f"{self.end_step}")
+    if self.frequency < 1:
+      raise ValueError(f"frequency must be >= 1, got {self.frequency}")
+    if self.block_pooling_type not in blocks.POOLINGS:
+      raise ValueError(f"block_pooling_type must be 'AVG' or 'MAX', got "
+                       f"{self.block_pooling_type!r}")
+
+  def updates_mask(self, step):
+    """Whether the masks are recomputed at ``step`` (tfmot's rule, plus ``end_step``)."""
+    if not self.begin_step <= step <= self.end_step:
+      return False
+    return (step - self.begin_step) % self.frequency == 0 or step == self.end_step
+
+  def sparsity(self, step, target):
+    """The sparsity S of final sparsity ``target`` has at ``step`` (tfmot's `PolynomialDecay`)."""
+    initial = target if self.start_at_target else 0.0
+    progress = min(1.0, max(0.0, (step - self.begin_step) / (self.end_step - self.begin_step)))
+    return target + (initial - target) * (1.0 - progress) ** self.power
+
+
+def kept_block_count(shape, block_size, sparsity):
+  """Blocks of an [n, m] S kept at ``sparsity`` (tfmot rounds the kept count alike)."""
+  return int(round(math.prod(blocks.grid_shape(shape, block_size)) * (1.0 - sparsity)))
+
+
+def top_blocks_mask(values, keep, block_size, pooling="AVG"):
+  """0/1 mask (``values``' dtype) of the ``keep`` highest-scored blocks, ties to earlier ones.
+
+  The mask form of `dkp_keras.blocks.keep_top_blocks`: a kept block stays kept even
+  where its entries are zero now.
+  """
+  scores = blocks.block_scores(values, block_size, pooling)
+  kept = np.zeros(scores.size, dtype=bool)
+  kept[np.argsort(-scores, axis=None, kind="stable")[:keep]] = True
+  full = blocks.expand_blocks(kept.reshape(scores.shape), block_size, values.shape)
+  return full.astype(values.dtype)
+
+
+# The schedule a SparsityAnnealing callback is applying to a model: CoMatrixDropout follows
+# its window, finalize its pooling.
+_SCHEDULES = weakref.WeakKeyDictionary()
+
+
+def register_schedule(model, schedule):
+  _SCHEDULES[model] = schedule
+
+
+def model_schedule(model):
+  """The `AnnealingSchedule` annealing ``model`` (in this process), or None."""
+  return _SCHEDULES.get(model)
+
+
+def annealing_window(model):
+  """(begin_step, end_step) of the annealing of ``model``, or None."""
+  schedule = model_schedule(model)
+  return None if schedule is None else (schedule.begin_step, schedule.end_step)
+
+
+def completed_steps(model):
+  """The optimizer steps ``model`` has taken (its training batches so far)."""
+  return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+def doped_layers(model):
+  """(layer, its doped owners) for every layer of ``model`` that holds a doped S."""
+  return [(layer, owners) for layer in model.layers if (owners := find_doped_owners(layer))]
+
+
+def finalize(model, on_missed_target="prune"):
+  """Checks every doped layer of a Keras 3 model against its target; the model, ready to save.
+
+  As `dkp_keras.finalize` for tf_keras models, with nothing to strip (the
+  masks live in the callback): an S denser than its layer's compression
+  allows (training stopped before ``end_step``, or a model never annealed) is
+  never returned silently. CMR rates are reset and ``-0.0`` entries of S
+  cleared (they would be stored like nonzeros).
+
+  Args:
+    model: a built Keras 3 model holding `dkp_keras.keras3` layers.
+    on_missed_target: ``"prune"`` (default) brings such an S to its target by
+      magnitude, in its layer's blocks (scored as the annealing scored them),
+      and warns naming the layers and the density they had reached; ``"raise"``
+      raises a ValueError instead.
+
+  Returns:
+    ``model`` itself, every S within its budget.
+  """
+  if not isinstance(model, keras.Model):
+    raise ValueError(f"finalize expects a Keras 3 Model, got {type(model).__name__}")
+  if on_missed_target not in MISSED_TARGET_ACTIONS:
+    raise ValueError(f"on_missed_target must be one of {MISSED_TARGET_ACTIONS}, "
+                     f"got {on_missed_target!r}")
+  schedule = model_schedule(model)
+  pooling = schedule.block_pooling_type if schedule is not None else "AVG"
+  missed = []
+  for layer, owners in doped_layers(model):
+    nnz, max_nnz, size = doping_counts(owners)
+    if nnz > max_nnz:
+      missed.append((layer.name, nnz, max_nnz, size))
+      if on_missed_target == "prune":
+        _prune_to_budget(owners, pooling)
+  if missed:
+    message = missed_target_message(missed)
+    if on_missed_target == "raise":
+      raise ValueError(message + "\n(finalize(model) prunes them to their targets instead)")
+    warnings.warn(message + "\nfinalize pruned them to their targets by magnitude, without "
+                  "training: fine-tune the model or anneal again to recover accuracy",
+                  stacklevel=2)
+  for owner in find_doped_owners(model):
+    owner.cmr_rate.assign(0.0)
+    owner.clear_negative_zeros()
+  return model
+
+
+def _prune_to_budget(owners, pooling):
+  """Keeps each S's highest-scored blocks, as many as its plan budgets."""
+  for owner in owners:
+    for matrix in owner.doped_matrices.values():
+      if matrix.doping is None:
+        continue
+      bh, bw = matrix.plan.block_size
+      values = matrix.doping_values()
+      if np.count_nonzero(values) > matrix.plan.doping_max_nnz:
+        matrix.doping.assign(blocks.keep_top_blocks(
+            values, matrix.plan.doping_max_nnz // (bh * bw), (bh, bw), pooling))

@@ -1,0 +1,160 @@
+"""The Keras 3 training callbacks: `SparsityAnnealing` (owns the masks of S) and `CoMatrixDropout`.
+
+Both work on every backend. They reach the model through ``self.model``, which
+on jax first syncs the training state into the variables, so what they read is
+current and what they assign is used from the next step on.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from dkp_keras.keras3 import annealing
+from dkp_keras.keras3.doped_matrix import find_doped_owners
+from dkp_keras.keras3.pure_copies import DECAYS, scheduled_rate
+
+
+class SparsityAnnealing(keras.callbacks.Callback):
+  """Anneals every doped S of a Keras 3 model to its target sparsity, in its layer's blocks.
+
+  No wrapping: the callback owns one mask per S and re-applies it before each
+  training step, at the end of each epoch and of training (so S holds its
+  zeros whenever the model is saved). Masks are recomputed by magnitude every
+  ``frequency`` steps and at ``end_step`` along tfmot's polynomial schedule
+  (`dkp_keras.keras3.annealing.AnnealingSchedule`). At the end of every epoch
+  the logs get ``sparsity/<layer>`` entries. Call `finalize` after training.
+
+  A run resumed with a new callback (same model, optimizer state restored)
+  starts from masks of S's current magnitudes at the scheduled sparsity.
+
+  Args:
+    begin_step, end_step: the annealing window, in training steps (batches).
+    frequency: steps between mask updates.
+    power: exponent of the polynomial schedule (3: tfmot's cubic decay).
+    block_pooling_type: a block's score, ``"AVG"`` or ``"MAX"`` of its |values|.
+    start_at_target: hold every S at its target sparsity from the first step
+      (fine-tuning an S that is already sparse); the window then only paces
+      `CoMatrixDropout`.
+
+  >>> model.fit(x, y, callbacks=[SparsityAnnealing(0, 1000), CoMatrixDropout()])  # doctest: +SKIP
+  """
+
+  def __init__(self, begin_step=0, end_step=1000, frequency=100, power=3,
+               block_pooling_type="AVG", start_at_target=False):
+    super().__init__()
+    self.schedule = annealing.AnnealingSchedule(begin_step, end_step, frequency, power,
+                                                block_pooling_type, start_at_target)
+    self._masks = {}  # id(S variable) -> mask tensor
+    self._matrices = []
+
+  def on_train_begin(self, logs=None):
+    model = self.model
+    owners = find_doped_owners(model)
+    if not owners:
+      raise ValueError("SparsityAnnealing found no doped layer (dkp_keras.keras3 DopedDense / "
+                       "DKPLSTM with doped=True) in the model")
+    annealing.register_schedule(model, self.schedule)
+    self._matrices = [(owner, matrix) for owner in owners
+                      for matrix in owner.doped_matrices.values() if matrix.doping is not None]
+    step = annealing.completed_steps(model)
+    if not self._masks and step >= self.schedule.begin_step and step > 0:
+      self._update_masks(min(step, self.schedule.end_step))  # resumed with a new callback
+
+  def _update_masks(self, step):
+    for _, matrix in self._matrices:
+      values = matrix.doping_values()
+      keep = annealing.kept_block_count(
+          values.shape, matrix.plan.block_size,
+          self.schedule.sparsity(step, matrix.plan.doping_sparsity))
+      mask = annealing.top_blocks_mask(values, keep, matrix.plan.block_size,
+                                       self.schedule.block_pooling_type)
+      self._masks[id(matrix.doping)] = keras.ops.convert_to_tensor(mask)
+
+  def _apply_masks(self):
+    for _, matrix in self._matrices:
+      mask = self._masks.get(id(matrix.doping))
+      if mask is not None:
+        matrix.doping.assign(matrix.doping.value * mask)
+
+  def on_train_batch_begin(self, batch, logs=None):
+    step = annealing.completed_steps(self.model) + 1  # this batch, counted as tfmot does
+    if self.schedule.updates_mask(step):
+      self._update_masks(step)
+    self._apply_masks()
+
+  def on_epoch_end(self, epoch, logs=None):
+    _ = self.model  # sync the training state first (jax)
+    self._apply_masks()
+    if logs is not None:
+      zeros, sizes = {}, {}
+      for owner, matrix in self._matrices:
+        values = matrix.doping_values()
+        zeros[owner.name] = zeros.get(owner.name, 0) + int(np.sum(values == 0))
+        sizes[owner.name] = sizes.get(owner.name, 0) + values.size
+      logs.update({f"sparsity/{name}": zeros[name] / sizes[name] for name in zeros})
+
+  def on_train_end(self, logs=None):
+    _ = self.model
+    self._apply_masks()  # after the last gradient step
+
+
+class CoMatrixDropout(keras.callbacks.Callback):
+  """Schedules the CMR rate of every doped Keras 3 layer (see `dkp_keras.CoMatrixDropout`).
+
+  The rate starts at ``rate`` and decays (``'linear'``, ``'cosine'`` or
+  ``'constant'``) to ``final_rate`` between ``begin_step`` and ``end_step``
+  (optimizer steps); with ``end_step=None`` over the window of the model's
+  `SparsityAnnealing`. Logged as ``cmr_rate`` at the end of each epoch; reset
+  to 0 at the end of training.
+
+  Args:
+    rate: the initial drop rate, in [0, 1).
+    final_rate: the rate at the end of the window, in [0, 1).
+    begin_step, end_step: the decay window (None: the annealing's).
+    decay: 'linear', 'cosine' or 'constant'.
+  """
+
+  def __init__(self, rate=0.8, final_rate=0.0, begin_step=None, end_step=None, decay="linear"):
+    super().__init__()
+    for name, value in (("rate", rate), ("final_rate", final_rate)):
+      if not 0.0 <= value < 1.0:
+        raise ValueError(f"CoMatrixDropout {name} must be in [0, 1), got {value}")
+    if decay not in DECAYS:
+      raise ValueError(f"unknown CMR decay {decay!r}; choose one of {DECAYS}")
+    if begin_step is not None and end_step is not None and end_step <= begin_step:
+      raise ValueError(f"CoMatrixDropout end_step ({end_step}) must exceed begin_step "
+                       f"({begin_step})")
+    self.rate, self.final_rate, self.decay = rate, final_rate, decay
+    self.begin_step, self.end_step = begin_step, end_step
+    self._current = rate
+    self._owners = []
+
+  def on_train_begin(self, logs=None):
+    self._owners = find_doped_owners(self.model)
+    if not self._owners:
+      raise ValueError("CoMatrixDropout found no doped layer in the model")
+
+  def _window(self, model):
+    # Read at each step: SparsityAnnealing may come later in the callback list.
+    window = annealing.annealing_window(model)
+    begin = self.begin_step if self.begin_step is not None else (window[0] if window else 0)
+    end = self.end_step if self.end_step is not None else (window[1] if window else None)
+    return begin, end
+
+  def on_train_batch_begin(self, batch, logs=None):
+    model = self.model
+    begin, end = self._window(model)
+    self._current = scheduled_rate(annealing.completed_steps(model), self.rate, self.final_rate,
+                                   begin, end, self.decay)
+    for owner in self._owners:
+      owner.cmr_rate.assign(self._current)
+
+  def on_train_end(self, logs=None):
+    _ = self.model
+    for owner in self._owners:
+      owner.cmr_rate.assign(0.0)
+
+  def on_epoch_end(self, epoch, logs=None):
+    if logs is not None:
+      logs["cmr_rate"] = self._current
