@@ -15,8 +15,9 @@ import sys
 
 # Submodules that never import tf_keras: the Keras 3 front end and the pure numpy modules
 # it shares. Importing any other submodule first sets TF_USE_LEGACY_KERAS.
-_KERAS_NEUTRAL = frozenset({"keras3", "blocks", "deployed_layout", "kronecker", "sparse_storage",
-                            "structures", "verify"})
+_KERAS_NEUTRAL = frozenset({"keras3", "blocks", "cmr", "compression_counts", "deployed_layout",
+                            "doped_layer_base", "doping_budget", "kronecker", "preconditioning",
+                            "sparse_storage", "structures", "verify"})
 
 
 def _use_legacy_keras():

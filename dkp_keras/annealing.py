@@ -22,7 +22,6 @@ True
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -31,7 +30,7 @@ from tensorflow_model_optimization.sparsity import keras as tfmot_sparsity
 
 from dkp_keras import blocks
 from dkp_keras import compat
-from dkp_keras import compression
+from dkp_keras import doping_budget
 from dkp_keras import traversal
 from dkp_keras.structures import check_block_size
 
@@ -222,17 +221,6 @@ def doping_sparsity(owner):
   return zeros / total if total else 0.0
 
 
-MISSED_TARGET_ACTIONS = ("prune", "raise")
-
-
-def _missed_target_message(missed):
-  lines = [f"  {name}: S {compression.format_density(nnz, size)}, its target needs at most "
-           f"{compression.format_density(max_nnz, size)}" for name, nnz, max_nnz, size in missed]
-  return ("the doped layers below are denser than their compression allows (training stopped "
-          "before the annealing's end_step, or the annealing ended before S's values differed: "
-          "train at least end_step steps, or anneal over fewer):\n" + "\n".join(lines))
-
-
 def finalize(model, on_missed_target="prune"):
   """Strips the annealing wrappers: a plain model whose S keeps its zeros.
 
@@ -255,9 +243,7 @@ def finalize(model, on_missed_target="prune"):
   if not isinstance(model, keras.Model):
     raise ValueError(f"finalize expects a tf_keras Model (the one prepare_for_annealing "
                      f"returned), got {type(model).__name__}")
-  if on_missed_target not in MISSED_TARGET_ACTIONS:
-    raise ValueError(f"on_missed_target must be one of {MISSED_TARGET_ACTIONS}, "
-                     f"got {on_missed_target!r}")
+  doping_budget.check_missed_target_action(on_missed_target)
   early = [w.layer.name for w in traversal.pruning_wrappers(model)
            if prunes_in_early_blocks(w)]
   if early:
@@ -268,35 +254,11 @@ def finalize(model, on_missed_target="prune"):
   for wrapper in traversal.pruning_wrappers(model):
     compat.apply_pruning_masks(wrapper)
   stripped = tfmot_sparsity.strip_pruning(model)
-  missed = []
-  for layer, owners in traversal.doped_layers(stripped):
-    nnz, max_nnz, size = compression.doping_counts(owners)
-    if nnz > max_nnz:
-      missed.append((layer.name, nnz, max_nnz, size))
-      if on_missed_target == "prune":
-        _prune_to_budget(owners, pooling.get(layer.name, "AVG"))
-  if missed:
-    message = _missed_target_message(missed)
-    if on_missed_target == "raise":
-      raise ValueError(message + "\n(finalize(model) prunes them to their targets instead)")
-    warnings.warn(message + "\nfinalize pruned them to their targets by magnitude, without "
-                  "training: fine-tune the model or anneal again to recover accuracy",
-                  stacklevel=2)
+  doping_budget.enforce_budgets(traversal.doped_layers(stripped), on_missed_target,
+                                lambda name: pooling.get(name, "AVG"))
   for owner in traversal.find_doped_owners(stripped):
     owner.cmr_rate.assign(0.0)
     # Masking by multiplication leaves -0.0 where S was negative: it would be stored.
     owner.clear_negative_zeros()
   return stripped
 
-
-def _prune_to_budget(owners, pooling):
-  """Keeps each S's highest-scored blocks, as many as its plan budgets."""
-  for owner in owners:
-    for matrix in owner.doped_matrices.values():
-      if matrix.doping is None:
-        continue
-      bh, bw = matrix.plan.block_size
-      values = matrix.doping_values()
-      if np.count_nonzero(values) > matrix.plan.doping_max_nnz:
-        matrix.doping.assign(blocks.keep_top_blocks(
-            values, matrix.plan.doping_max_nnz // (bh * bw), (bh, bw), pooling))

@@ -15,6 +15,8 @@ multiples of the block is zero-padded to whole blocks.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 POOLINGS = ("AVG", "MAX")
@@ -60,7 +62,7 @@ def from_block_view(view, shape):
 def expand_blocks(block_values, block_size, shape, ops=np):
   """A per-block array repeated over each block's entries, cut to ``shape``.
 
-  ``ops`` is ``np`` (default) or ``tf``: the same for a tensor of block values.
+  ``ops`` is ``np`` (default), ``tf`` or ``keras.ops``: the same for a tensor of block values.
   """
   bh, bw = block_size
   values = np.asarray(block_values) if ops is np else block_values
@@ -81,8 +83,18 @@ def block_scores(matrix, block_size, pooling="AVG"):
   return magnitudes.mean(axis=(1, 3)) if pooling == "AVG" else magnitudes.max(axis=(1, 3))
 
 
-def keep_top_blocks(matrix, keep, block_size, pooling="AVG"):
-  """``matrix`` with only its ``keep`` highest-scored blocks (magnitude pruning in blocks).
+def kept_block_count(shape, block_size, sparsity):
+  """Blocks of an [n, m] matrix kept at ``sparsity`` (tfmot rounds the kept count alike).
+
+  >>> kept_block_count((8, 2), (4, 1), 0.75)
+  1
+  """
+  return int(round(math.prod(grid_shape(shape, block_size)) * (1.0 - sparsity)))
+
+
+def top_blocks_mask(matrix, keep, block_size, pooling="AVG"):
+  """Boolean mask of ``matrix``'s ``keep`` highest-scored blocks (the mask
+  `keep_top_blocks` applies): a kept block stays kept even where its entries are zero.
 
   Ties are broken towards earlier blocks, so the result is deterministic.
   """
@@ -90,8 +102,14 @@ def keep_top_blocks(matrix, keep, block_size, pooling="AVG"):
   scores = block_scores(matrix, block_size, pooling)
   if not 0 <= keep <= scores.size:
     raise ValueError(f"keep must be in [0, {scores.size}] blocks, got {keep}")
-  mask = np.zeros(scores.size, dtype=bool)
+  kept = np.zeros(scores.size, dtype=bool)
   # Stable sort of the negated scores: among equal scores the earlier block wins.
-  mask[np.argsort(-scores, axis=None, kind="stable")[:keep]] = True
-  full = expand_blocks(mask.reshape(scores.shape), block_size, matrix.shape)
-  return np.where(full, matrix, np.zeros_like(matrix))
+  kept[np.argsort(-scores, axis=None, kind="stable")[:keep]] = True
+  return expand_blocks(kept.reshape(scores.shape), block_size, matrix.shape)
+
+
+def keep_top_blocks(matrix, keep, block_size, pooling="AVG"):
+  """``matrix`` with only its ``keep`` highest-scored blocks (magnitude pruning in blocks)."""
+  matrix = np.asarray(matrix)
+  return np.where(top_blocks_mask(matrix, keep, block_size, pooling), matrix,
+                  np.zeros_like(matrix))

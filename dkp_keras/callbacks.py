@@ -128,29 +128,17 @@ class CoMatrixDropout(keras.callbacks.Callback):
 
   def __init__(self, rate=0.8, final_rate=0.0, begin_step=None, end_step=None, decay="linear"):
     super().__init__()
-    for name, value in (("rate", rate), ("final_rate", final_rate)):
-      if not 0.0 <= value < 1.0:
-        raise ValueError(f"CoMatrixDropout {name} must be in [0, 1), got {value}")
-    if decay not in cmr.DECAYS:
-      raise ValueError(f"unknown CMR decay {decay!r}; choose one of {cmr.DECAYS}")
-    if begin_step is not None and end_step is not None and end_step <= begin_step:
-      raise ValueError(f"CoMatrixDropout end_step ({end_step}) must exceed begin_step "
-                       f"({begin_step})")
+    cmr.check_schedule(rate, final_rate, begin_step, end_step, decay)
     self.rate, self.final_rate, self.decay = rate, final_rate, decay
     self.begin_step, self.end_step = begin_step, end_step
     self._current = rate
-
-  def _window(self):
-    window = annealing.annealing_window(self.model)
-    begin = self.begin_step if self.begin_step is not None else (window[0] if window else 0)
-    end = self.end_step if self.end_step is not None else (window[1] if window else None)
-    return begin, end
 
   def on_train_begin(self, logs=None):
     self._owners = traversal.find_doped_owners(self.model)
     if not self._owners:
       raise ValueError("CoMatrixDropout found no doped layer in the model")
-    self._begin, self._end = self._window()
+    self._begin, self._end = cmr.decay_window(self.begin_step, self.end_step,
+                                              annealing.annealing_window(self.model))
 
   def on_train_batch_begin(self, batch, logs=None):
     step = annealing.current_step(self.model)

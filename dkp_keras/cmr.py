@@ -23,14 +23,15 @@ the end of annealing, so training and inference agree where it matters.
 ``scaling='inverted'`` (divide the kept S by ``1-rate``) is there for ablations.
 
 Inference is never affected: the mask applies only when ``training`` is true.
-The callback that sets the rate during training is `dkp_keras.callbacks.CoMatrixDropout`.
+The callback that sets the rate during training is `dkp_keras.callbacks.CoMatrixDropout`
+(`dkp_keras.keras3.CoMatrixDropout` for Keras 3). Pure Python: the mask is drawn
+with the array namespace the caller passes (``tf`` or ``keras.ops``), so both
+front ends use this module.
 """
 
 from __future__ import annotations
 
 import math
-
-import tensorflow as tf
 
 from dkp_keras import blocks
 
@@ -46,22 +47,55 @@ def check_cmr_options(granularity, scaling):
     raise ValueError(f"unknown CMR scaling {scaling!r}; choose one of {SCALINGS}")
 
 
-def keep_mask(rate, kernel_shape, granularity, scaling, uniform, block_size=(1, 1)):
+def check_schedule(rate, final_rate, begin_step, end_step, decay):
+  """Checks the arguments of `CoMatrixDropout` (either front end's)."""
+  for name, value in (("rate", rate), ("final_rate", final_rate)):
+    if not 0.0 <= value < 1.0:
+      raise ValueError(f"CoMatrixDropout {name} must be in [0, 1), got {value}")
+  if decay not in DECAYS:
+    raise ValueError(f"unknown CMR decay {decay!r}; choose one of {DECAYS}")
+  if begin_step is not None and end_step is not None and end_step <= begin_step:
+    raise ValueError(f"CoMatrixDropout end_step ({end_step}) must exceed begin_step "
+                     f"({begin_step})")
+
+
+def decay_window(begin_step, end_step, annealing_window):
+  """(begin, end) of the rate's decay: each step given, else the annealing's
+  ``annealing_window`` (``(begin, end)`` or None), else 0 and no end (no decay).
+
+  >>> decay_window(None, 500, (100, 1000))
+  (100, 500)
+  """
+  begin = begin_step if begin_step is not None else (
+      annealing_window[0] if annealing_window else 0)
+  end = end_step if end_step is not None else (annealing_window[1] if annealing_window else None)
+  return begin, end
+
+
+def keep_mask(rate, kernel_shape, granularity, scaling, uniform, block_size=(1, 1), *, ops):
   """A mask for S's [in, out] kernel of ``kernel_shape`` (n, m).
 
   Scalar for 'matrix', (1, m) for 'row', (n, m) for 'block' (constant on each
-  ``block_size`` block). ``uniform(shape)`` draws U[0, 1) samples (the layer's
-  random generator).
+  ``block_size`` block); 0/1, scaled by ``1/(1-rate)`` for ``scaling='inverted'``.
+
+  Args:
+    rate: the drop probability, a scalar tensor or variable.
+    kernel_shape: (n, m), S's Keras kernel shape.
+    granularity: 'matrix', 'row' or 'block'.
+    scaling: 'none' or 'inverted'.
+    uniform: ``uniform(shape)`` draws U[0, 1) samples (the layer's random generator).
+    block_size: the blocks of 'block' granularity.
+    ops: the array namespace of the tensors, ``tf`` or ``keras.ops``.
   """
   n, m = kernel_shape
-  rate = tf.convert_to_tensor(rate, tf.float32)
+  rate = ops.cast(rate, "float32")
   if granularity == "block":
-    keep = tf.cast(uniform(blocks.grid_shape((n, m), block_size)) >= rate, tf.float32)
-    keep = blocks.expand_blocks(keep, block_size, (n, m), ops=tf)
+    keep = ops.cast(uniform(blocks.grid_shape((n, m), block_size)) >= rate, "float32")
+    keep = blocks.expand_blocks(keep, block_size, (n, m), ops=ops)
   else:
-    keep = tf.cast(uniform(() if granularity == "matrix" else (1, m)) >= rate, tf.float32)
+    keep = ops.cast(uniform(() if granularity == "matrix" else (1, m)) >= rate, "float32")
   if scaling == "inverted":
-    keep = keep / tf.maximum(1.0 - rate, 1e-6)
+    keep = keep / ops.maximum(1.0 - rate, 1e-6)
   return keep
 
 

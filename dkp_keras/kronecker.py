@@ -1,7 +1,8 @@
 """Kronecker-product math: factor shapes, matmul without forming A⊗B, nearest KP.
 
 Pure functions over numpy arrays. `kron_matmul` also runs on TensorFlow tensors
-(pass ``ops=tf``) so the Keras layers and the tests share one implementation.
+(pass ``ops=tf``) and Keras 3 tensors (``ops=keras.ops``) so the Keras layers of
+both front ends and the tests share one implementation.
 
 Convention: a weight matrix ``W`` is (m x n) = (outputs x inputs), ``W = A ⊗ B``
 with ``A`` (m1 x n1) and ``B`` (m2 x n2), ``m = m1*m2``, ``n = n1*n2``. Row-major
@@ -174,7 +175,8 @@ def kron_matmul(x, a, b, ops=np):
   """Computes ``x @ (A ⊗ B)ᵀ`` for a batch of row vectors without forming A⊗B.
 
   ``x`` has shape (batch, n1*n2); the result has shape (batch, m1*m2). Works on
-  numpy arrays (``ops=np``) and on TensorFlow tensors (``ops=tf``): it uses only
+  numpy arrays (``ops=np``), TensorFlow tensors (``ops=tf``) and Keras 3 tensors
+  (``ops=keras.ops``): it uses only
   reshape / matmul / transpose, the ops the TFLite lowering uses too.
 
   >>> a, b, x = np.ones((2, 3)), np.eye(4), np.ones((5, 12))

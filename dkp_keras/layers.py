@@ -7,7 +7,7 @@ import tf_keras as keras
 
 from dkp_keras import compat
 from dkp_keras import structures
-from dkp_keras.doped_matrix import DopedLayerMixin, serialize_keras_objects, set_keras_objects
+from dkp_keras.doped_matrix import DopedLayerMixin
 
 _KERAS_ARGS = ("activation", "kernel_initializer", "bias_initializer", "kernel_regularizer",
                "bias_regularizer", "kernel_constraint", "bias_constraint")
@@ -73,10 +73,11 @@ class DopedDense(DopedLayerMixin, compat.BaseRandomLayer):
                       block_size, doping_initializer, cmr_granularity, cmr_scaling,
                       precondition_factors)
     self.use_bias = use_bias
-    set_keras_objects(self, activation=activation, kernel_initializer=kernel_initializer,
-                      bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
-                      bias_regularizer=bias_regularizer, kernel_constraint=kernel_constraint,
-                      bias_constraint=bias_constraint)
+    self._set_keras_objects(activation=activation, kernel_initializer=kernel_initializer,
+                            bias_initializer=bias_initializer,
+                            kernel_regularizer=kernel_regularizer,
+                            bias_regularizer=bias_regularizer, kernel_constraint=kernel_constraint,
+                            bias_constraint=bias_constraint)
     self.input_spec = keras.layers.InputSpec(min_ndim=2)
     self.supports_masking = True
 
@@ -125,5 +126,5 @@ class DopedDense(DopedLayerMixin, compat.BaseRandomLayer):
     config = super().get_config()
     config.update(self._doping_config())
     config.update(units=self.units, use_bias=self.use_bias)
-    config.update(serialize_keras_objects(self, _KERAS_ARGS + ("activity_regularizer",)))
+    config.update(self._keras_objects_config(_KERAS_ARGS + ("activity_regularizer",)))
     return config

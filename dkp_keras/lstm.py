@@ -16,7 +16,7 @@ import tf_keras as keras
 
 from dkp_keras import compat
 from dkp_keras import structures
-from dkp_keras.doped_matrix import DopedLayerMixin, serialize_keras_objects, set_keras_objects
+from dkp_keras.doped_matrix import DopedLayerMixin
 from dkp_keras.layers import check_units
 
 # What `DKPLSTM` hands its RNN loop instead of the raw inputs: all time steps'
@@ -104,8 +104,8 @@ class DKPLSTMCell(DopedLayerMixin, compat.DropoutRNNCellMixin, compat.BaseRandom
                       block_size, doping_initializer, cmr_granularity, cmr_scaling,
                       precondition_factors)
     self.use_bias, self.unit_forget_bias = use_bias, unit_forget_bias
-    set_keras_objects(
-        self, activation=activation, recurrent_activation=recurrent_activation,
+    self._set_keras_objects(
+        activation=activation, recurrent_activation=recurrent_activation,
         kernel_initializer=kernel_initializer, recurrent_initializer=recurrent_initializer,
         bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
         recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
@@ -245,7 +245,7 @@ class DKPLSTMCell(DopedLayerMixin, compat.DropoutRNNCellMixin, compat.BaseRandom
     config.update(units=self.units, use_bias=self.use_bias,
                   unit_forget_bias=self.unit_forget_bias, dropout=self.dropout,
                   recurrent_dropout=self.recurrent_dropout)
-    config.update(serialize_keras_objects(self, _KERAS_ARGS))
+    config.update(self._keras_objects_config(_KERAS_ARGS))
     return config
 
 

@@ -16,9 +16,14 @@ any factor scale. The forward pass is unchanged (each factor goes through an
 identity whose gradient is preconditioned). Adam is nearly indifferent to a
 per-tensor gradient scale, so this matters for SGD; it is off by default.
 
+Both front ends use these functions: ``ops`` is the array namespace of the
+factors, ``tf`` (tf_keras) or ``keras.ops`` (Keras 3, any backend); only names
+the two share are used.
+
+>>> import tensorflow as tf
 >>> a, b = tf.Variable(tf.ones((2, 3))), tf.Variable(tf.ones((4, 5)))
 >>> with tf.GradientTape() as tape:
-...   a2, b2 = kronecker_factors(a, b)
+...   a2, b2 = kronecker_factors(a, b, ops=tf)
 ...   loss = tf.reduce_sum(a2)
 >>> round(float(tape.gradient(loss, a)[0, 0]), 6)  # 1 / ‖B‖² = 1 / 20
 0.05
@@ -26,44 +31,52 @@ per-tensor gradient scale, so this matters for SGD; it is off by default.
 
 from __future__ import annotations
 
-import tensorflow as tf
-
 # Relative damping of a low-rank factor's Gram matrix: keeps the inverse bounded
 # when the factor is (nearly) rank deficient.
 GRAM_DAMPING = 1e-3
 _TINY = 1e-12
 
 
-def _with_gradient(x, transform):
+def _with_gradient(x, transform, ops):
   """``x`` in the forward pass; its gradient ``g`` becomes ``transform(g)``.
 
   ``transform`` must be linear (it is applied to ``x - stop_gradient(x)``, which
   is exactly zero), so gradients summed over time steps are transformed alike.
   """
-  frozen = tf.stop_gradient(x)
+  frozen = ops.stop_gradient(x)
   return frozen + transform(x - frozen)
 
 
-def kronecker_factors(a, b):
+def _squared_norm(x, ops):
+  """``‖x‖²`` (Frobenius) of a matrix, without gradient."""
+  return ops.stop_gradient(ops.tensordot(x, x, axes=2))
+
+
+def kronecker_factors(a, b, ops):
   """``(A, B)`` whose gradients are ``∇A / ‖B‖²`` and ``∇B / ‖A‖²``."""
-  a_sq = tf.stop_gradient(tf.reduce_sum(tf.square(a))) + _TINY
-  b_sq = tf.stop_gradient(tf.reduce_sum(tf.square(b))) + _TINY
-  return _with_gradient(a, lambda d: d / b_sq), _with_gradient(b, lambda d: d / a_sq)
+  a_sq = _squared_norm(a, ops) + _TINY
+  b_sq = _squared_norm(b, ops) + _TINY
+  return (_with_gradient(a, lambda d: d / b_sq, ops),
+          _with_gradient(b, lambda d: d / a_sq, ops))
 
 
-def _damped_inverse_gram(gram):
-  rank = tf.shape(gram)[0]
-  damping = GRAM_DAMPING * tf.linalg.trace(gram) / tf.cast(rank, gram.dtype) + _TINY
-  return tf.linalg.inv(gram + damping * tf.eye(rank, dtype=gram.dtype))
+def _damped_inverse_gram(gram, trace, ops):
+  """``(gram + δ I)⁻¹``, δ relative to the Gram matrix's ``trace``."""
+  rank = gram.shape[0]
+  damping = GRAM_DAMPING * trace / rank + _TINY
+  return ops.linalg.inv(gram + damping * ops.eye(rank, dtype=gram.dtype))
 
 
-def lowrank_factors(u, v):
+def lowrank_factors(u, v, ops):
   """``(U, V)`` (``W = U V``) whose gradients are ``∇U (V Vᵀ)⁻¹`` and ``(Uᵀ U)⁻¹ ∇V``."""
-  v_gram_inv = tf.stop_gradient(_damped_inverse_gram(tf.matmul(v, v, transpose_b=True)))
-  u_gram_inv = tf.stop_gradient(_damped_inverse_gram(tf.matmul(u, u, transpose_a=True)))
+  # trace(V Vᵀ) = ‖V‖² and trace(Uᵀ U) = ‖U‖²: no trace op that tf and keras.ops share.
+  v_gram_inv = ops.stop_gradient(_damped_inverse_gram(
+      ops.matmul(v, ops.transpose(v)), _squared_norm(v, ops), ops))
+  u_gram_inv = ops.stop_gradient(_damped_inverse_gram(
+      ops.matmul(ops.transpose(u), u), _squared_norm(u, ops), ops))
   # The Gram inverses are symmetric: d @ P back-propagates as g @ P, P @ d as P @ g.
-  return (_with_gradient(u, lambda d: tf.matmul(d, v_gram_inv)),
-          _with_gradient(v, lambda d: tf.matmul(u_gram_inv, d)))
+  return (_with_gradient(u, lambda d: ops.matmul(d, v_gram_inv), ops),
+          _with_gradient(v, lambda d: ops.matmul(u_gram_inv, d), ops))
 
 
 # The factor pair of each structure that `precondition` scales (HMD's dense rows
@@ -73,9 +86,15 @@ _FACTOR_PAIRS = {"kronecker": ("kron_a", "kron_b", kronecker_factors),
                  "hmd": ("hmd_u", "hmd_v", lowrank_factors)}
 
 
-def precondition(structure, weights):
-  """``weights`` (name -> tensor) of ``structure`` with its factors' gradients scaled."""
+def precondition(structure, weights, ops):
+  """``weights`` (name -> tensor) of ``structure`` with its factors' gradients scaled.
+
+  Args:
+    structure: a `dkp_keras.structures.Structure`.
+    weights: its weights, name -> tensor or variable.
+    ops: the array namespace of the weights, ``tf`` or ``keras.ops``.
+  """
   first, second, scaled = _FACTOR_PAIRS[structure.name]
   weights = dict(weights)
-  weights[first], weights[second] = scaled(weights[first], weights[second])
+  weights[first], weights[second] = scaled(weights[first], weights[second], ops)
   return weights

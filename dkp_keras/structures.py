@@ -65,7 +65,10 @@ class Structure:
     raise NotImplementedError
 
   def matmul(self, x, weights, ops=np):
-    """``x @ Wᵀ`` for ``x`` of shape (batch, n): (batch, m), never forming W."""
+    """``x @ Wᵀ`` for ``x`` of shape (batch, n): (batch, m), never forming W.
+
+    ``ops`` is the array namespace of ``x`` and ``weights``: ``np``, ``tf`` or ``keras.ops``.
+    """
     raise NotImplementedError
 
   def dense_matrix(self, weights):
@@ -235,8 +238,9 @@ class HMDStructure(Structure):
     if not self.dense_rows:
       return low_rank
     dense = ops.matmul(x, ops.transpose(weights["hmd_dense"]))
-    return ops.concat([dense, low_rank], -1) if ops is not np else np.concatenate(
-        [dense, low_rank], -1)
+    # numpy and tf call it concat, keras.ops concatenate.
+    concat = getattr(ops, "concat", None) or ops.concatenate
+    return concat([dense, low_rank], -1)
 
   def dense_matrix(self, weights):
     low_rank = np.asarray(weights["hmd_u"]) @ np.asarray(weights["hmd_v"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tf_keras as keras
 
 from dkp_keras import compat
-from dkp_keras.doped_matrix import DopedLayerMixin
+from dkp_keras.doped_layer_base import doped_owners
 
 
 class NotAChainError(ValueError):
@@ -25,8 +25,7 @@ def all_layers(model):
 
 def find_doped_owners(model):
   """Every built DKP layer or cell with doping in ``model`` (also inside wrappers and RNNs)."""
-  return [layer for layer in all_layers(model)
-          if isinstance(layer, DopedLayerMixin) and layer.doped and layer.cmr_rate is not None]
+  return doped_owners(all_layers(model))
 
 
 def doped_layers(model):

@@ -29,14 +29,14 @@ def test_constant_schedule_and_no_window():
 @pytest.mark.parametrize("scaling, expected_mean", [("none", 0.7), ("inverted", 1.0)])
 def test_keep_mask_statistics(scaling, expected_mean):
   generator = tf.random.Generator.from_seed(0)
-  masks = [cmr.keep_mask(0.3, (5, 8), "row", scaling, generator.uniform).numpy()
+  masks = [cmr.keep_mask(0.3, (5, 8), "row", scaling, generator.uniform, ops=tf).numpy()
            for _ in range(400)]
   masks = np.concatenate(masks)
   assert masks.shape == (400, 8)
   assert np.mean(masks) == pytest.approx(expected_mean, abs=0.05)
-  assert cmr.keep_mask(0.3, (5, 8), "matrix", scaling, generator.uniform).shape == ()
+  assert cmr.keep_mask(0.3, (5, 8), "matrix", scaling, generator.uniform, ops=tf).shape == ()
   blocks = np.stack([cmr.keep_mask(0.3, (10, 3), "block", scaling, generator.uniform,
-                                   (4, 1)).numpy() for _ in range(400)])
+                                   (4, 1), ops=tf).numpy() for _ in range(400)])
   assert blocks.shape == (400, 10, 3)
   assert np.mean(blocks) == pytest.approx(expected_mean, abs=0.05)
 
@@ -44,7 +44,7 @@ def test_keep_mask_statistics(scaling, expected_mean):
 def test_block_mask_is_constant_on_each_block_and_independent_across_blocks():
   generator = tf.random.Generator.from_seed(1)
   masks = np.stack([cmr.keep_mask(0.5, (10, 6), "block", "none", generator.uniform,
-                                  (4, 2)).numpy() for _ in range(200)])
+                                  (4, 2), ops=tf).numpy() for _ in range(200)])
   # Blocks of 4 inputs x 2 outputs (the last input block has 2 rows): one draw each.
   for rows in (slice(0, 4), slice(4, 8), slice(8, 10)):
     for cols in (slice(0, 2), slice(2, 4), slice(4, 6)):

@@ -12,7 +12,7 @@ import tf_keras
 
 import dkp_keras as dkp
 from dkp_keras import annealing as legacy_annealing
-from dkp_keras.blocks import grid_shape, kept_blocks
+from dkp_keras.blocks import grid_shape, kept_block_count, kept_blocks
 from dkp_keras.deployed_layout import is_block_aligned
 from dkp_keras import keras3 as k3
 from dkp_keras.keras3 import annealing
@@ -133,8 +133,8 @@ def test_each_step_sees_the_scheduled_sparsity():
   expected, sparsity = [], 0.0
   for step in range(1, 9):  # the n-th batch is step n, as in tfmot
     if schedule.updates_mask(step):
-      keep = annealing.kept_block_count(matrix.doping.shape, matrix.plan.block_size,
-                                        schedule.sparsity(step, matrix.plan.doping_sparsity))
+      keep = kept_block_count(matrix.doping.shape, matrix.plan.block_size,
+                              schedule.sparsity(step, matrix.plan.doping_sparsity))
       sparsity = 1 - keep / np.prod(grid_shape(matrix.doping.shape, matrix.plan.block_size))
     expected.append(sparsity)
   np.testing.assert_allclose(probe.sparsities, expected)

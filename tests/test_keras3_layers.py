@@ -188,7 +188,7 @@ def test_keras3_import_leaves_legacy_keras_alone():
 
 
 @pytest.mark.parametrize("statement", ["from dkp_keras import annealing",
-                                       "import dkp_keras.preconditioning",
+                                       "import dkp_keras.doped_matrix",
                                        "import dkp_keras as dkp; dkp.DopedDense"])
 def test_tf_keras_front_end_still_loads_legacy_keras_first(statement):
   # Every path into the tf_keras front end sets TF_USE_LEGACY_KERAS before TensorFlow loads

@@ -17,17 +17,13 @@ budgets. Steps count training batches as tfmot does: the n-th batch trained
 from __future__ import annotations
 
 import dataclasses
-import math
-import warnings
 import weakref
 
 import keras
-import numpy as np
 
 from dkp_keras import blocks
+from dkp_keras import doping_budget
 from dkp_keras.keras3.doped_matrix import find_doped_owners
-from dkp_keras.keras3.pure_copies import (MISSED_TARGET_ACTIONS, doping_counts,
-                                          missed_target_message)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,24 +62,6 @@ class AnnealingSchedule:
     initial = target if self.start_at_target else 0.0
     progress = min(1.0, max(0.0, (step - self.begin_step) / (self.end_step - self.begin_step)))
     return target + (initial - target) * (1.0 - progress) ** self.power
-
-
-def kept_block_count(shape, block_size, sparsity):
-  """Blocks of an [n, m] S kept at ``sparsity`` (tfmot rounds the kept count alike)."""
-  return int(round(math.prod(blocks.grid_shape(shape, block_size)) * (1.0 - sparsity)))
-
-
-def top_blocks_mask(values, keep, block_size, pooling="AVG"):
-  """0/1 mask (``values``' dtype) of the ``keep`` highest-scored blocks, ties to earlier ones.
-
-  The mask form of `dkp_keras.blocks.keep_top_blocks`: a kept block stays kept even
-  where its entries are zero now.
-  """
-  scores = blocks.block_scores(values, block_size, pooling)
-  kept = np.zeros(scores.size, dtype=bool)
-  kept[np.argsort(-scores, axis=None, kind="stable")[:keep]] = True
-  full = blocks.expand_blocks(kept.reshape(scores.shape), block_size, values.shape)
-  return full.astype(values.dtype)
 
 
 # The schedule a SparsityAnnealing callback is applying to a model: CoMatrixDropout follows
@@ -137,39 +115,12 @@ def finalize(model, on_missed_target="prune"):
   """
   if not isinstance(model, keras.Model):
     raise ValueError(f"finalize expects a Keras 3 Model, got {type(model).__name__}")
-  if on_missed_target not in MISSED_TARGET_ACTIONS:
-    raise ValueError(f"on_missed_target must be one of {MISSED_TARGET_ACTIONS}, "
-                     f"got {on_missed_target!r}")
+  doping_budget.check_missed_target_action(on_missed_target)
   schedule = model_schedule(model)
   pooling = schedule.block_pooling_type if schedule is not None else "AVG"
-  missed = []
-  for layer, owners in doped_layers(model):
-    nnz, max_nnz, size = doping_counts(owners)
-    if nnz > max_nnz:
-      missed.append((layer.name, nnz, max_nnz, size))
-      if on_missed_target == "prune":
-        _prune_to_budget(owners, pooling)
-  if missed:
-    message = missed_target_message(missed)
-    if on_missed_target == "raise":
-      raise ValueError(message + "\n(finalize(model) prunes them to their targets instead)")
-    warnings.warn(message + "\nfinalize pruned them to their targets by magnitude, without "
-                  "training: fine-tune the model or anneal again to recover accuracy",
-                  stacklevel=2)
+  doping_budget.enforce_budgets(doped_layers(model), on_missed_target, lambda name: pooling)
   for owner in find_doped_owners(model):
     owner.cmr_rate.assign(0.0)
     owner.clear_negative_zeros()
   return model
 
-
-def _prune_to_budget(owners, pooling):
-  """Keeps each S's highest-scored blocks, as many as its plan budgets."""
-  for owner in owners:
-    for matrix in owner.doped_matrices.values():
-      if matrix.doping is None:
-        continue
-      bh, bw = matrix.plan.block_size
-      values = matrix.doping_values()
-      if np.count_nonzero(values) > matrix.plan.doping_max_nnz:
-        matrix.doping.assign(blocks.keep_top_blocks(
-            values, matrix.plan.doping_max_nnz // (bh * bw), (bh, bw), pooling))

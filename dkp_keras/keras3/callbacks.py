@@ -10,9 +10,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from dkp_keras import blocks
+from dkp_keras import cmr
 from dkp_keras.keras3 import annealing
 from dkp_keras.keras3.doped_matrix import find_doped_owners
-from dkp_keras.keras3.pure_copies import DECAYS, scheduled_rate
 
 
 class SparsityAnnealing(keras.callbacks.Callback):
@@ -64,12 +65,12 @@ class SparsityAnnealing(keras.callbacks.Callback):
   def _update_masks(self, step):
     for _, matrix in self._matrices:
       values = matrix.doping_values()
-      keep = annealing.kept_block_count(
+      keep = blocks.kept_block_count(
           values.shape, matrix.plan.block_size,
           self.schedule.sparsity(step, matrix.plan.doping_sparsity))
-      mask = annealing.top_blocks_mask(values, keep, matrix.plan.block_size,
-                                       self.schedule.block_pooling_type)
-      self._masks[id(matrix.doping)] = keras.ops.convert_to_tensor(mask)
+      mask = blocks.top_blocks_mask(values, keep, matrix.plan.block_size,
+                                    self.schedule.block_pooling_type)
+      self._masks[id(matrix.doping)] = keras.ops.convert_to_tensor(mask.astype(values.dtype))
 
   def _apply_masks(self):
     for _, matrix in self._matrices:
@@ -117,14 +118,7 @@ class CoMatrixDropout(keras.callbacks.Callback):
 
   def __init__(self, rate=0.8, final_rate=0.0, begin_step=None, end_step=None, decay="linear"):
     super().__init__()
-    for name, value in (("rate", rate), ("final_rate", final_rate)):
-      if not 0.0 <= value < 1.0:
-        raise ValueError(f"CoMatrixDropout {name} must be in [0, 1), got {value}")
-    if decay not in DECAYS:
-      raise ValueError(f"unknown CMR decay {decay!r}; choose one of {DECAYS}")
-    if begin_step is not None and end_step is not None and end_step <= begin_step:
-      raise ValueError(f"CoMatrixDropout end_step ({end_step}) must exceed begin_step "
-                       f"({begin_step})")
+    cmr.check_schedule(rate, final_rate, begin_step, end_step, decay)
     self.rate, self.final_rate, self.decay = rate, final_rate, decay
     self.begin_step, self.end_step = begin_step, end_step
     self._current = rate
@@ -135,18 +129,13 @@ class CoMatrixDropout(keras.callbacks.Callback):
     if not self._owners:
       raise ValueError("CoMatrixDropout found no doped layer in the model")
 
-  def _window(self, model):
-    # Read at each step: SparsityAnnealing may come later in the callback list.
-    window = annealing.annealing_window(model)
-    begin = self.begin_step if self.begin_step is not None else (window[0] if window else 0)
-    end = self.end_step if self.end_step is not None else (window[1] if window else None)
-    return begin, end
-
   def on_train_batch_begin(self, batch, logs=None):
     model = self.model
-    begin, end = self._window(model)
-    self._current = scheduled_rate(annealing.completed_steps(model), self.rate, self.final_rate,
-                                   begin, end, self.decay)
+    # The window is read at each step: SparsityAnnealing may come later in the callback list.
+    begin, end = cmr.decay_window(self.begin_step, self.end_step,
+                                  annealing.annealing_window(model))
+    self._current = cmr.scheduled_rate(annealing.completed_steps(model), self.rate,
+                                       self.final_rate, begin, end, self.decay)
     for owner in self._owners:
       owner.cmr_rate.assign(self._current)
 

@@ -6,8 +6,7 @@ import keras
 from keras import ops
 
 from dkp_keras import structures
-from dkp_keras.keras3.doped_matrix import (DopedLayerMixin, serialize_keras_objects,
-                                           set_keras_objects)
+from dkp_keras.keras3.doped_matrix import DopedLayerMixin
 
 _KERAS_ARGS = ("activation", "kernel_initializer", "bias_initializer", "kernel_regularizer",
                "bias_regularizer", "kernel_constraint", "bias_constraint")
@@ -55,7 +54,7 @@ class DopedDense(DopedLayerMixin, keras.layers.Layer):
     initializer sets the scale of the structure's product.
     doping_initializer: initializer of S (default zeros).
 
-  >>> DopedDense(64, compression=8)(keras.ops.ones((2, 32))).shape
+  >>> tuple(DopedDense(64, compression=8)(keras.ops.ones((2, 32))).shape)
   (2, 64)
   """
 
@@ -70,12 +69,13 @@ class DopedDense(DopedLayerMixin, keras.layers.Layer):
     self.units = check_units(units)
     self._init_doping(compression, structure, doped, structure_options, structure_fraction,
                       block_size, doping_initializer, cmr_granularity, cmr_scaling,
-                      precondition_factors, seed)
+                      precondition_factors, seed=seed)
     self.use_bias = use_bias
-    set_keras_objects(self, activation=activation, kernel_initializer=kernel_initializer,
-                      bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
-                      bias_regularizer=bias_regularizer, kernel_constraint=kernel_constraint,
-                      bias_constraint=bias_constraint)
+    self._set_keras_objects(activation=activation, kernel_initializer=kernel_initializer,
+                            bias_initializer=bias_initializer,
+                            kernel_regularizer=kernel_regularizer,
+                            bias_regularizer=bias_regularizer, kernel_constraint=kernel_constraint,
+                            bias_constraint=bias_constraint)
     self.input_spec = keras.layers.InputSpec(min_ndim=2)
     self.supports_masking = True
 
@@ -121,5 +121,5 @@ class DopedDense(DopedLayerMixin, keras.layers.Layer):
     config = super().get_config()
     config.update(self._doping_config())
     config.update(units=self.units, use_bias=self.use_bias)
-    config.update(serialize_keras_objects(self, _KERAS_ARGS + ("activity_regularizer",)))
+    config.update(self._keras_objects_config(_KERAS_ARGS + ("activity_regularizer",)))
     return config

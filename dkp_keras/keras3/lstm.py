@@ -19,8 +19,7 @@ from keras import ops
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 from dkp_keras import structures
-from dkp_keras.keras3.doped_matrix import (DopedLayerMixin, serialize_keras_objects,
-                                           set_keras_objects, to_numpy)
+from dkp_keras.keras3.doped_matrix import DopedLayerMixin, to_numpy
 from dkp_keras.keras3.layers import check_units
 
 _KERAS_ARGS = ("activation", "recurrent_activation", "kernel_initializer",
@@ -44,7 +43,7 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCell, keras.layers.Layer):
   LSTM parameters / ``compression``, bias kept dense) is split between the
   input and recurrent matrices in proportion to their dense sizes.
 
-  >>> keras.layers.RNN(DKPLSTMCell(32, compression=4))(keras.ops.ones((2, 5, 16))).shape
+  >>> tuple(keras.layers.RNN(DKPLSTMCell(32, compression=4))(keras.ops.ones((2, 5, 16))).shape)
   (2, 32)
   """
 
@@ -61,10 +60,10 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCell, keras.layers.Layer):
     self.units = check_units(units)
     self._init_doping(compression, structure, doped, structure_options, structure_fraction,
                       block_size, doping_initializer, cmr_granularity, cmr_scaling,
-                      precondition_factors, seed)
+                      precondition_factors, seed=seed)
     self.use_bias, self.unit_forget_bias = use_bias, unit_forget_bias
-    set_keras_objects(
-        self, activation=activation, recurrent_activation=recurrent_activation,
+    self._set_keras_objects(
+        activation=activation, recurrent_activation=recurrent_activation,
         kernel_initializer=kernel_initializer, recurrent_initializer=recurrent_initializer,
         bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
         recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
@@ -196,7 +195,7 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCell, keras.layers.Layer):
     config.update(units=self.units, use_bias=self.use_bias,
                   unit_forget_bias=self.unit_forget_bias, dropout=self.dropout,
                   recurrent_dropout=self.recurrent_dropout)
-    config.update(serialize_keras_objects(self, _KERAS_ARGS))
+    config.update(self._keras_objects_config(_KERAS_ARGS))
     return config
 
 

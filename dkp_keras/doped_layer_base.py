@@ -1,0 +1,218 @@
+"""What the tf_keras and Keras 3 DKP layers share, free of either Keras.
+
+`DopedMatrixBase` and `DopedLayerBase` hold the front-end-neutral half of
+`DopedMatrix` and `DopedLayerMixin` (`dkp_keras.doped_matrix` for tf_keras,
+`dkp_keras.keras3.doped_matrix` for Keras 3): the initial values, the options'
+checks, planning, the layer config, Keras-object arguments and the `.keras`
+storage that keeps an annealed S sparse. Each front end's subclass names its
+Keras module (``keras``) and how to read a variable (``to_numpy``), and adds
+the forward pass in its own ops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dkp_keras import cmr
+from dkp_keras import sparse_storage
+from dkp_keras import structures
+
+
+def _keras_kind(keras, name):
+  """The Keras module for argument ``name``: ``kernel_initializer`` -> ``keras.initializers``."""
+  return getattr(keras, name.rsplit("_", 1)[-1] + "s")
+
+
+def fresh_initializer(keras, initializer):
+  """A new instance of a Keras initializer: unseeded instances may repeat their draws."""
+  initializer = keras.initializers.get(initializer)
+  return type(initializer).from_config(initializer.get_config())
+
+
+class DopedMatrixBase:
+  """An (m x n) weight matrix ``W = structure + S`` whose variables a layer owns.
+
+  ``matmul(x)`` (the front end's) computes ``x @ Wᵀ`` (Keras ``x @ kernel``)
+  without forming the structure densely; `dense_kernel()` rebuilds the [n, m]
+  kernel for checks. With ``precondition_factors`` the structure's factors get
+  scaled gradients (`dkp_keras.preconditioning`), for plain SGD.
+  """
+
+  keras = None  # the front end's Keras module
+
+  @staticmethod
+  def to_numpy(variable):
+    """A variable's (or tensor's) value as a numpy array."""
+    raise NotImplementedError
+
+  @staticmethod
+  def constant_initializer(values):
+    """A Keras initializer that gives ``values`` (numpy)."""
+    raise NotImplementedError
+
+  def __init__(self, layer, prefix, plan, initializer, doping_initializer, regularizer=None,
+               constraint=None, precondition_factors=False):
+    self.plan = plan
+    self.precondition_factors = bool(precondition_factors)
+    structure = plan.structure
+    m, n = structure.m, structure.n
+
+    def draw(shape):
+      values = fresh_initializer(self.keras, initializer)(shape)
+      return np.asarray(self.to_numpy(values), dtype=np.float64)
+
+    # Scale the factors so W starts at the size the dense layer's initializer would give.
+    target_rms = float(np.sqrt(np.mean(draw((n, m)) ** 2)))
+    values = structure.initial_values(draw, target_rms)
+    self.weights = {
+        name: layer.add_weight(name=f"{prefix}{name}", shape=shape,
+                               initializer=self.constant_initializer(values[name]),
+                               regularizer=regularizer, constraint=constraint)
+        for name, shape in structure.weight_shapes.items()}
+    self.doping = None
+    if plan.doped:
+      self.doping = layer.add_weight(name=f"{prefix}doping", shape=(n, m),
+                                     initializer=doping_initializer, regularizer=regularizer,
+                                     constraint=constraint)
+
+  @property
+  def structure(self):
+    return self.plan.structure
+
+  def structure_values(self):
+    return {name: self.to_numpy(v) for name, v in self.weights.items()}
+
+  def doping_values(self):
+    return None if self.doping is None else self.to_numpy(self.doping)
+
+  def dense_kernel(self):
+    """The [n, m] Keras kernel ``(structure + S)ᵀ`` as numpy (forms W: for checks only)."""
+    kernel = self.structure.dense_matrix(self.structure_values()).T
+    if self.doping is not None:
+      kernel = kernel + self.doping_values()
+    return kernel.astype(np.float32)
+
+
+class DopedLayerBase:
+  """Compression options, planning, the config and S's storage shared by DKP layers.
+
+  A front end's mixin sets ``matrix_class`` (its `DopedMatrixBase`) and
+  defines ``_doping_kernel`` (S as the forward pass uses it) and
+  ``_stored_variables`` (the variables in the order Keras saves them).
+  """
+
+  matrix_class = DopedMatrixBase
+
+  def _init_doping(self, compression, structure, doped, structure_options, structure_fraction,
+                   block_size, doping_initializer, cmr_granularity, cmr_scaling,
+                   precondition_factors=False):
+    self.compression = structures.check_compression(compression)
+    structures.structure_class(structure)  # fail early on an unknown name
+    self.structure = structure
+    self.doped = bool(doped)
+    self.structure_options = dict(structure_options or {})
+    if not 0.0 < structure_fraction <= 1.0:
+      raise ValueError(f"structure_fraction must be in (0, 1], got {structure_fraction}")
+    self.structure_fraction = float(structure_fraction)
+    self.block_size = structures.check_block_size(block_size)
+    self.doping_initializer = self.matrix_class.keras.initializers.get(doping_initializer)
+    cmr.check_cmr_options(cmr_granularity, cmr_scaling)
+    self.cmr_granularity, self.cmr_scaling = cmr_granularity, cmr_scaling
+    self.precondition_factors = bool(precondition_factors)
+    self.doped_matrices = {}
+    self.cmr_rate = None
+
+  def _doping_config(self):
+    return {
+        "compression": self.compression, "structure": self.structure, "doped": self.doped,
+        "structure_options": self.structure_options,
+        "structure_fraction": self.structure_fraction, "block_size": list(self.block_size),
+        "doping_initializer":
+            self.matrix_class.keras.initializers.serialize(self.doping_initializer),
+        "cmr_granularity": self.cmr_granularity, "cmr_scaling": self.cmr_scaling,
+        "precondition_factors": self.precondition_factors}
+
+  def _set_keras_objects(self, **arguments):
+    """Sets ``self.<name> = keras.<kind>s.get(value)``, the kind read off the name's end."""
+    for name, value in arguments.items():
+      setattr(self, name, _keras_kind(self.matrix_class.keras, name).get(value))
+
+  def _keras_objects_config(self, names):
+    """The config entries of attributes set with `_set_keras_objects`."""
+    return {name: _keras_kind(self.matrix_class.keras, name).serialize(getattr(self, name))
+            for name in names}
+
+  def _add_doped_matrix(self, prefix, m, n, max_params, initializer, regularizer, constraint):
+    plan = structures.plan_doped_matrix(
+        m, n, max_params, structure=self.structure, doped=self.doped,
+        structure_fraction=self.structure_fraction, block_size=self.block_size,
+        structure_options=self.structure_options)
+    matrix = self.matrix_class(self, prefix, plan, initializer, self.doping_initializer,
+                               regularizer, constraint, self.precondition_factors)
+    self.doped_matrices[prefix.rstrip("_") or "kernel"] = matrix
+    if self.doped and self.cmr_rate is None:
+      # Not trainable, set by the CoMatrixDropout callback; 0 means no CMR.
+      self.cmr_rate = self.add_weight(name="cmr_rate", shape=(), trainable=False,
+                                      initializer="zeros")
+    return matrix
+
+  def get_prunable_weights(self):
+    """The doping matrices S: the only weights sparsity annealing prunes."""
+    return [m.doping for m in self.doped_matrices.values() if m.doping is not None]
+
+  def clear_negative_zeros(self):
+    """Turns every ``-0.0`` of each S into ``+0.0``, leaving all other bits as they are.
+
+    Annealing masks S by multiplication, so a pruned entry that was negative
+    becomes ``-0.0``: the same number, but one `save_own_variables` must keep
+    bit for bit, at the cost of a nonzero. Call this once S is final (after
+    annealing) so that the pruned entries cost nothing in a `.keras` file.
+    """
+    for doping in self.get_prunable_weights():
+      values = self.matrix_class.to_numpy(doping)
+      negative_zero = (values == 0) & np.signbit(values)
+      if negative_zero.any():
+        doping.assign(np.where(negative_zero, np.zeros((), values.dtype), values))
+
+  def save_own_variables(self, store):
+    """Writes the variables for a `.keras` / ``.weights.h5`` file, S sparse when that is smaller.
+
+    Each S is stored in sparse blocks (`dkp_keras.sparse_storage`; single
+    entries or ``block_size`` blocks, whichever is smaller) when that holds
+    fewer bytes than the dense array, so an annealed S costs its kept entries
+    only; every other variable, and an S not sparse enough, is stored dense as
+    Keras stores it. Entries are zero only when all their bits are: a ``-0.0``
+    (left by masking S by multiplication) is kept like a nonzero, see
+    `clear_negative_zeros`. tf_keras' legacy ``.h5`` files and SavedModels go
+    through other paths and keep S dense.
+
+    Args:
+      store: the dict-like Keras' saving gives this layer.
+    """
+    doping = {id(v) for v in self.get_prunable_weights()}
+    block_shapes = tuple(dict.fromkeys([(1, 1), tuple(self.block_size)]))
+    variables = self._stored_variables()
+    sparse_storage.write_arrays(store, [self.matrix_class.to_numpy(v) for v in variables],
+                                [block_shapes if id(v) in doping else None for v in variables])
+
+  def load_own_variables(self, store):
+    """Reads what `save_own_variables` wrote, S sparse or dense (files saved before S
+    was stored sparse hold it dense), into the variables bit for bit.
+
+    Args:
+      store: the dict-like Keras' loading gives this layer.
+    """
+    variables = self._stored_variables()
+    arrays = sparse_storage.read_arrays(store, len(variables), self.name)
+    for variable, array in zip(variables, arrays):
+      if array.shape != tuple(variable.shape):
+        raise ValueError(f"layer '{self.name}': the file holds {variable.name} with shape "
+                         f"{array.shape}, the layer has {tuple(variable.shape)}; rebuild the "
+                         f"model it was saved from")
+      variable.assign(array)
+
+
+def doped_owners(layers):
+  """The built DKP layers or cells with doping among ``layers`` (a flattened model)."""
+  return [layer for layer in layers
+          if isinstance(layer, DopedLayerBase) and layer.doped and layer.cmr_rate is not None]
