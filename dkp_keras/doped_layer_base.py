@@ -18,6 +18,12 @@ from dkp_keras import sparse_storage
 from dkp_keras import structures
 
 
+def check_units(units):
+  if isinstance(units, bool) or int(units) != units or units < 1:
+    raise ValueError(f"units must be a positive integer, got {units!r}")
+  return int(units)
+
+
 def _keras_kind(keras, name):
   """The Keras module for argument ``name``: ``kernel_initializer`` -> ``keras.initializers``."""
   return getattr(keras, name.rsplit("_", 1)[-1] + "s")
@@ -132,6 +138,14 @@ class DopedLayerBase:
         "cmr_granularity": self.cmr_granularity, "cmr_scaling": self.cmr_scaling,
         "precondition_factors": self.precondition_factors}
 
+  def _input_dim(self, input_shape, what):
+    """The last dimension of ``input_shape`` (``what`` it is, for the error), which must be
+    known."""
+    input_dim = input_shape[-1]
+    if input_dim is None:
+      raise ValueError(f"{self.name}: {what} must be known, got shape {input_shape}")
+    return int(input_dim)
+
   def _set_keras_objects(self, **arguments):
     """Sets ``self.<name> = keras.<kind>s.get(value)``, the kind read off the name's end."""
     for name, value in arguments.items():
@@ -210,6 +224,131 @@ class DopedLayerBase:
                          f"{array.shape}, the layer has {tuple(variable.shape)}; rebuild the "
                          f"model it was saved from")
       variable.assign(array)
+
+
+class DopedDenseBase:
+  """What the two front ends' `DopedDense` share (before their Keras `Layer` in the MRO)."""
+
+  def _build_matrix(self, input_shape):
+    input_dim = self._input_dim(input_shape, "the last dimension of the input")
+    bias_params = self.units if self.use_bias else 0
+    budget = structures.layer_weight_budget(input_dim * self.units, bias_params,
+                                            self.compression)
+    self.matrix = self._add_doped_matrix("", self.units, input_dim, budget,
+                                         self.kernel_initializer, self.kernel_regularizer,
+                                         self.kernel_constraint)
+    self.bias = None
+    if self.use_bias:
+      self.bias = self.add_weight(name="bias", shape=(self.units,),
+                                  initializer=self.bias_initializer,
+                                  regularizer=self.bias_regularizer,
+                                  constraint=self.bias_constraint)
+    self.input_spec = self.matrix_class.keras.layers.InputSpec(min_ndim=2,
+                                                               axes={-1: input_dim})
+
+  def dense_kernel(self):
+    """The equivalent `Dense` kernel [input_dim, units] as numpy (for checks)."""
+    return self.matrix.dense_kernel()
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(self._doping_config())
+    config.update(units=self.units, use_bias=self.use_bias)
+    config.update(self._keras_objects_config(DENSE_KERAS_ARGS + ("activity_regularizer",)))
+    return config
+
+
+DENSE_KERAS_ARGS = ("activation", "kernel_initializer", "bias_initializer", "kernel_regularizer",
+                    "bias_regularizer", "kernel_constraint", "bias_constraint")
+LSTM_KERAS_ARGS = ("activation", "recurrent_activation", "kernel_initializer",
+                   "recurrent_initializer", "bias_initializer", "kernel_regularizer",
+                   "recurrent_regularizer", "bias_regularizer", "kernel_constraint",
+                   "recurrent_constraint", "bias_constraint")
+DOPING_ARGS = ("compression", "structure", "doped", "structure_options", "structure_fraction",
+               "block_size", "doping_initializer", "cmr_granularity", "cmr_scaling",
+               "precondition_factors")
+# The `DKPLSTMCell` arguments a `DKPLSTM` takes and shows (beside the doping arguments).
+LSTM_CELL_ARGS = ("units", "use_bias", "unit_forget_bias", "dropout", "recurrent_dropout"
+                  ) + LSTM_KERAS_ARGS
+
+
+class DKPLSTMCellBase:
+  """What the two front ends' `DKPLSTMCell` share (before their Keras `Layer` in the MRO)."""
+
+  def _init_dropout(self, dropout, recurrent_dropout):
+    for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
+      if not 0.0 <= rate < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {rate}")
+    self.dropout, self.recurrent_dropout = float(dropout), float(recurrent_dropout)
+    self.state_size = [self.units, self.units]
+    self.output_size = self.units
+
+  def _build_matrices(self, input_shape):
+    """The input and recurrent matrices, the cell's budget split in proportion to their
+    dense sizes, and the bias (``self._bias_init()``)."""
+    input_dim = self._input_dim(input_shape, "the input feature dimension")
+    gates = 4 * self.units
+    bias_params = gates if self.use_bias else 0
+    budget = structures.layer_weight_budget(gates * (input_dim + self.units), bias_params,
+                                            self.compression)
+    share = input_dim / (input_dim + self.units)
+    self.input_matrix = self._add_doped_matrix(
+        "input_", gates, input_dim, budget * share, self.kernel_initializer,
+        self.kernel_regularizer, self.kernel_constraint)
+    self.recurrent_matrix = self._add_doped_matrix(
+        "recurrent_", gates, self.units, budget * (1.0 - share), self.recurrent_initializer,
+        self.recurrent_regularizer, self.recurrent_constraint)
+    self.bias = None
+    if self.use_bias:
+      self.bias = self.add_weight(name="bias", shape=(gates,), initializer=self._bias_init(),
+                                  regularizer=self.bias_regularizer,
+                                  constraint=self.bias_constraint)
+
+  def _state_update(self, z, c_tm1, ops):
+    """(h, c) of one step from the gates' pre-activations ``z`` (i, f, c, o)."""
+    z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
+    i = self.recurrent_activation(z_i)
+    f = self.recurrent_activation(z_f)
+    c = f * c_tm1 + i * self.activation(z_c)
+    o = self.recurrent_activation(z_o)
+    return o * self.activation(c), c
+
+  def dense_kernels(self):
+    """``(kernel, recurrent_kernel, bias)`` of the equivalent `LSTMCell` (numpy)."""
+    bias = None if self.bias is None else self.matrix_class.to_numpy(self.bias)
+    return self.input_matrix.dense_kernel(), self.recurrent_matrix.dense_kernel(), bias
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(self._doping_config())
+    config.update(units=self.units, use_bias=self.use_bias,
+                  unit_forget_bias=self.unit_forget_bias, dropout=self.dropout,
+                  recurrent_dropout=self.recurrent_dropout)
+    config.update(self._keras_objects_config(LSTM_KERAS_ARGS))
+    return config
+
+
+class DKPLSTMBase:
+  """What the two front ends' `DKPLSTM` share (before their `RNN` in the MRO).
+
+  ``cell_arguments``: the cell's arguments the layer's config holds in place of the cell.
+  """
+
+  cell_arguments = LSTM_CELL_ARGS + DOPING_ARGS
+
+  def get_prunable_weights(self):
+    return self.cell.get_prunable_weights()
+
+  def clear_negative_zeros(self):
+    """The cell's `clear_negative_zeros`: every ``-0.0`` of S becomes ``+0.0``."""
+    self.cell.clear_negative_zeros()
+
+  def get_config(self):
+    config = super().get_config()
+    cell_config = config.pop("cell")["config"]
+    for key in self.cell_arguments:
+      config[key] = cell_config[key]
+    return config
 
 
 def doped_owners(layers):

@@ -6,21 +6,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 from dkp_keras import compat
-from dkp_keras import structures
+from dkp_keras.doped_layer_base import DopedDenseBase, check_units
 from dkp_keras.doped_matrix import DopedLayerMixin
-
-_KERAS_ARGS = ("activation", "kernel_initializer", "bias_initializer", "kernel_regularizer",
-               "bias_regularizer", "kernel_constraint", "bias_constraint")
-
-
-def check_units(units):
-  if isinstance(units, bool) or int(units) != units or units < 1:
-    raise ValueError(f"units must be a positive integer, got {units!r}")
-  return int(units)
 
 
 @keras.utils.register_keras_serializable(package="dkp_keras")
-class DopedDense(DopedLayerMixin, compat.BaseRandomLayer):
+class DopedDense(DopedLayerMixin, DopedDenseBase, compat.BaseRandomLayer):
   """`Dense` whose kernel is a structured matrix plus a sparse doping matrix S.
 
   The kernel ``W`` (units x input_dim) is ``A ⊗ B + S`` by default (doped
@@ -82,24 +73,7 @@ class DopedDense(DopedLayerMixin, compat.BaseRandomLayer):
     self.supports_masking = True
 
   def build(self, input_shape):
-    input_dim = tf.TensorShape(input_shape)[-1]
-    if input_dim is None:
-      raise ValueError(f"{self.name}: the last dimension of the input must be known, got "
-                       f"shape {input_shape}")
-    input_dim = int(input_dim)
-    bias_params = self.units if self.use_bias else 0
-    budget = structures.layer_weight_budget(input_dim * self.units, bias_params,
-                                            self.compression)
-    self.matrix = self._add_doped_matrix("", self.units, input_dim, budget,
-                                         self.kernel_initializer, self.kernel_regularizer,
-                                         self.kernel_constraint)
-    self.bias = None
-    if self.use_bias:
-      self.bias = self.add_weight(name="bias", shape=(self.units,),
-                                  initializer=self.bias_initializer,
-                                  regularizer=self.bias_regularizer,
-                                  constraint=self.bias_constraint)
-    self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: input_dim})
+    self._build_matrix(input_shape)
     self.built = True
 
   def call(self, inputs, training=None):
@@ -117,14 +91,3 @@ class DopedDense(DopedLayerMixin, compat.BaseRandomLayer):
 
   def compute_output_shape(self, input_shape):
     return tf.TensorShape(input_shape)[:-1].concatenate([self.units])
-
-  def dense_kernel(self):
-    """The equivalent `Dense` kernel [input_dim, units] as numpy (for checks)."""
-    return self.matrix.dense_kernel()
-
-  def get_config(self):
-    config = super().get_config()
-    config.update(self._doping_config())
-    config.update(units=self.units, use_bias=self.use_bias)
-    config.update(self._keras_objects_config(_KERAS_ARGS + ("activity_regularizer",)))
-    return config

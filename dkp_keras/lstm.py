@@ -15,22 +15,13 @@ import tensorflow as tf
 import tf_keras as keras
 
 from dkp_keras import compat
-from dkp_keras import structures
+from dkp_keras.doped_layer_base import DKPLSTMBase, DKPLSTMCellBase, check_units
 from dkp_keras.doped_matrix import DopedLayerMixin
-from dkp_keras.layers import check_units
 
 # What `DKPLSTM` hands its RNN loop instead of the raw inputs: all time steps'
 # input projections, made at once before the recurrence. `DKPLSTMCell.call`
 # then adds only the recurrent part; given a plain tensor it projects it itself.
 ProjectedInputs = collections.namedtuple("ProjectedInputs", ["gates"])
-
-_KERAS_ARGS = ("activation", "recurrent_activation", "kernel_initializer",
-               "recurrent_initializer", "bias_initializer", "kernel_regularizer",
-               "recurrent_regularizer", "bias_regularizer", "kernel_constraint",
-               "recurrent_constraint", "bias_constraint")
-_DOPING_ARGS = ("compression", "structure", "doped", "structure_options", "structure_fraction",
-                "block_size", "doping_initializer", "cmr_granularity", "cmr_scaling",
-                "precondition_factors")
 
 
 def _replica_id():
@@ -42,7 +33,8 @@ def _replica_id():
 
 
 @keras.utils.register_keras_serializable(package="dkp_keras")
-class DKPLSTMCell(DopedLayerMixin, compat.DropoutRNNCellMixin, compat.BaseRandomLayer):
+class DKPLSTMCell(DopedLayerMixin, DKPLSTMCellBase, compat.DropoutRNNCellMixin,
+                  compat.BaseRandomLayer):
   """`LSTMCell` whose input and recurrent matrices are structured + doped.
 
   Takes the `LSTMCell` arguments plus the compression arguments of
@@ -111,12 +103,7 @@ class DKPLSTMCell(DopedLayerMixin, compat.DropoutRNNCellMixin, compat.BaseRandom
         recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
         kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
         bias_constraint=bias_constraint)
-    for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
-      if not 0.0 <= rate < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {rate}")
-    self.dropout, self.recurrent_dropout = float(dropout), float(recurrent_dropout)
-    self.state_size = [self.units, self.units]
-    self.output_size = self.units
+    self._init_dropout(dropout, recurrent_dropout)
     self._create_operand_cache()
 
   @compat.no_automatic_dependency_tracking
@@ -164,26 +151,7 @@ class DKPLSTMCell(DopedLayerMixin, compat.DropoutRNNCellMixin, compat.BaseRandom
     return matrix.matmul(x, doping_kernel, weights)
 
   def build(self, input_shape):
-    input_dim = tf.TensorShape(input_shape)[-1]
-    if input_dim is None:
-      raise ValueError(f"{self.name}: the input feature dimension must be known, got "
-                       f"shape {input_shape}")
-    input_dim, gates = int(input_dim), 4 * self.units
-    bias_params = gates if self.use_bias else 0
-    budget = structures.layer_weight_budget(gates * (input_dim + self.units), bias_params,
-                                            self.compression)
-    share = input_dim / (input_dim + self.units)
-    self.input_matrix = self._add_doped_matrix(
-        "input_", gates, input_dim, budget * share, self.kernel_initializer,
-        self.kernel_regularizer, self.kernel_constraint)
-    self.recurrent_matrix = self._add_doped_matrix(
-        "recurrent_", gates, self.units, budget * (1.0 - share), self.recurrent_initializer,
-        self.recurrent_regularizer, self.recurrent_constraint)
-    self.bias = None
-    if self.use_bias:
-      self.bias = self.add_weight(name="bias", shape=(gates,), initializer=self._bias_init(),
-                                  regularizer=self.bias_regularizer,
-                                  constraint=self.bias_constraint)
+    self._build_matrices(input_shape)
     self.built = True
 
   def _bias_init(self):
@@ -223,34 +191,11 @@ class DKPLSTMCell(DopedLayerMixin, compat.DropoutRNNCellMixin, compat.BaseRandom
     if rec_mask is not None:
       h_tm1 = h_tm1 * rec_mask
     z = z + self._matmul("recurrent", h_tm1, training)
-    z_i, z_f, z_c, z_o = tf.split(z, 4, axis=-1)
-    i = self.recurrent_activation(z_i)
-    f = self.recurrent_activation(z_f)
-    c = f * c_tm1 + i * self.activation(z_c)
-    o = self.recurrent_activation(z_o)
-    h = o * self.activation(c)
+    h, c = self._state_update(z, c_tm1, tf)
     return h, [h, c]
 
   def get_initial_state(self, inputs=None, batch_size=None, dtype=None):
     return list(compat.zero_state(self, inputs, batch_size, dtype))
-
-  def dense_kernels(self):
-    """``(kernel, recurrent_kernel, bias)`` of the equivalent `LSTMCell` (numpy)."""
-    bias = None if self.bias is None else keras.backend.get_value(self.bias)
-    return self.input_matrix.dense_kernel(), self.recurrent_matrix.dense_kernel(), bias
-
-  def get_config(self):
-    config = super().get_config()
-    config.update(self._doping_config())
-    config.update(units=self.units, use_bias=self.use_bias,
-                  unit_forget_bias=self.unit_forget_bias, dropout=self.dropout,
-                  recurrent_dropout=self.recurrent_dropout)
-    config.update(self._keras_objects_config(_KERAS_ARGS))
-    return config
-
-
-_CELL_ARGS = ("units", "use_bias", "unit_forget_bias", "dropout", "recurrent_dropout"
-              ) + _KERAS_ARGS + _DOPING_ARGS
 
 
 class _CellArgument:
@@ -270,7 +215,7 @@ class _CellArgument:
 
 
 @keras.utils.register_keras_serializable(package="dkp_keras")
-class DKPLSTM(keras.layers.RNN):
+class DKPLSTM(DKPLSTMBase, keras.layers.RNN):
   """`LSTM` with structured + doped weights (a `DKPLSTMCell` in an `RNN`).
 
   The input projection of all time steps runs as one batched product before
@@ -377,20 +322,6 @@ class DKPLSTM(keras.layers.RNN):
                                     0 if self.time_major else 1)
     projected = ProjectedInputs(cell.project_inputs(inputs, training, dropout_mask))
     return super().call(projected, mask=mask, training=training, initial_state=initial_state)
-
-  def get_prunable_weights(self):
-    return self.cell.get_prunable_weights()
-
-  def clear_negative_zeros(self):
-    """The cell's `clear_negative_zeros`: every ``-0.0`` of S becomes ``+0.0``."""
-    self.cell.clear_negative_zeros()
-
-  def get_config(self):
-    config = super().get_config()
-    cell_config = config.pop("cell")["config"]
-    for key in _CELL_ARGS:
-      config[key] = cell_config[key]
-    return config
 
   @classmethod
   def from_config(cls, config):

@@ -18,21 +18,16 @@ from keras import ops
 # Keras' own mixin: RNN draws its masks before the loop (stateless steps, as jax needs).
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
-from dkp_keras import structures
-from dkp_keras.keras3.doped_matrix import DopedLayerMixin, to_numpy
-from dkp_keras.keras3.layers import check_units
+from dkp_keras.doped_layer_base import (DOPING_ARGS, LSTM_CELL_ARGS, DKPLSTMBase,
+                                        DKPLSTMCellBase, check_units)
+from dkp_keras.keras3.doped_matrix import DopedLayerMixin
 
-_KERAS_ARGS = ("activation", "recurrent_activation", "kernel_initializer",
-               "recurrent_initializer", "bias_initializer", "kernel_regularizer",
-               "recurrent_regularizer", "bias_regularizer", "kernel_constraint",
-               "recurrent_constraint", "bias_constraint")
-_DOPING_ARGS = ("compression", "structure", "doped", "structure_options", "structure_fraction",
-                "block_size", "doping_initializer", "cmr_granularity", "cmr_scaling",
-                "precondition_factors", "seed")
+# The cell's arguments a DKPLSTM takes: the tf_keras layer's and the CMR masks' seed.
+_CELL_ARGS = LSTM_CELL_ARGS + DOPING_ARGS + ("seed",)
 
 
 @keras.saving.register_keras_serializable(package="dkp_keras")
-class DKPLSTMCell(DopedLayerMixin, DropoutRNNCell, keras.layers.Layer):
+class DKPLSTMCell(DopedLayerMixin, DKPLSTMCellBase, DropoutRNNCell, keras.layers.Layer):
   """`LSTMCell` whose input and recurrent matrices are structured + doped (Keras 3).
 
   Takes the `LSTMCell` arguments plus the compression arguments of
@@ -69,12 +64,7 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCell, keras.layers.Layer):
         recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
         kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
         bias_constraint=bias_constraint)
-    for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
-      if not 0.0 <= rate < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {rate}")
-    self.dropout, self.recurrent_dropout = float(dropout), float(recurrent_dropout)
-    self.state_size = [self.units, self.units]
-    self.output_size = self.units
+    self._init_dropout(dropout, recurrent_dropout)
     # Per thread, untracked: `projected` (set by DKPLSTM while its loop runs: inputs arrive
     # already projected) and `operands` (this sequence's, formed before the loop).
     self._sequence = threading.local()
@@ -88,26 +78,7 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCell, keras.layers.Layer):
     return getattr(self._sequence, "operands", None)
 
   def build(self, input_shape):
-    input_dim = input_shape[-1]
-    if input_dim is None:
-      raise ValueError(f"{self.name}: the input feature dimension must be known, got "
-                       f"shape {input_shape}")
-    input_dim, gates = int(input_dim), 4 * self.units
-    bias_params = gates if self.use_bias else 0
-    budget = structures.layer_weight_budget(gates * (input_dim + self.units), bias_params,
-                                            self.compression)
-    share = input_dim / (input_dim + self.units)
-    self.input_matrix = self._add_doped_matrix(
-        "input_", gates, input_dim, budget * share, self.kernel_initializer,
-        self.kernel_regularizer, self.kernel_constraint)
-    self.recurrent_matrix = self._add_doped_matrix(
-        "recurrent_", gates, self.units, budget * (1.0 - share), self.recurrent_initializer,
-        self.recurrent_regularizer, self.recurrent_constraint)
-    self.bias = None
-    if self.use_bias:
-      self.bias = self.add_weight(name="bias", shape=(gates,), initializer=self._bias_init(),
-                                  regularizer=self.bias_regularizer,
-                                  constraint=self.bias_constraint)
+    self._build_matrices(input_shape)
 
   def _bias_init(self):
     if not self.unit_forget_bias:
@@ -173,38 +144,15 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCell, keras.layers.Layer):
     if training and self.recurrent_dropout > 0:
       h_tm1 = h_tm1 * self.get_recurrent_dropout_mask(h_tm1)
     z = z + self._matmul("recurrent", h_tm1, training)
-    z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
-    i = self.recurrent_activation(z_i)
-    f = self.recurrent_activation(z_f)
-    c = f * c_tm1 + i * self.activation(z_c)
-    o = self.recurrent_activation(z_o)
-    h = o * self.activation(c)
+    h, c = self._state_update(z, c_tm1, ops)
     return h, [h, c]
 
   def get_initial_state(self, batch_size=None):
     return [ops.zeros((batch_size, self.units), dtype=self.compute_dtype) for _ in range(2)]
 
-  def dense_kernels(self):
-    """``(kernel, recurrent_kernel, bias)`` of the equivalent `LSTMCell` (numpy)."""
-    bias = None if self.bias is None else to_numpy(self.bias)
-    return self.input_matrix.dense_kernel(), self.recurrent_matrix.dense_kernel(), bias
-
-  def get_config(self):
-    config = super().get_config()
-    config.update(self._doping_config())
-    config.update(units=self.units, use_bias=self.use_bias,
-                  unit_forget_bias=self.unit_forget_bias, dropout=self.dropout,
-                  recurrent_dropout=self.recurrent_dropout)
-    config.update(self._keras_objects_config(_KERAS_ARGS))
-    return config
-
-
-_CELL_ARGS = ("units", "use_bias", "unit_forget_bias", "dropout", "recurrent_dropout"
-              ) + _KERAS_ARGS + _DOPING_ARGS
-
 
 @keras.saving.register_keras_serializable(package="dkp_keras")
-class DKPLSTM(keras.layers.RNN):
+class DKPLSTM(DKPLSTMBase, keras.layers.RNN):
   """`LSTM` with structured + doped weights (a `DKPLSTMCell` in an `RNN`), Keras 3.
 
   Takes the Keras 3 `LSTM` arguments (``return_sequences``, ``return_state``,
@@ -216,6 +164,8 @@ class DKPLSTM(keras.layers.RNN):
   >>> DKPLSTM(32, compression=4, return_sequences=True)(keras.Input((None, 16))).shape
   (None, None, 32)
   """
+
+  cell_arguments = _CELL_ARGS
 
   def __init__(self, units, compression=10.0, return_sequences=False, return_state=False,
                go_backwards=False, stateful=False, unroll=False, **kwargs):
@@ -239,20 +189,6 @@ class DKPLSTM(keras.layers.RNN):
       return super().inner_loop(projected, initial_state, mask, training)
     finally:
       cell._sequence.projected = False  # pylint: disable=protected-access
-
-  def get_prunable_weights(self):
-    return self.cell.get_prunable_weights()
-
-  def clear_negative_zeros(self):
-    """The cell's `clear_negative_zeros`: every ``-0.0`` of S becomes ``+0.0``."""
-    self.cell.clear_negative_zeros()
-
-  def get_config(self):
-    config = super().get_config()
-    cell_config = config.pop("cell")["config"]
-    for key in _CELL_ARGS:
-      config[key] = cell_config[key]
-    return config
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
