@@ -104,7 +104,7 @@ class SparsityAnnealing(tfmot_sparsity.UpdatePruningStep):
     super().on_epoch_end(None, logs)  # re-mask after the last gradient step
 
 
-class CoMatrixDropout(keras.callbacks.Callback):
+class CoMatrixDropout(cmr.CoMatrixDropoutSchedule, keras.callbacks.Callback):
   """Schedules the CMR rate of every doped layer in the model.
 
   The rate starts at ``rate`` and decays to ``final_rate`` between
@@ -126,13 +126,6 @@ class CoMatrixDropout(keras.callbacks.Callback):
   0.5
   """
 
-  def __init__(self, rate=0.8, final_rate=0.0, begin_step=None, end_step=None, decay="linear"):
-    super().__init__()
-    cmr.check_schedule(rate, final_rate, begin_step, end_step, decay)
-    self.rate, self.final_rate, self.decay = rate, final_rate, decay
-    self.begin_step, self.end_step = begin_step, end_step
-    self._current = rate
-
   def on_train_begin(self, logs=None):
     self._owners = traversal.find_doped_owners(self.model)
     if not self._owners:
@@ -151,7 +144,3 @@ class CoMatrixDropout(keras.callbacks.Callback):
     # Inference ignores the rate, but a model saved now should not carry it.
     for owner in self._owners:
       owner.cmr_rate.assign(0.0)
-
-  def on_epoch_end(self, epoch, logs=None):
-    if logs is not None:
-      logs["cmr_rate"] = self._current

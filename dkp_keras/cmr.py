@@ -47,16 +47,28 @@ def check_cmr_options(granularity, scaling):
     raise ValueError(f"unknown CMR scaling {scaling!r}; choose one of {SCALINGS}")
 
 
-def check_schedule(rate, final_rate, begin_step, end_step, decay):
-  """Checks the arguments of `CoMatrixDropout` (either front end's)."""
-  for name, value in (("rate", rate), ("final_rate", final_rate)):
-    if not 0.0 <= value < 1.0:
-      raise ValueError(f"CoMatrixDropout {name} must be in [0, 1), got {value}")
-  if decay not in DECAYS:
-    raise ValueError(f"unknown CMR decay {decay!r}; choose one of {DECAYS}")
-  if begin_step is not None and end_step is not None and end_step <= begin_step:
-    raise ValueError(f"CoMatrixDropout end_step ({end_step}) must exceed begin_step "
-                     f"({begin_step})")
+class CoMatrixDropoutSchedule:
+  """The arguments and logging of `CoMatrixDropout`, shared by both front ends' callbacks
+  (this class comes before their Keras `Callback` in the MRO)."""
+
+  def __init__(self, rate=0.8, final_rate=0.0, begin_step=None, end_step=None, decay="linear"):
+    super().__init__()
+    for name, value in (("rate", rate), ("final_rate", final_rate)):
+      if not 0.0 <= value < 1.0:
+        raise ValueError(f"CoMatrixDropout {name} must be in [0, 1), got {value}")
+    if decay not in DECAYS:
+      raise ValueError(f"unknown CMR decay {decay!r}; choose one of {DECAYS}")
+    if begin_step is not None and end_step is not None and end_step <= begin_step:
+      raise ValueError(f"CoMatrixDropout end_step ({end_step}) must exceed begin_step "
+                       f"({begin_step})")
+    self.rate, self.final_rate, self.decay = rate, final_rate, decay
+    self.begin_step, self.end_step = begin_step, end_step
+    self._current = rate
+    self._owners = []
+
+  def on_epoch_end(self, epoch, logs=None):  # pylint: disable=unused-argument
+    if logs is not None:
+      logs["cmr_rate"] = self._current
 
 
 def decay_window(begin_step, end_step, annealing_window):

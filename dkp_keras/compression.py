@@ -59,13 +59,7 @@ def compression_report(model):
   >>> list(report["layer"]), bool(report["compression"].iloc[-1] >= 8)
   (['out', 'total'], True)
   """
-  if not isinstance(model, keras.Model):
-    raise ValueError(f"compression_report expects a tf_keras Model, got {type(model)}")
-  if not model.built:
-    raise ValueError("compression_report needs a built model: call it on data, or give its "
-                     "first layer an input shape (keras.Input)")
-  return compression_counts.report_frame(
-      [_layer_row(layer) for layer in model.layers if layer.weights])
+  return compression_counts.compression_report(model, keras.Model, "tf_keras", _layer_row)
 
 
 def missed_target_warning(report):

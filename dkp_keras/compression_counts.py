@@ -85,7 +85,23 @@ def layer_row(layer, owners, values_of, sparse_ids=frozenset()):
   return {**row, **_doped_counts(layer, owners)}
 
 
-def report_frame(rows):
+def compression_report(model, model_class, front_end, layer_row_of):
+  """The report of ``model``: a row per layer with weights (``layer_row_of(layer)``), a
+  ``total`` row, the compression ratios.
+
+  Raises:
+    ValueError: unless ``model`` is a built ``model_class``, the `Model` of the
+      ``front_end`` (``"tf_keras"``, ``"Keras 3"``) the error names.
+  """
+  if not isinstance(model, model_class):
+    raise ValueError(f"compression_report expects a {front_end} Model, got {type(model)}")
+  if not model.built:
+    raise ValueError("compression_report needs a built model: call it on data, or give its "
+                     "first layer an input shape (keras.Input)")
+  return _report_frame([layer_row_of(layer) for layer in model.layers if layer.weights])
+
+
+def _report_frame(rows):
   """The report's DataFrame: the layers' ``rows``, a ``total`` row, the compression ratios."""
   frame = pd.DataFrame(rows, columns=COLUMNS)
   total = {"layer": "total", "type": "", "structure": "", "doped": bool(frame["doped"].any()),

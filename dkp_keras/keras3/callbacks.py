@@ -100,7 +100,7 @@ class SparsityAnnealing(keras.callbacks.Callback):
     self._apply_masks()  # after the last gradient step
 
 
-class CoMatrixDropout(keras.callbacks.Callback):
+class CoMatrixDropout(cmr.CoMatrixDropoutSchedule, keras.callbacks.Callback):
   """Schedules the CMR rate of every doped Keras 3 layer (see `dkp_keras.CoMatrixDropout`).
 
   The rate starts at ``rate`` and decays (``'linear'``, ``'cosine'`` or
@@ -115,14 +115,6 @@ class CoMatrixDropout(keras.callbacks.Callback):
     begin_step, end_step: the decay window (None: the annealing's).
     decay: 'linear', 'cosine' or 'constant'.
   """
-
-  def __init__(self, rate=0.8, final_rate=0.0, begin_step=None, end_step=None, decay="linear"):
-    super().__init__()
-    cmr.check_schedule(rate, final_rate, begin_step, end_step, decay)
-    self.rate, self.final_rate, self.decay = rate, final_rate, decay
-    self.begin_step, self.end_step = begin_step, end_step
-    self._current = rate
-    self._owners = []
 
   def on_train_begin(self, logs=None):
     self._owners = find_doped_owners(self.model)
@@ -143,7 +135,3 @@ class CoMatrixDropout(keras.callbacks.Callback):
     _ = self.model
     for owner in self._owners:
       owner.cmr_rate.assign(0.0)
-
-  def on_epoch_end(self, epoch, logs=None):
-    if logs is not None:
-      logs["cmr_rate"] = self._current

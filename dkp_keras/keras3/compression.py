@@ -37,10 +37,4 @@ def compression_report(model):
   Raises:
     ValueError: for anything but a built Keras 3 model.
   """
-  if not isinstance(model, keras.Model):
-    raise ValueError(f"compression_report expects a Keras 3 Model, got {type(model)}")
-  if not model.built:
-    raise ValueError("compression_report needs a built model: call it on data, or give its "
-                     "first layer an input shape (keras.Input)")
-  return compression_counts.report_frame(
-      [_layer_row(layer) for layer in model.layers if layer.weights])
+  return compression_counts.compression_report(model, keras.Model, "Keras 3", _layer_row)
