@@ -187,6 +187,20 @@ def test_keras3_import_leaves_legacy_keras_alone():
   assert out.split() == ["None", "[]"]
 
 
+def test_modules_both_front_ends_share_import_no_tensorflow():
+  # _KERAS_NEUTRAL lists what dkp_keras.keras3 may import: none of it may load TensorFlow.
+  out = _run_clean(
+      "import importlib, os, sys\n"
+      "import dkp_keras\n"
+      "pure = sorted(dkp_keras._KERAS_NEUTRAL - {'keras3'})\n"
+      "for name in pure:\n"
+      "  importlib.import_module('dkp_keras.' + name)\n"
+      "heavy = ('tensorflow', 'tf_keras', 'tensorflow_model_optimization', 'keras')\n"
+      "print(len(pure), os.environ.get('TF_USE_LEGACY_KERAS'), sorted(set(heavy) & set(sys.modules)))\n")
+  count, legacy, loaded = out.split(maxsplit=2)
+  assert int(count) >= 10 and legacy == "None" and loaded.strip() == "[]", out
+
+
 @pytest.mark.parametrize("statement", ["from dkp_keras import annealing",
                                        "import dkp_keras.doped_matrix",
                                        "import dkp_keras as dkp; dkp.DopedDense"])

@@ -22,28 +22,14 @@ class DopedDense(DopedLayerMixin, DopedDenseBase, keras.layers.Layer):
   to the sparsity ``compression`` needs.
 
   Args:
-    units: output size.
-    compression: factor >= 1 against the dense layer's parameter count.
-    structure: 'kronecker' (alias 'kp'), 'lowrank' ('lmf') or 'hmd'.
-    doped: whether to add the sparse co-matrix S.
-    structure_options: overrides for the structure, e.g.
-      ``{'factor_shapes': ((m1, n1), (m2, n2))}``, ``{'rank': r}`` or
-      ``{'dense_rows': d, 'rank': r}``.
-    structure_fraction: the share of the parameter budget the structure may
-      use when doped (S gets the rest).
-    block_size: the pruning block of S's [in, out] kernel; (4, 1) = 4
-      consecutive inputs of one output, TFLite's fast 1x4 sparse layout.
-    cmr_granularity: 'row' (default), 'matrix' or 'block': what co-matrix
-      dropout drops.
-    cmr_scaling: 'none' or 'inverted' (see `dkp_keras.cmr`).
-    precondition_factors: scale the structure's factor gradients so that plain
-      SGD trains them (`dkp_keras.preconditioning`).
+    units, compression, structure, doped, structure_options, structure_fraction,
+      block_size, cmr_granularity, cmr_scaling, precondition_factors,
+      doping_initializer, activation, use_bias, kernel_initializer,
+      bias_initializer, kernel_regularizer, bias_regularizer,
+      activity_regularizer, kernel_constraint, bias_constraint: as for
+      `dkp_keras.DopedDense` (one description for both front ends).
     seed: seed of the CMR masks (None: drawn).
-    activation, use_bias, kernel_initializer, bias_initializer,
-    kernel_regularizer, bias_regularizer, activity_regularizer,
-    kernel_constraint, bias_constraint: as for `Dense`. The kernel
-    initializer sets the scale of the structure's product.
-    doping_initializer: initializer of S (default zeros).
+    **kwargs: base layer arguments (``name``, ``dtype``, ...).
 
   >>> tuple(DopedDense(64, compression=8)(keras.ops.ones((2, 32))).shape)
   (2, 64)
