@@ -196,7 +196,8 @@ def test_modules_both_front_ends_share_import_no_tensorflow():
       "for name in pure:\n"
       "  importlib.import_module('dkp_keras.' + name)\n"
       "heavy = ('tensorflow', 'tf_keras', 'tensorflow_model_optimization', 'keras')\n"
-      "print(len(pure), os.environ.get('TF_USE_LEGACY_KERAS'), sorted(set(heavy) & set(sys.modules)))\n")
+      "loaded = sorted(set(heavy) & set(sys.modules))\n"
+      "print(len(pure), os.environ.get('TF_USE_LEGACY_KERAS'), loaded)\n")
   count, legacy, loaded = out.split(maxsplit=2)
   assert int(count) >= 10 and legacy == "None" and loaded.strip() == "[]", out
 
