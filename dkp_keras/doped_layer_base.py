@@ -6,7 +6,9 @@
 checks, planning, the layer config, Keras-object arguments and the `.keras`
 storage that keeps an annealed S sparse. Each front end's subclass names its
 Keras module (``keras``) and how to read a variable (``to_numpy``), and adds
-the forward pass in its own ops.
+the forward pass in its own ops. `DopedDenseBase`, `DKPLSTMCellBase` and
+`DKPLSTMBase` likewise hold what the two `DopedDense`, `DKPLSTMCell` and
+`DKPLSTM` share: building the matrices, the config, the LSTM state update.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def _keras_kind(keras, name):
   return getattr(keras, name.rsplit("_", 1)[-1] + "s")
 
 
-def fresh_initializer(keras, initializer):
+def _fresh_initializer(keras, initializer):
   """A new instance of a Keras initializer: unseeded instances may repeat their draws."""
   initializer = keras.initializers.get(initializer)
   return type(initializer).from_config(initializer.get_config())
@@ -64,7 +66,7 @@ class DopedMatrixBase:
     m, n = structure.m, structure.n
 
     def draw(shape):
-      values = fresh_initializer(self.keras, initializer)(shape)
+      values = _fresh_initializer(self.keras, initializer)(shape)
       return np.asarray(self.to_numpy(values), dtype=np.float64)
 
     # Scale the factors so W starts at the size the dense layer's initializer would give.
