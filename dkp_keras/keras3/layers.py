@@ -55,7 +55,7 @@ class DopedDense(DopedLayerMixin, keras.layers.Layer):
     initializer sets the scale of the structure's product.
     doping_initializer: initializer of S (default zeros).
 
-  >>> DopedDense(64, compression=8)(keras.ops.ones((2, 32))).shape
+  >>> tuple(DopedDense(64, compression=8)(keras.ops.ones((2, 32))).shape)
   (2, 64)
   """
 

@@ -44,7 +44,7 @@ class DKPLSTMCell(DopedLayerMixin, DropoutRNNCell, keras.layers.Layer):
   LSTM parameters / ``compression``, bias kept dense) is split between the
   input and recurrent matrices in proportion to their dense sizes.
 
-  >>> keras.layers.RNN(DKPLSTMCell(32, compression=4))(keras.ops.ones((2, 5, 16))).shape
+  >>> tuple(keras.layers.RNN(DKPLSTMCell(32, compression=4))(keras.ops.ones((2, 5, 16))).shape)
   (2, 32)
   """
 
