@@ -7,9 +7,8 @@ co-matrix dropout) on the embedded Markov corpus, converts both to TFLite in
 step mode (the streaming model a device runs), verifies them against Keras,
 times one step of each (1 thread, interleaved repetitions, medians), and writes
 ``report.md``, ``report.json`` and ``report.png`` (perplexity vs size vs
-latency) into the run directory, printing a short table. About 3 minutes on 2
-CPU cores (measured: 3.0 min; DKP 16.3x smaller, 1.84x faster per step with
-XNNPack and 2.82x without, test perplexity 9.82 vs dense 9.98).
+latency) into the run directory, printing a short table. A few minutes on 2
+CPU cores.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@
 --test F | --text F [--split 0.8,0.1,0.1]] [--min-count N] [--max-vocab N]
 [--preset demo|ptb-small|ptb-medium]
 [--method dkp|kp|lmf|hmd|dense|prune|...] [--compression 25] [--cmr RATE]
+[--cmr-granularity G] [--cmr-decay D] [--block-size RxC] [--structure-fraction F]
+[--anneal-end F] [--block-switch F] [--block-pooling AVG|MAX]
 [--epochs N] [--out runs/NAME] [--resume | --force] [--strategy mirrored|multiworker]``
 
 Without a corpus it trains on the embedded Markov corpus; ``--data DIR``
@@ -23,6 +25,7 @@ carried across batches (`evaluate_perplexity`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -347,8 +350,9 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
   if annealed:
     fit_callbacks.append(dkp.SparsityAnnealing(
         block_switch_step=block_switch_step if method.doped else None))
-  if method.cmr and recipe.cmr > 0:
-    fit_callbacks.append(dkp.CoMatrixDropout(rate=recipe.cmr, decay=recipe.cmr_decay))
+  cmr = co_matrix_dropout(method, recipe)
+  if cmr is not None:
+    fit_callbacks.append(cmr)
   fit_callbacks.append(Perplexity(corpus.valid, recipe.batch_size, recipe.num_steps))
   if run_dir:
     # After SparsityAnnealing: the checkpoint holds the weights it re-masks at epoch end.
@@ -379,6 +383,13 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
     result[f"{split}_perplexity"] = evaluate_perplexity(
         model, getattr(corpus, split), recipe.batch_size, recipe.num_steps)
   return result
+
+
+def co_matrix_dropout(method, recipe):
+  """The co-matrix dropout callback ``method`` trains with on ``recipe``, or None (rate 0)."""
+  if method.cmr and recipe.cmr > 0:
+    return dkp.CoMatrixDropout(rate=recipe.cmr, decay=recipe.cmr_decay)
+  return None
 
 
 def lstm_compression(model, recipe, method):
@@ -463,6 +474,20 @@ def _finished_metrics(out):
   return _read_json(metrics) if os.path.exists(metrics) else None
 
 
+def _with_recipe_defaults(settings):
+  """``settings`` from a run.json, its recipe completed with the fields added since.
+
+  A field is added to `presets.Recipe` with a default that keeps the old
+  behaviour, so a run recorded before it existed ran with that default.
+  """
+  recipe = settings.get("recipe")
+  if not isinstance(recipe, dict):
+    return settings
+  defaults = {field.name: field.default for field in dataclasses.fields(presets.Recipe)
+              if field.default is not dataclasses.MISSING}
+  return {**settings, "recipe": {**defaults, **recipe}}
+
+
 def prepare_run_dir(out, settings, resume=False, force=False):
   """Creates or checks the run directory. Returns the finished metrics when there are any.
 
@@ -485,7 +510,7 @@ def prepare_run_dir(out, settings, resume=False, force=False):
   elif existing and resume:
     if not os.path.exists(run_json):
       raise ValueError(f"{out} holds no run to resume (no run.json)")
-    previous = _read_json(run_json)["settings"]
+    previous = _with_recipe_defaults(_read_json(run_json)["settings"])
     if previous != settings:
       changed = sorted(k for k in set(previous) | set(settings)
                        if previous.get(k) != settings.get(k))
@@ -513,11 +538,14 @@ def run_compression(method, compression=None):
 def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None, cmr=None,
               epochs=None, seed=0, strategy="default", resume=False, force=False, verbose=2,
               callbacks=(), base_model=None, text_files=None, text_file=None, split=None,
-              min_count=None, max_vocab=None, deployed_exports=(), corpus_name=None):
+              min_count=None, max_vocab=None, deployed_exports=(), corpus_name=None,
+              options=None):
   """The CLI's work: trains into run directory ``out`` and returns the metrics dict.
 
-  ``compression`` defaults to `run_compression`'s; a factor the method cannot
-  honour is refused. ``base_model`` (quantization methods only) is a trained
+  ``method`` is a name of `models.METHODS` or a `models.Method` (the benchmarks'
+  named variants); ``options`` (a dict) and ``cmr`` set its DKP knobs
+  (`models.Method.with_options`). ``compression`` defaults to
+  `run_compression`'s; a factor the method cannot honour is refused. ``base_model`` (quantization methods only) is a trained
   dense model file of the same preset: it is quantized instead of training a
   dense model again. ``text_files``, ``text_file``, ``split``, ``min_count``, ``max_vocab``
   and ``corpus_name`` choose the corpus as in `load_corpus`. ``deployed_exports`` (e.g.
@@ -526,17 +554,17 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
   (``deployed_test_perplexity``). Everything is checked before ``out`` is
   created, so a refused run leaves nothing behind.
   """
-  method = models.get_method(method)
+  method = models.get_method(method) if isinstance(method, str) else method
+  options = {name: value for name, value in (options or {}).items() if value is not None}
+  if cmr is not None:
+    options["cmr"] = cmr
+  method = method.with_options(**options)
   recipe = method.adapt(presets.get_preset(preset))  # before the overrides below
   compression = run_compression(method, compression)  # checked by check_run
   if base_model is not None and not method.quantized:
     raise ValueError(f"--from-model applies to the quantization methods "
                      f"({', '.join(m for m in models.METHODS if models.METHODS[m].quantized)}), "
                      f"not {method.name}")
-  if cmr is not None:
-    if not 0.0 <= cmr < 1.0:
-      raise ValueError(f"--cmr must be in [0, 1), got {cmr}")
-    recipe = recipe.replace(cmr=float(cmr))
   if epochs is not None:
     if epochs < 1:
       raise ValueError(f"--epochs must be >= 1, got {epochs}")
@@ -555,6 +583,10 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
               "vocab_size": corpus.vocab_size}
   if corpus.vocab_options is not None:  # absent before: earlier runs keep their settings
     settings["vocabulary"] = corpus.vocab_options
+  layer_options = {name: list(value) if isinstance(value, tuple) else value
+                   for name, value in options.items() if name in models.LAYER_OPTIONS}
+  if layer_options:  # the recipe records the others
+    settings["layer_options"] = layer_options
   if base_model is not None:
     settings["base_model"] = os.path.abspath(base_model)
     base_model = load_base_model(base_model, corpus, recipe, method)
@@ -629,6 +661,15 @@ class _DeprecatedAlias(argparse.Action):
     setattr(namespace, self.dest, values)
 
 
+def _block_size(text):
+  """argparse type of --block-size: "1x1" -> (1, 1)."""
+  try:
+    rows, cols = (int(part) for part in text.lower().split("x"))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected ROWSxCOLS such as 4x1, got {text!r}") from None
+  return rows, cols
+
+
 def _fractions(text):
   """argparse type of --split: "0.8,0.1,0.1" -> (0.8, 0.1, 0.1)."""
   try:
@@ -682,9 +723,27 @@ def build_parser():
                       help="factor for the LSTM layers; dense, int8 and int4 reach only 1x, 4x "
                            f"and 8x (default: {DEFAULT_COMPRESSION:g}, or the method's only "
                            "factor)")
-  parser.add_argument("--cmr", type=float,
-                      help="initial co-matrix dropout rate of the methods with CMR (default: "
-                           "the preset's, or the method's)")
+  knobs = parser.add_argument_group(
+      "DKP options", "knobs of the doped methods (models.DKP_OPTIONS); default: the method's, "
+      "else the preset's, else the layers'")
+  knobs.add_argument("--cmr", type=float, metavar="RATE",
+                     help="initial co-matrix dropout rate (dkp; 0: no CMR)")
+  knobs.add_argument("--cmr-granularity", choices=dkp.cmr.GRANULARITIES,
+                     help="what co-matrix dropout drops: rows of S, all of it, or blocks (dkp)")
+  knobs.add_argument("--cmr-decay", choices=dkp.cmr.DECAYS,
+                     help="how the CMR rate falls to 0 over the annealing window (dkp)")
+  knobs.add_argument("--block-size", type=_block_size, metavar="RxC",
+                     help="S's blocks, [in, out] rows x cols of the kernel (the layers': 4x1, "
+                          "TFLite's 1x4 sparse layout)")
+  knobs.add_argument("--structure-fraction", type=float, metavar="F",
+                     help="share of the parameter budget the structure may use (S gets the rest)")
+  knobs.add_argument("--anneal-end", type=float, metavar="F",
+                     help="fraction of the training steps S anneals over (then fine-tunes)")
+  knobs.add_argument("--block-switch", type=float, metavar="F",
+                     help="S anneals entry by entry until this fraction of the steps, then in "
+                          "its blocks (at most --anneal-end)")
+  knobs.add_argument("--block-pooling", choices=models.BLOCK_POOLINGS,
+                     help="how a block of S is scored for annealing: mean or largest |w|")
   parser.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
   parser.add_argument("--seed", type=int, default=0,
                       help="seed of the weights and the dropout draws (default: %(default)s)")
@@ -730,7 +789,8 @@ def main(argv=None):
                         text_files=args.text_files, text_file=args.text, split=args.split,
                         min_count=args.min_count, max_vocab=args.max_vocab,
                         deployed_exports=deployed.EXPORTS if args.deployed_perplexity else (),
-                        corpus_name=args.corpus)
+                        corpus_name=args.corpus,
+                        options={name: getattr(args, name) for name in models.DKP_OPTIONS})
   except (ValueError, TypeError, OSError, UnicodeDecodeError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
