@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tflite_ops import files
+
 __all__ = [
     "EOS",
     "UNK",
@@ -221,8 +223,9 @@ class Vocabulary:
     return cls.from_dict(data)
 
   def save(self, path: str | os.PathLike) -> Path:
+    """Writes the vocabulary as JSON to ``path`` atomically; returns the path."""
     path = Path(path)
-    path.write_text(self.to_json(), encoding="utf-8")
+    files.write_atomic(path, self.to_json())
     return path
 
   @classmethod

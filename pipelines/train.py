@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import sys
-import time
 
 import numpy as np
 
@@ -40,6 +39,7 @@ from pipelines import data
 from pipelines import deployed
 from pipelines import models
 from pipelines import presets
+from pipelines import training_callbacks
 from tflite_ops import files
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -124,106 +124,6 @@ def evaluate_perplexity(model, ids, batch_size, num_steps):
   return float(np.exp(twin.evaluate(x, y, batch_size=batch_size, verbose=0)))
 
 
-def _callbacks_module():
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
-
-  class ResetStates(keras.callbacks.Callback):
-    """Starts every epoch from zero LSTM states (stateful training)."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-      # Model.reset_states misses RNNs inside pruning wrappers.
-      for layer in dkp.doped_matrix.all_layers(self.model):
-        if isinstance(layer, keras.layers.RNN) and layer.stateful:
-          layer.reset_states()
-
-  class Perplexity(keras.callbacks.Callback):
-    """Adds ``perplexity`` (training) and ``val_perplexity`` (stateful) to the logs."""
-
-    def __init__(self, valid_ids, batch_size, num_steps):
-      super().__init__()
-      self.valid_ids, self.batch_size, self.num_steps = valid_ids, batch_size, num_steps
-
-    def on_epoch_end(self, epoch, logs=None):
-      if logs is None:
-        return
-      if "loss" in logs:
-        logs["perplexity"] = float(np.exp(min(logs["loss"], 50.0)))
-      # Stateful evaluation cannot run inside a multi-replica fit (Keras refuses
-      # stateful RNNs there): such runs report validation perplexity at the end.
-      if self.valid_ids is not None and tf.distribute.get_strategy().num_replicas_in_sync == 1:
-        logs["val_perplexity"] = evaluate_perplexity(self.model, self.valid_ids,
-                                                     self.batch_size, self.num_steps)
-
-  class Reseed(keras.callbacks.Callback):
-    """Reseeds every layer's random generator (dropout, CMR) from (seed, layer, epoch).
-
-    Checkpoints do not hold the generators of weightless layers, so this makes
-    an epoch's draws the same whether the run was resumed before it or not.
-    """
-
-    def __init__(self, seed):
-      super().__init__()
-      self.seed = seed
-
-    def on_epoch_begin(self, epoch, logs=None):
-      for index, generator in enumerate(random_generators(self.model)):
-        generator.reset_from_seed(self.seed * 1_000_003 + epoch * 10_007 + index)
-
-  class TrainClock(keras.callbacks.Callback):
-    """Training seconds and per-epoch logs summed over the invocations of a resumed run.
-
-    Both are saved after every epoch (beside the epoch's checkpoint), so a
-    killed run's metrics report what training cost in all and the history of
-    every epoch, not only the last leg's.
-    """
-
-    def __init__(self, path, write=True):
-      super().__init__()
-      self.path, self.earlier_seconds, self._start = path, 0.0, None
-      self.write = write  # False: another worker (the chief) keeps the file
-      self.epoch_logs = {}  # epoch (0-based) -> its logs
-
-    def on_train_begin(self, logs=None):
-      if self.path and os.path.exists(self.path):
-        saved = _read_json(self.path)
-        self.earlier_seconds = float(saved["train_seconds"])
-        # A file written before the logs were kept here has none.
-        self.epoch_logs = {int(epoch): values
-                           for epoch, values in saved.get("epoch_logs", {}).items()}
-      self._start = time.perf_counter()
-
-    def seconds(self):
-      """Training seconds so far, earlier invocations included."""
-      return self.earlier_seconds + time.perf_counter() - self._start
-
-    def on_epoch_end(self, epoch, logs=None):
-      # A rerun epoch (killed before its checkpoint) replaces its first try.
-      self.epoch_logs[epoch] = {key: float(value) for key, value in (logs or {}).items()}
-      if self.path and self.write:
-        files.write_json_atomic(self.path, {"train_seconds": self.seconds(),
-                                            "epochs_done": epoch + 1,
-                                            "epoch_logs": self.epoch_logs})
-
-    def history(self):
-      """Every epoch's logs, laid out as `History.history` (key -> one value per epoch)."""
-      epochs = sorted(self.epoch_logs)
-      keys = dict.fromkeys(key for epoch in epochs for key in self.epoch_logs[epoch])
-      return {key: [self.epoch_logs[epoch].get(key) for epoch in epochs] for key in keys}
-
-  return ResetStates, Perplexity, Reseed, TrainClock
-
-
-def random_generators(model):
-  """The `tf.random.Generator` of every layer that has made one (in layer order)."""
-  generators = []
-  for layer in dkp.doped_matrix.all_layers(model):
-    generator = getattr(getattr(layer, "_random_generator", None), "_generator", None)
-    if generator is not None:
-      generators.append(generator)
-  return generators
-
-
 def _block_switch_step(recipe, steps_per_epoch, end_step, frequency):
   """The annealing step where S leaves 1x1 blocks (``recipe.block_switch``), or None.
 
@@ -292,9 +192,10 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
            run_dir=None, verbose=2, callbacks=(), initial_model=None):
   """Builds and trains one language model; returns a dict with the finalized model.
 
-  ``recipe`` is used as given: a method's recipe changes (``method.adapt``,
-  e.g. the default ``dkp``'s CMR rate) are the caller's to apply, so that the
-  caller's own overrides (``--cmr``) stay in force.
+  ``recipe`` is used as given: a method's recipe changes (``method.adapt``:
+  e.g. the default ``dkp``'s CMR rate, or the schedule options of
+  ``method.with_options``) are the caller's to apply (`train_run` does); the
+  method's layer options reach the layers here.
 
   ``initial_model`` (a callable returning a stateless model, called under the
   strategy) replaces the freshly built one: `pipelines.compress` fine-tunes
@@ -321,7 +222,6 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
   # step, so S would otherwise stop short of its target sparsity (and its budget).
   end_step = _on_mask_update(steps_per_epoch * recipe.epochs * recipe.anneal_end, frequency)
   block_switch_step = _block_switch_step(recipe, steps_per_epoch, end_step, frequency)
-  ResetStates, Perplexity, Reseed, TrainClock = _callbacks_module()
   with strategy.scope():
     if initial_model is None:
       model = models.build_lm(corpus.vocab_size, recipe, method, compression,
@@ -344,23 +244,25 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
         # Keras makes generators lazily; `Reseed` needs them now.
         layer._random_generator._maybe_init()  # pylint: disable=protected-access
   fit_callbacks = [keras.callbacks.LearningRateScheduler(recipe.learning_rate_at),
-                   Reseed(seed)]
+                   training_callbacks.Reseed(seed)]
   if carry_state:
-    fit_callbacks.append(ResetStates())
+    fit_callbacks.append(training_callbacks.ResetStates())
   if annealed:
     fit_callbacks.append(dkp.SparsityAnnealing(
         block_switch_step=block_switch_step if method.doped else None))
   cmr = co_matrix_dropout(method, recipe)
   if cmr is not None:
     fit_callbacks.append(cmr)
-  fit_callbacks.append(Perplexity(corpus.valid, recipe.batch_size, recipe.num_steps))
+  fit_callbacks.append(training_callbacks.Perplexity(
+      lambda model: evaluate_perplexity(model, corpus.valid, recipe.batch_size,
+                                        recipe.num_steps)))
   if run_dir:
     # After SparsityAnnealing: the checkpoint holds the weights it re-masks at epoch end.
     fit_callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")))
     fit_callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
                                                      update_freq="epoch"))
   # After BackupAndRestore: the seconds saved belong to a saved epoch.
-  clock = TrainClock(os.path.join(run_dir, CLOCK_FILE) if run_dir else None,
+  clock = training_callbacks.TrainClock(os.path.join(run_dir, CLOCK_FILE) if run_dir else None,
                      write=strategy.extended.should_checkpoint)
   fit_callbacks.append(clock)
   fit_callbacks.extend(callbacks)
@@ -460,18 +362,10 @@ def save_atomically(model, path):
     model.save(tmp)
 
 
-def _read_json(path):
-  try:
-    with open(path, encoding="utf-8") as handle:
-      return json.load(handle)
-  except (OSError, ValueError) as error:
-    raise ValueError(f"{path} is not a readable run file: {error}") from error
-
-
 def _finished_metrics(out):
   """The metrics of the finished run in ``out``, or None."""
   metrics = os.path.join(out, "metrics.json")
-  return _read_json(metrics) if os.path.exists(metrics) else None
+  return training_callbacks.read_run_file(metrics) if os.path.exists(metrics) else None
 
 
 def _with_recipe_defaults(settings):
@@ -488,20 +382,29 @@ def _with_recipe_defaults(settings):
   return {**settings, "recipe": {**defaults, **recipe}}
 
 
-def prepare_run_dir(out, settings, resume=False, force=False):
+def prepare_run_dir(out, settings=None, resume=False, force=False, run_files=RUN_FILES):
   """Creates or checks the run directory. Returns the finished metrics when there are any.
 
   A directory holding another run is refused unless ``resume`` (same settings,
   continue) or ``force`` (start over: our run files are deleted, others kept).
+
+  Args:
+    out: the run directory.
+    settings: what the run is (written to ``run.json``, compared on resume);
+      None for a job that cannot resume (no ``run.json``).
+    resume: continue the run in ``out`` (its settings must equal ``settings``).
+    force: start over, deleting ``run_files`` in ``out``.
+    run_files: the names the job writes in ``out`` (files or directories).
   """
-  if resume and force:
-    raise ValueError("--resume and --force exclude each other")
+  if resume and (force or settings is None):
+    raise ValueError("--resume and --force exclude each other" if force else
+                     "this job cannot resume; pass --force to start over")
   if os.path.exists(out) and not os.path.isdir(out):
     raise ValueError(f"{out} is a file; --out must be a run directory")
   run_json = os.path.join(out, "run.json")
   existing = os.path.isdir(out) and bool(os.listdir(out))
   if existing and force:
-    for name in RUN_FILES:
+    for name in run_files:
       path = os.path.join(out, name)
       if os.path.isdir(path):
         shutil.rmtree(path)
@@ -510,7 +413,7 @@ def prepare_run_dir(out, settings, resume=False, force=False):
   elif existing and resume:
     if not os.path.exists(run_json):
       raise ValueError(f"{out} holds no run to resume (no run.json)")
-    previous = _with_recipe_defaults(_read_json(run_json)["settings"])
+    previous = _with_recipe_defaults(training_callbacks.read_run_file(run_json)["settings"])
     if previous != settings:
       changed = sorted(k for k in set(previous) | set(settings)
                        if previous.get(k) != settings.get(k))
@@ -518,12 +421,14 @@ def prepare_run_dir(out, settings, resume=False, force=False):
                        f"resume it with the same options or choose another --out")
     return _finished_metrics(out)
   elif existing:
-    raise ValueError(f"{out} already holds a run; pass --resume to continue it, --force to "
-                     f"start over, or choose another --out")
+    hint = "" if settings is None else "--resume to continue it, "
+    raise ValueError(f"{out} already holds a run; pass {hint}--force to start over, or choose "
+                     f"another --out")
   elif resume:
     raise ValueError(f"nothing to resume: {out} does not exist or is empty")
   os.makedirs(out, exist_ok=True)
-  files.write_json_atomic(run_json, {"settings": settings})
+  if settings is not None:
+    files.write_json_atomic(run_json, {"settings": settings})
   return None
 
 
