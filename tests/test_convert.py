@@ -383,7 +383,7 @@ def no_work(monkeypatch):
   """Fails the test if the command gets as far as loading the model."""
   def load_model(path):
     raise AssertionError(f"loaded {path}: the outputs were not checked first")
-  monkeypatch.setattr(convert, "load_model", load_model)
+  monkeypatch.setattr(convert.dkp, "load_model", load_model)
 
 
 def _listing(directory):
