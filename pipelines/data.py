@@ -456,9 +456,9 @@ def generate_corpus(
     Word ids are the chain's states (low id ~ frequent word); words are
     synthetic syllables from :func:`synthetic_words`.
 
-    With the defaults: entropy rate 2.0819 nats (best perplexity 8.02) versus
-    an add-one unigram perplexity of ~56 on valid/test, so there is plenty of
-    structure for an LSTM to learn.
+    With the defaults the best achievable perplexity (``optimal_perplexity``)
+    is several times below the add-one unigram perplexity (`unigram_perplexity`)
+    on valid/test, so there is plenty of structure for an LSTM to learn.
 
     Example::
 
