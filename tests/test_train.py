@@ -284,17 +284,20 @@ DISTRIBUTED = textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from pipelines import presets, train
+    from pipelines import models, presets, train
     recipe = presets.Recipe("tiny", layers=1, units=16, embedding=8, num_steps=8, batch_size=8,
                             epochs=2, optimizer="adam", learning_rate=3e-3, carry_state=False,
                             corpus_tokens=6000)
     corpus = train.load_corpus(None, recipe)
     out = {}
-    for method in ("dense", "dkp-nocmr", "dkp"):
+    nocmr = models.get_method("dkp").with_options(cmr=0.0)
+    methods = {"dense": ("dense", recipe), "dkp-nocmr": (nocmr, nocmr.adapt(recipe)),
+               "dkp": ("dkp", recipe)}
+    for label, (method, method_recipe) in methods.items():
       for name in ("default", "mirrored"):
         strategy = train.make_strategy(name)
-        result = train.fit_lm(corpus, recipe, method, 4.0, strategy, verbose=0)
-        out[f"{method}/{name}"] = [strategy.num_replicas_in_sync, result["valid_perplexity"]]
+        result = train.fit_lm(corpus, method_recipe, method, 4.0, strategy, verbose=0)
+        out[f"{label}/{name}"] = [strategy.num_replicas_in_sync, result["valid_perplexity"]]
     print("RESULT" + json.dumps(out))
 """)
 
