@@ -27,7 +27,7 @@ class ResetStates(keras.callbacks.Callback):
 
   def on_epoch_begin(self, epoch, logs=None):
     # Model.reset_states misses RNNs inside pruning wrappers.
-    for layer in dkp.doped_matrix.all_layers(self.model):
+    for layer in dkp.traversal.all_layers(self.model):
       if isinstance(layer, keras.layers.RNN) and layer.stateful:
         layer.reset_states()
 
@@ -59,8 +59,8 @@ class Perplexity(keras.callbacks.Callback):
 def random_generators(model):
   """The `tf.random.Generator` of every layer that has made one (in layer order)."""
   generators = []
-  for layer in dkp.doped_matrix.all_layers(model):
-    generator = getattr(getattr(layer, "_random_generator", None), "_generator", None)
+  for layer in dkp.traversal.all_layers(model):
+    generator = dkp.compat.random_generator(layer)
     if generator is not None:
       generators.append(generator)
   return generators

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import tf_keras as keras
+import dkp_keras as dkp
 
 from pipelines import training_callbacks
 
@@ -42,7 +43,7 @@ def test_reseed_makes_an_epochs_draws_depend_on_seed_and_epoch_only():
   keras.backend.experimental.enable_tf_random_generator()
   model = _stateful_lstm()
   layer = model.get_layer("drop")
-  layer._random_generator._maybe_init()  # pylint: disable=protected-access
+  dkp.compat.make_random_generator(layer)
   assert training_callbacks.random_generators(model)
   callback = training_callbacks.Reseed(seed=3)
   callback.set_model(model)
