@@ -3,7 +3,9 @@
 ``python -m benchmarks.accuracy --data ../shared/data/ptb --preset ptb-small
 --methods dense,small-dense,prune,int8,lmf,doped-lmf,hmd,doped-hmd,kp,dkp-nocmr,dkp
 --compressions 10,25,50 --out benchmarks/results/ptb_small.csv [--resume] [--seeds 0]``
-(``--corpus python-docs`` instead of ``--data``: a packaged corpus, `pipelines.corpora`)
+(``--corpus python-docs`` instead of ``--data``: a packaged corpus, `pipelines.corpora`).
+``--methods`` takes the product methods (`pipelines.models.METHODS`) and the
+named variants of `benchmarks.recipes`.
 
 Each (method, compression, seed) trains with `pipelines.train` (same recipe
 and budget for all) in its own run directory under ``--runs`` (so a killed
@@ -11,8 +13,8 @@ run resumes from its last epoch), and appends a row with ``method``,
 ``compression`` (asked), ``lstm_compression`` (measured on the LSTM layers by
 `compression_report`, against the same dense stack for every method),
 ``seed``, ``valid_ppl``, ``test_ppl``, ``params``, ``model_bytes``,
-``epochs``, ``preset``, ``recipe`` (a fingerprint of the preset's recipe at that
-budget), ``commit`` and ``wall_s``. ``dense`` runs once (1x)
+``epochs``, ``preset``, ``recipe`` (`recipe_id`: a fingerprint of the preset's
+recipe at that budget), ``commit`` and ``wall_s``. ``dense`` runs once (1x)
 and ``int8`` / ``int4`` once at their own factor (4x / 8x by bytes), by
 quantizing the dense row's trained model when it is there. ``--resume`` skips rows
 already in the CSV; it refuses a CSV whose rows of the same preset and budget
@@ -35,9 +37,10 @@ import time
 import pandas as pd
 
 from benchmarks import common
+from benchmarks import recipes
 from pipelines import corpora
 from pipelines import figures
-from pipelines import models
+from pipelines import presets
 from pipelines import train
 from tflite_ops import files
 
@@ -49,15 +52,24 @@ COLUMNS = ["method", "compression", "seed", "valid_ppl", "test_ppl", "params", "
 DEPLOYED_COLUMNS = {"tflite_ppl": "float32", "tflite_int8_ppl": "dynamic-int8"}
 # Rows written before the recipe was recorded; they are taken as the current recipe's.
 UNRECORDED = "unrecorded"
-# Test perplexity of the 2x650 PTB LSTM in the doping papers (dense 82.04): method ->
+# Test perplexity of the 2x650 PTB LSTM in the doping papers: method ->
 # (compression, perplexity); 4-bit quantization is their 8x point, the rest 25x.
 PAPER = {"dense": (1, 82.04), "dkp": (25, 83.24), "prune": (25, 85.14), "hmd": (25, 105.43),
          "lmf": (25, 114.29), "int4": (8, 83.84)}
 
 
+# Recipe fields added after rows were recorded -> the value those rows had. Left out
+# of the fingerprint while they hold it, so recorded rows keep theirs (and resume):
+# a field added to `presets.Recipe` goes here with the value that keeps the old behaviour.
+FIELDS_ADDED_LATER = {"precondition_factors": False, "block_switch": None,
+                      "block_pooling": "AVG"}
+
+
 def recipe_id(recipe):
   """A short fingerprint of a recipe: rows with different ones are different experiments."""
-  text = json.dumps(recipe.to_dict(), sort_keys=True)
+  fields = {name: value for name, value in recipe.to_dict().items()
+            if name not in FIELDS_ADDED_LATER or value != FIELDS_ADDED_LATER[name]}
+  text = json.dumps(fields, sort_keys=True)
   return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
@@ -65,7 +77,7 @@ def plan_rows(methods, compressions, seeds):
   """(method, compression, seed) to run: dense at 1x, int8/int4 at their factor, others at each."""
   rows = []
   for method in methods:
-    fixed = models.get_method(method).fixed_compression
+    fixed = recipes.get_method(method).fixed_compression
     factors = [fixed] if fixed else compressions
     for compression in factors:
       for seed in seeds:
@@ -123,7 +135,6 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
   ``corpus_name`` (`train.load_corpus`) trains on a packaged corpus instead of
   ``data_dir``; its run directories default to ``runs/accuracy/<corpus>-<preset>``.
   """
-  from pipelines import presets  # pylint: disable=import-outside-toplevel
   recipe = presets.get_preset(preset)
   epochs = int(epochs or recipe.epochs)
   recipe_key = recipe_id(recipe.replace(epochs=epochs))
@@ -146,7 +157,7 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
             f"{' (resuming)' if resuming else ''}", flush=True)
     start = time.perf_counter()
     base_model = None
-    if models.get_method(method).quantized:
+    if recipes.get_method(method).quantized:
       # Quantize the dense row's trained model rather than training another; when it is
       # gone (run directories are scratch), train it again into the dense row's directory.
       dense_dir = _run_dir(runs_dir, "dense", 1.0, seed, epochs)
@@ -156,7 +167,8 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
                         resume=os.path.exists(os.path.join(dense_dir, "run.json")),
                         verbose=2 if verbose else 0, corpus_name=corpus_name)
     finished = os.path.exists(os.path.join(run_dir, "metrics.json"))
-    metrics = train.train_run(run_dir, preset, data_dir, method, compression, seed=seed,
+    metrics = train.train_run(run_dir, preset, data_dir, recipes.get_method(method),
+                              compression, seed=seed,
                               epochs=epochs, resume=resuming, verbose=2 if verbose else 0,
                               base_model=base_model, corpus_name=corpus_name,
                               deployed_exports=tuple(DEPLOYED_COLUMNS.values()))
@@ -204,7 +216,8 @@ def render(csv_path):
            "included, states carried), the mean over seeds (min–max beside it). `measured` is "
            "the LSTM layers' compression counted by "
            "`compression_report` against the same dense stack. The paper column is the "
-           "2x650 LSTM from the doping papers at the same factor (their dense: 82.04). "
+           "2x650 LSTM from the doping papers at the same factor (their dense: "
+           f"{PAPER['dense'][1]:.2f}). "
            "`.tflite` / `int8 .tflite`: test perplexity of the step-mode file that ships "
            "(float32 / dynamic-int8) run through LiteRT, the mean over the seeds that "
            "measured it (their count beside it).", "",
@@ -213,7 +226,7 @@ def render(csv_path):
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for row in summary.itertuples():
     dense_ppl = dense_by_epochs.get(row.epochs)  # the dense model of the same budget
-    if models.get_method(row.method).quantized:
+    if recipes.get_method(row.method).quantized:
       # Quantized rows are the dense rows' own models: against those seeds, not the mean of all.
       own = dense_rows[(dense_rows["epochs"] == row.epochs) & dense_rows["seed"].isin(row.seed_list)]
       dense_ppl = own["test_ppl"].mean() if len(own) else dense_ppl
@@ -231,9 +244,9 @@ def render(csv_path):
                  f"{row.wall_s / 60:.1f} |")
   lines += target_lines(summary)
   commits = sorted(set(frame["commit"].astype(str)))
-  recipes = sorted(set(frame["recipe"].astype(str)))
+  fingerprints = sorted(set(frame["recipe"].astype(str)))
   lines += ["", f"Commits: {', '.join(commits)}. Recipes (`accuracy.recipe_id` of the preset at "
-            f"each budget): {', '.join(recipes)}. Source: `{os.path.basename(csv_path)}`.", ""]
+            f"each budget): {', '.join(fingerprints)}. Source: `{os.path.basename(csv_path)}`.", ""]
   files.write_atomic(stem + ".md", "\n".join(lines))
   _plot(stem + ".png", summary, dense_by_epochs)
 
@@ -304,7 +317,9 @@ def main(argv=None):
   parser.add_argument("--corpus", choices=sorted(corpora.CORPORA),
                       help="a packaged real corpus instead of --data (pipelines.corpora)")
   parser.add_argument("--preset", default="ptb-small")
-  parser.add_argument("--methods", default=",".join(models.METHODS))
+  parser.add_argument("--methods", default=",".join(recipes.names()),
+                      help="comma-separated product methods and benchmarks.recipes names "
+                           "(default: all)")
   parser.add_argument("--compressions", default="10,25,50")
   parser.add_argument("--seeds", default="0")
   parser.add_argument("--epochs", type=int, help="override the preset's epochs (recorded)")

@@ -13,6 +13,14 @@ import tf_keras as keras  # noqa: E402  pylint: disable=wrong-import-order
 from tflite_ops import files  # noqa: E402
 
 
+def announce_host(**extra):
+  """`host_info` (with ``extra`` entries) after printing it in one line, as benchmarks start."""
+  host = {**host_info(), **extra}
+  more = "".join(f", {name} {value}" for name, value in extra.items())
+  print(f"  host: {host['device']}, {host['usable_cpus']} CPUs, TF {host['tensorflow']}{more}")
+  return host
+
+
 def host_info():
   gpus = tf.config.list_physical_devices("GPU")
   if gpus:

@@ -258,8 +258,7 @@ def main(argv=None):
   print(f"convert_time benchmark: {config['layers']}x{config['units']} LSTM LM, vocab "
         f"{config['vocab']}, compression {config['compression']:g}, seq_len "
         f"{config['seq_len']}, {config['repeats']} conversion(s) per model and mode")
-  host = common.host_info()
-  print(f"  host: {host['device']}, {host['usable_cpus']} CPUs, TF {host['tensorflow']}")
+  host = common.announce_host()
   start = time.perf_counter()
   results = run_benchmark(config)
   data = {

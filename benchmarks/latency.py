@@ -385,8 +385,7 @@ def main(argv=None):
   print(f"latency benchmark: {config['layers']}x{config['units']} LSTM stack, compressions "
         f"{config['compressions']}, structures {config['structures']}, modes {config['modes']}, "
         f"threads {config['threads']}, XNNPack off/on, {config['repeats']} repeats")
-  host = common.host_info()
-  print(f"  host: {host['device']}, {host['usable_cpus']} CPUs, TF {host['tensorflow']}")
+  host = common.announce_host()
   start = time.perf_counter()
   frame = run_benchmark(config)
   print(format_table(frame))

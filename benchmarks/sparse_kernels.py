@@ -426,10 +426,7 @@ def main(argv=None):
   print(f"sparse_kernels benchmark: S [{config['in_features']}, {config['out_features']}], "
         f"densities {config['densities']}, batch 1, {config['threads']} thread(s), "
         f"{config['repeats']} x <= {config['invokes']} invokes per variant")
-  host = common.host_info()
-  host["ai_edge_litert"] = version("ai-edge-litert")
-  print(f"  host: {host['device']}, {host['usable_cpus']} CPUs, TF {host['tensorflow']}, "
-        f"LiteRT {host['ai_edge_litert']}")
+  host = common.announce_host(ai_edge_litert=version("ai-edge-litert"))
   start = time.perf_counter()
   results = run_benchmark(config)
   data = {

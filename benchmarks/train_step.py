@@ -324,8 +324,7 @@ def main(argv=None):
   print(f"train_step benchmark: {config['layers']}x{config['units']} LSTM, vocab "
         f"{config['vocab']}, batch {config['batch']}, {config['steps']} steps, compression "
         f"{config['compression']:g}, {config['repeats']} x {config['block']} steps per model")
-  host = common.host_info()
-  print(f"  host: {host['device']}, {host['usable_cpus']} CPUs, TF {host['tensorflow']}")
+  host = common.announce_host()
   start = time.perf_counter()
   results = run_benchmark(config, models)
   data = {

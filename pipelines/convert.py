@@ -56,11 +56,6 @@ class ConversionError(RuntimeError):
   """The model could not be converted or verified; the message says why."""
 
 
-def load_model(path):
-  """Loads a `.keras` / `.h5` file or a SavedModel directory (`dkp_keras.load_model`)."""
-  return dkp.load_model(path)
-
-
 def _check_options(verify_samples, tolerance):
   if isinstance(verify_samples, bool) or not isinstance(verify_samples, (int, np.integer)) or (
       verify_samples < 0):
@@ -350,7 +345,7 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
   data_path = os.fspath(verify_data) if isinstance(verify_data, (str, os.PathLike)) else None
   out, report_path = _check_outputs(out, report_path, {
       "model": None if in_memory else source, "--verify-data": data_path}, force)
-  model = model_or_path if in_memory else load_model(source)
+  model = model_or_path if in_memory else dkp.load_model(source)
   if verify_data is not None:
     verify_data = _check_verify_data(
         _load_verify_data(data_path) if data_path else verify_data, model)

@@ -10,18 +10,12 @@
   its LSTM kernels rounded to 8 / 4 bits per output channel (post-training,
   4x / 8x by bytes);
 * ``kp``, ``lmf``, ``hmd``: `DKPLSTM` with that structure and no S;
-  ``doped-lmf``, ``doped-hmd``, ``dkp-nocmr``, ``dkp``: with S annealed
-  (``dkp`` alone uses co-matrix dropout: rows of S, from 0.8, the library's
-  defaults); ``dkp-cmr-matrix-0.5`` is the earlier default (all of S dropped,
-  from the preset's 0.5), ``dkp-cmr-row``, ``dkp-cmr-block`` and
-  ``dkp-1x1`` are its ablations (CMR per output row or per block of S; S in 1x1
-  instead of 1x4 blocks), and so
-  are the schedule variants ``dkp-anneal-30`` / ``-90`` (annealing window),
-  ``dkp-cmr-cosine`` (CMR decay), ``dkp-cmr-0.8`` (CMR rate) and ``dkp-cmr-row-0.8``
-  / ``dkp-cmr-row-0.9`` (row CMR from 0.8 / 0.9), ``dkp-1x1-cmr-row-0.8`` (that
-  with S in 1x1 blocks), ``dkp-cmr-row-0.8-early-1x1`` (S annealed in 1x1
-  blocks, then 1x4) and ``dkp-cmr-row-0.8-max`` (1x4 blocks scored by their
-  largest entry).
+  ``doped-lmf``, ``doped-hmd``, ``dkp``: with S annealed; ``dkp`` also with
+  co-matrix dropout (CMR), by default the library's: rows of S, from 0.8.
+
+The DKP knobs (`DKP_OPTIONS`) tune a doped method: ``method.with_options(...)``
+(``python -m pipelines.train --cmr-granularity matrix ...``). Named variants
+of ``dkp`` studied by the benchmarks are data there (`benchmarks.recipes`).
 
 The compression factor applies to the LSTM layers (weights and biases) and is
 counted by `dkp_keras.compression_report` for every method.
@@ -36,21 +30,79 @@ import numpy as np
 
 import dkp_keras as dkp
 
+# The DKP knobs: arguments of the `DKPLSTM` layers ...
+LAYER_OPTIONS = ("cmr_granularity", "block_size", "structure_fraction")
+# ... and fields of the recipe's annealing / CMR schedule (`presets.Recipe`).
+RECIPE_OPTIONS = ("cmr", "cmr_decay", "anneal_end", "block_switch", "block_pooling")
+DKP_OPTIONS = LAYER_OPTIONS + RECIPE_OPTIONS
+# The options that tune co-matrix dropout: only for a method with CMR.
+CMR_OPTIONS = ("cmr", "cmr_decay", "cmr_granularity")
+BLOCK_POOLINGS = ("AVG", "MAX")
+
 
 @dataclasses.dataclass(frozen=True)
 class Method:
+  """A way to build (and train) the LSTM layers of the language model.
+
+  Args:
+    name: the method's name (the CLI's ``--method``; a benchmark's recipe name).
+    structure: the `DKPLSTM` structure; None builds a Keras `LSTM`.
+    doped: whether the layers have an annealed sparse co-matrix S.
+    cmr: whether training applies co-matrix dropout (at the recipe's ``cmr`` rate).
+    description: one line for listings.
+    layer_options: (name, value) pairs passed to every `DKPLSTM` (`LAYER_OPTIONS`).
+    bits: post-training quantization of the dense model's LSTM kernels.
+    recipe_options: (field, value) pairs replacing the recipe's (`RECIPE_OPTIONS`).
+  """
   name: str
-  structure: str | None = None  # DKPLSTM structure; None = Keras LSTM
+  structure: str | None = None
   doped: bool = False
   cmr: bool = False
   description: str = ""
-  layer_options: tuple = ()  # (name, value) pairs for DKPLSTM: the ablations' variants
-  bits: int | None = None  # post-training quantization of the dense model's LSTM kernels
-  recipe_options: tuple = ()  # (field, value) pairs replacing the recipe's: schedule ablations
+  layer_options: tuple = ()
+  bits: int | None = None
+  recipe_options: tuple = ()
 
   def adapt(self, recipe):
     """``recipe`` with this method's schedule changes (the same recipe for most methods)."""
     return recipe.replace(**dict(self.recipe_options)) if self.recipe_options else recipe
+
+  def with_options(self, **options):
+    """This method with DKP knobs (`DKP_OPTIONS`) set; a clear error for a bad one.
+
+    Args:
+      **options: any of ``cmr_granularity`` ('row', 'matrix', 'block'),
+        ``block_size`` ((rows, cols) of S's blocks), ``structure_fraction``
+        (share of the budget for the structure), ``cmr`` (initial CMR rate),
+        ``cmr_decay``, ``anneal_end`` (fraction of the steps S anneals over),
+        ``block_switch`` (S anneals in 1x1 blocks until this fraction) and
+        ``block_pooling`` ('AVG' or 'MAX': how a block of S is scored).
+        None values are ignored.
+    """
+    options = {name: value for name, value in options.items() if value is not None}
+    if not options:
+      return self
+    unknown = sorted(set(options) - set(DKP_OPTIONS))
+    if unknown:
+      raise ValueError(f"unknown DKP options {unknown}; choose from {list(DKP_OPTIONS)}")
+    if not self.doped:
+      raise ValueError(f"{self.name} has no co-matrix S to tune; the DKP options "
+                       f"({', '.join(_named(o) for o in sorted(options))}) apply to the doped "
+                       f"methods "
+                       f"({', '.join(m.name for m in METHODS.values() if m.doped)})")
+    cmr_options = sorted(set(options) & set(CMR_OPTIONS))
+    if cmr_options and not self.cmr:
+      raise ValueError(f"{self.name} trains without co-matrix dropout; "
+                       f"{', '.join(_named(o) for o in cmr_options)} apply to dkp")
+    if "block_size" in options:
+      options["block_size"] = tuple(options["block_size"])
+    _check_options(options)
+    layer = {**dict(self.layer_options),
+             **{k: v for k, v in options.items() if k in LAYER_OPTIONS}}
+    recipe = {**dict(self.recipe_options),
+              **{k: v for k, v in options.items() if k in RECIPE_OPTIONS}}
+    return dataclasses.replace(self, layer_options=tuple(layer.items()),
+                               recipe_options=tuple(recipe.items()))
 
   @property
   def quantized(self):
@@ -64,6 +116,32 @@ class Method:
     return 32.0 / self.bits if self.quantized else None
 
 
+def _named(option):
+  """An option's name in messages: the argument and its CLI flag."""
+  return f"{option} (--{option.replace('_', '-')})"
+
+
+def _check_options(options):
+  """Refuses a DKP option value the layers or the schedule would refuse later."""
+  if "cmr" in options and not 0.0 <= options["cmr"] < 1.0:
+    raise ValueError(f"{_named('cmr')}, the initial co-matrix dropout rate, must be in [0, 1), "
+                     f"got {options['cmr']}")
+  choices = {"cmr_granularity": dkp.cmr.GRANULARITIES, "cmr_decay": dkp.cmr.DECAYS,
+             "block_pooling": BLOCK_POOLINGS}
+  for name, allowed in choices.items():
+    if name in options and options[name] not in allowed:
+      raise ValueError(f"unknown {_named(name)} {options[name]!r}; choose one of "
+                       f"{list(allowed)}")
+  for name in ("structure_fraction", "anneal_end", "block_switch"):
+    if name in options and not 0.0 < options[name] <= 1.0:
+      raise ValueError(f"{_named(name)} must be a fraction in (0, 1], got {options[name]}")
+  if "block_size" in options:
+    size = options["block_size"]
+    if len(size) != 2 or not all(isinstance(v, int) and v >= 1 for v in size):
+      raise ValueError(f"{_named('block_size')} must be two positive integers (rows, cols), "
+                       f"got {size!r}")
+
+
 METHODS = {m.name: m for m in (
     Method("dense", description="uncompressed LSTM"),
     Method("small-dense", description="narrower LSTM with the compressed parameter count"),
@@ -75,65 +153,10 @@ METHODS = {m.name: m for m in (
     Method("hmd", "hmd", description="hybrid matrix decomposition, no S"),
     Method("doped-lmf", "lowrank", doped=True, description="low-rank + annealed S, no CMR"),
     Method("doped-hmd", "hmd", doped=True, description="HMD + annealed S, no CMR"),
-    Method("dkp-nocmr", "kronecker", doped=True, description="DKP without co-matrix dropout"),
     # The library's defaults: co-matrix row dropout (rows of S), from 0.8.
     Method("dkp", "kronecker", doped=True, cmr=True,
            description="DKP with co-matrix row dropout from 0.8 (the library's defaults)",
            layer_options=(("cmr_granularity", "row"),), recipe_options=(("cmr", 0.8),)),
-    # Ablations of dkp. The first ones vary the earlier default, whole-matrix CMR from the
-    # preset's rate (0.5): CMR per output row or per block instead; 1x1 blocks for S.
-    Method("dkp-cmr-matrix-0.5", "kronecker", doped=True, cmr=True,
-           description="DKP, CMR drops all of S, from the preset's rate",
-           layer_options=(("cmr_granularity", "matrix"),)),
-    Method("dkp-cmr-row", "kronecker", doped=True, cmr=True,
-           description="DKP, CMR drops rows of S", layer_options=(("cmr_granularity", "row"),)),
-    Method("dkp-cmr-block", "kronecker", doped=True, cmr=True,
-           description="DKP, CMR drops 1x4 blocks of S",
-           layer_options=(("cmr_granularity", "block"),)),
-    Method("dkp-1x1", "kronecker", doped=True, cmr=True, description="DKP, S in 1x1 blocks",
-           layer_options=(("block_size", (1, 1)), ("cmr_granularity", "matrix"))),
-    # Schedule ablations: S reaches its target after 30% of the steps (longer fine-tuning
-    # with the mask fixed) or 90%; CMR's rate decays along a cosine; CMR at 0.8.
-    Method("dkp-anneal-30", "kronecker", doped=True, cmr=True,
-           description="DKP, S annealed over the first 30% of the steps",
-           layer_options=(("cmr_granularity", "matrix"),),
-           recipe_options=(("anneal_end", 0.3),)),
-    Method("dkp-anneal-90", "kronecker", doped=True, cmr=True,
-           description="DKP, S annealed over the first 90% of the steps",
-           layer_options=(("cmr_granularity", "matrix"),),
-           recipe_options=(("anneal_end", 0.9),)),
-    Method("dkp-cmr-cosine", "kronecker", doped=True, cmr=True,
-           description="DKP, CMR rate decayed along a cosine",
-           layer_options=(("cmr_granularity", "matrix"),),
-           recipe_options=(("cmr_decay", "cosine"),)),
-    Method("dkp-cmr-0.8", "kronecker", doped=True, cmr=True, description="DKP, CMR from 0.8",
-           layer_options=(("cmr_granularity", "matrix"),), recipe_options=(("cmr", 0.8),)),
-    # The two CMR changes that each helped at 25x (rows, rate 0.8), together.
-    Method("dkp-cmr-row-0.8", "kronecker", doped=True, cmr=True,
-           description="DKP, CMR drops rows of S, from 0.8",
-           layer_options=(("cmr_granularity", "row"),), recipe_options=(("cmr", 0.8),)),
-    # 0.5 -> 0.8 helped both granularities: does a rate nearer 1 help further?
-    Method("dkp-cmr-row-0.9", "kronecker", doped=True, cmr=True,
-           description="DKP, CMR drops rows of S, from 0.9",
-           layer_options=(("cmr_granularity", "row"),), recipe_options=(("cmr", 0.9),)),
-    # 1x1 blocks helped whole-matrix CMR (137.47 vs 139.76 at 25x): with the best CMR too?
-    Method("dkp-1x1-cmr-row-0.8", "kronecker", doped=True, cmr=True,
-           description="DKP, S in 1x1 blocks, CMR drops rows of S, from 0.8",
-           layer_options=(("block_size", (1, 1)), ("cmr_granularity", "row")),
-           recipe_options=(("cmr", 0.8),)),
-    # 1x1 S beats 1x4 but TFLite cannot store it compactly: anneal S entry by entry for
-    # the first half of the window, then in 1x4 blocks to the end (deploys as 1x4).
-    Method("dkp-cmr-row-0.8-early-1x1", "kronecker", doped=True, cmr=True,
-           description="DKP, CMR drops rows of S, from 0.8; S annealed in 1x1 blocks to 30% "
-                       "of the steps, then in 1x4",
-           layer_options=(("cmr_granularity", "row"),),
-           recipe_options=(("cmr", 0.8), ("block_switch", 0.3))),
-    # The same aim another way: keep a 1x4 block for its largest entry, not its mean.
-    Method("dkp-cmr-row-0.8-max", "kronecker", doped=True, cmr=True,
-           description="DKP, CMR drops rows of S, from 0.8; 1x4 blocks of S kept by their "
-                       "largest entry",
-           layer_options=(("cmr_granularity", "row"),),
-           recipe_options=(("cmr", 0.8), ("block_pooling", "MAX"))),
 )}
 
 

@@ -4,10 +4,9 @@
 ``ptb-medium`` is Zaremba et al. (2014) medium, the papers' dense reference
 (2x650, 35 steps, batch 20, SGD lr 1.0 decayed 0.8 per epoch after epoch 6,
 39 epochs, dropout 0.5, global-norm clip 5, uniform init ±0.05, rate and clip
-on the loss summed over the 35 steps as in their code; their test
-perplexity 82.2 (the DKP papers report 82.04)), with scaled factor gradients
-for the structured methods (plain SGD does not train the factors:
-``benchmarks.sgd_probe``); ``ptb-small`` is a reduced
+on the loss summed over the 35 steps as in their code), with scaled factor
+gradients for the structured methods (plain SGD does not train the factors:
+``benchmarks.studies.sgd_probe``); ``ptb-small`` is a reduced
 budget sized to finish in about 30 minutes per model on 2 CPU cores.
 
 The DKP schedule, the same for every preset (the papers anneal S from dense to
@@ -17,9 +16,12 @@ its target and regularize with CMR while it anneals):
   steps, along tfmot's cubic `PolynomialDecay`, masks updated ``anneal_updates``
   times per epoch; the remaining epochs fine-tune with S's mask fixed (with
   ``block_switch``, S anneals entry by entry until then, in its blocks after);
-* CMR: the whole S of a matrix dropped with probability ``cmr`` (0.5), decayed
-  linearly to 0 over the annealing window (one draw per sequence), so the
-  structure learns to stand alone while S is dense and S is always on once final.
+* CMR: S (rows of it for ``dkp``'s default granularity) dropped with
+  probability ``cmr``, decayed linearly to 0 over the annealing window (one draw
+  per sequence), so the structure learns to stand alone while S is dense and S
+  is always on once final. ``dkp`` starts from its own rate (`models.METHODS`).
+
+The methods' DKP options (`models.DKP_OPTIONS`) replace the schedule's fields.
 """
 
 from __future__ import annotations
@@ -31,9 +33,8 @@ import dataclasses
 class Recipe:
   """Everything that decides how a language model is built and trained.
 
-  `benchmarks.accuracy.recipe_id` fingerprints ``to_dict()`` (and run.json records
-  it): a new field goes into ``_LATER_FIELDS`` with the value that keeps the old
-  behaviour, so recorded results and resumable runs keep their fingerprints.
+  A run's ``run.json`` records ``to_dict()``: a new field needs a default that
+  keeps the old behaviour, so that earlier runs (whose files lack it) resume.
   """
   name: str
   layers: int = 2
@@ -94,20 +95,8 @@ class Recipe:
     return dataclasses.replace(self, **changes)
 
   def to_dict(self):
-    """The fields, less those added later that still hold the value earlier runs had.
-
-    So adding a field with a default that keeps the old behaviour leaves the
-    fingerprints of recorded results (`benchmarks.accuracy.recipe_id`) as they were.
-    """
-    fields = dataclasses.asdict(self)
-    for name, old_value in _LATER_FIELDS.items():
-      if fields[name] == old_value:
-        del fields[name]
-    return fields
-
-
-# Fields added after results were recorded -> the behaviour those results had.
-_LATER_FIELDS = {"precondition_factors": False, "block_switch": None, "block_pooling": "AVG"}
+    """Every field, by name."""
+    return dataclasses.asdict(self)
 
 
 PRESETS = {
@@ -117,9 +106,8 @@ PRESETS = {
                    carry_state=False, compress_output=True, anneal_end=0.75,
                    corpus_tokens=120_000),
     # Zaremba et al. small's shape (2x200, 20 steps, batch 20) on a CPU budget, with
-    # dropout: without it the models overfit (after 6 epochs training perplexity 77 against
-    # 149 on validation for dense, 64 against 149 for DKP at 50x), and the table ranks
-    # regularization rather than capacity (results/ptb_small_nodropout.md).
+    # dropout: without it the models overfit, and the table ranks regularization rather
+    # than capacity (benchmarks/results/ptb_small_nodropout.md).
     "ptb-small": Recipe("ptb-small", layers=2, units=200, embedding=200, num_steps=20,
                         batch_size=20, epochs=6, optimizer="adam", learning_rate=2e-3,
                         lr_decay=0.5, decay_after=3, init_scale=0.1, dropout=0.3),

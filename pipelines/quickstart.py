@@ -20,8 +20,8 @@ from pipelines import presets
 from pipelines import train
 
 
-def run(epochs=4, compression=10.0, tokens=120_000, batch=32, steps=20, cmr=0.8, out=None,
-        verbose=2):
+def train_small_dkp_lm(epochs=4, compression=10.0, tokens=120_000, batch=32, steps=20, cmr=0.8,
+                       out=None, verbose=2):
   """Trains, anneals and finalizes the model; returns perplexities, report and model."""
   recipe = presets.get_preset("demo").replace(
       units=128, epochs=epochs, corpus_tokens=tokens, batch_size=batch, num_steps=steps, cmr=cmr)
@@ -54,7 +54,7 @@ def main(argv=None):
   parser = build_parser()
   args = parser.parse_args(argv)
   try:
-    result = run(args.epochs, args.compression, args.tokens, args.batch, args.steps, args.cmr,
+    result = train_small_dkp_lm(args.epochs, args.compression, args.tokens, args.batch, args.steps, args.cmr,
                  args.out)
   except ValueError as error:
     parser.error(str(error))

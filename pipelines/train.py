@@ -4,6 +4,8 @@
 --test F | --text F [--split 0.8,0.1,0.1]] [--min-count N] [--max-vocab N]
 [--preset demo|ptb-small|ptb-medium]
 [--method dkp|kp|lmf|hmd|dense|prune|...] [--compression 25] [--cmr RATE]
+[--cmr-granularity G] [--cmr-decay D] [--block-size RxC] [--structure-fraction F]
+[--anneal-end F] [--block-switch F] [--block-pooling AVG|MAX]
 [--epochs N] [--out runs/NAME] [--resume | --force] [--strategy mirrored|multiworker]``
 
 Without a corpus it trains on the embedded Markov corpus; ``--data DIR``
@@ -23,11 +25,11 @@ carried across batches (`evaluate_perplexity`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
 import sys
-import time
 
 import numpy as np
 
@@ -37,6 +39,7 @@ from pipelines import data
 from pipelines import deployed
 from pipelines import models
 from pipelines import presets
+from pipelines import training_callbacks
 from tflite_ops import files
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -121,106 +124,6 @@ def evaluate_perplexity(model, ids, batch_size, num_steps):
   return float(np.exp(twin.evaluate(x, y, batch_size=batch_size, verbose=0)))
 
 
-def _callbacks_module():
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
-
-  class ResetStates(keras.callbacks.Callback):
-    """Starts every epoch from zero LSTM states (stateful training)."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-      # Model.reset_states misses RNNs inside pruning wrappers.
-      for layer in dkp.traversal.all_layers(self.model):
-        if isinstance(layer, keras.layers.RNN) and layer.stateful:
-          layer.reset_states()
-
-  class Perplexity(keras.callbacks.Callback):
-    """Adds ``perplexity`` (training) and ``val_perplexity`` (stateful) to the logs."""
-
-    def __init__(self, valid_ids, batch_size, num_steps):
-      super().__init__()
-      self.valid_ids, self.batch_size, self.num_steps = valid_ids, batch_size, num_steps
-
-    def on_epoch_end(self, epoch, logs=None):
-      if logs is None:
-        return
-      if "loss" in logs:
-        logs["perplexity"] = float(np.exp(min(logs["loss"], 50.0)))
-      # Stateful evaluation cannot run inside a multi-replica fit (Keras refuses
-      # stateful RNNs there): such runs report validation perplexity at the end.
-      if self.valid_ids is not None and tf.distribute.get_strategy().num_replicas_in_sync == 1:
-        logs["val_perplexity"] = evaluate_perplexity(self.model, self.valid_ids,
-                                                     self.batch_size, self.num_steps)
-
-  class Reseed(keras.callbacks.Callback):
-    """Reseeds every layer's random generator (dropout, CMR) from (seed, layer, epoch).
-
-    Checkpoints do not hold the generators of weightless layers, so this makes
-    an epoch's draws the same whether the run was resumed before it or not.
-    """
-
-    def __init__(self, seed):
-      super().__init__()
-      self.seed = seed
-
-    def on_epoch_begin(self, epoch, logs=None):
-      for index, generator in enumerate(random_generators(self.model)):
-        generator.reset_from_seed(self.seed * 1_000_003 + epoch * 10_007 + index)
-
-  class TrainClock(keras.callbacks.Callback):
-    """Training seconds and per-epoch logs summed over the invocations of a resumed run.
-
-    Both are saved after every epoch (beside the epoch's checkpoint), so a
-    killed run's metrics report what training cost in all and the history of
-    every epoch, not only the last leg's.
-    """
-
-    def __init__(self, path, write=True):
-      super().__init__()
-      self.path, self.earlier_seconds, self._start = path, 0.0, None
-      self.write = write  # False: another worker (the chief) keeps the file
-      self.epoch_logs = {}  # epoch (0-based) -> its logs
-
-    def on_train_begin(self, logs=None):
-      if self.path and os.path.exists(self.path):
-        saved = _read_json(self.path)
-        self.earlier_seconds = float(saved["train_seconds"])
-        # A file written before the logs were kept here has none.
-        self.epoch_logs = {int(epoch): values
-                           for epoch, values in saved.get("epoch_logs", {}).items()}
-      self._start = time.perf_counter()
-
-    def seconds(self):
-      """Training seconds so far, earlier invocations included."""
-      return self.earlier_seconds + time.perf_counter() - self._start
-
-    def on_epoch_end(self, epoch, logs=None):
-      # A rerun epoch (killed before its checkpoint) replaces its first try.
-      self.epoch_logs[epoch] = {key: float(value) for key, value in (logs or {}).items()}
-      if self.path and self.write:
-        files.write_json_atomic(self.path, {"train_seconds": self.seconds(),
-                                            "epochs_done": epoch + 1,
-                                            "epoch_logs": self.epoch_logs})
-
-    def history(self):
-      """Every epoch's logs, laid out as `History.history` (key -> one value per epoch)."""
-      epochs = sorted(self.epoch_logs)
-      keys = dict.fromkeys(key for epoch in epochs for key in self.epoch_logs[epoch])
-      return {key: [self.epoch_logs[epoch].get(key) for epoch in epochs] for key in keys}
-
-  return ResetStates, Perplexity, Reseed, TrainClock
-
-
-def random_generators(model):
-  """The `tf.random.Generator` of every layer that has made one (in layer order)."""
-  generators = []
-  for layer in dkp.traversal.all_layers(model):
-    generator = dkp.compat.random_generator(layer)
-    if generator is not None:
-      generators.append(generator)
-  return generators
-
-
 def _block_switch_step(recipe, steps_per_epoch, end_step, frequency):
   """The annealing step where S leaves 1x1 blocks (``recipe.block_switch``), or None.
 
@@ -289,9 +192,10 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
            run_dir=None, verbose=2, callbacks=(), initial_model=None):
   """Builds and trains one language model; returns a dict with the finalized model.
 
-  ``recipe`` is used as given: a method's recipe changes (``method.adapt``,
-  e.g. the default ``dkp``'s CMR rate) are the caller's to apply, so that the
-  caller's own overrides (``--cmr``) stay in force.
+  ``recipe`` is used as given: a method's recipe changes (``method.adapt``:
+  e.g. the default ``dkp``'s CMR rate, or the schedule options of
+  ``method.with_options``) are the caller's to apply (`train_run` does); the
+  method's layer options reach the layers here.
 
   ``initial_model`` (a callable returning a stateless model, called under the
   strategy) replaces the freshly built one: `pipelines.compress` fine-tunes
@@ -318,7 +222,6 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
   # step, so S would otherwise stop short of its target sparsity (and its budget).
   end_step = _on_mask_update(steps_per_epoch * recipe.epochs * recipe.anneal_end, frequency)
   block_switch_step = _block_switch_step(recipe, steps_per_epoch, end_step, frequency)
-  ResetStates, Perplexity, Reseed, TrainClock = _callbacks_module()
   with strategy.scope():
     if initial_model is None:
       model = models.build_lm(corpus.vocab_size, recipe, method, compression,
@@ -340,22 +243,25 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
       # Keras makes generators lazily; `Reseed` needs them now.
       dkp.compat.make_random_generator(layer)
   fit_callbacks = [keras.callbacks.LearningRateScheduler(recipe.learning_rate_at),
-                   Reseed(seed)]
+                   training_callbacks.Reseed(seed)]
   if carry_state:
-    fit_callbacks.append(ResetStates())
+    fit_callbacks.append(training_callbacks.ResetStates())
   if annealed:
     fit_callbacks.append(dkp.SparsityAnnealing(
         block_switch_step=block_switch_step if method.doped else None))
-  if method.cmr and recipe.cmr > 0:
-    fit_callbacks.append(dkp.CoMatrixDropout(rate=recipe.cmr, decay=recipe.cmr_decay))
-  fit_callbacks.append(Perplexity(corpus.valid, recipe.batch_size, recipe.num_steps))
+  cmr = co_matrix_dropout(method, recipe)
+  if cmr is not None:
+    fit_callbacks.append(cmr)
+  fit_callbacks.append(training_callbacks.Perplexity(
+      lambda model: evaluate_perplexity(model, corpus.valid, recipe.batch_size,
+                                        recipe.num_steps)))
   if run_dir:
     # After SparsityAnnealing: the checkpoint holds the weights it re-masks at epoch end.
     fit_callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")))
     fit_callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
                                                      update_freq="epoch"))
   # After BackupAndRestore: the seconds saved belong to a saved epoch.
-  clock = TrainClock(os.path.join(run_dir, CLOCK_FILE) if run_dir else None,
+  clock = training_callbacks.TrainClock(os.path.join(run_dir, CLOCK_FILE) if run_dir else None,
                      write=strategy.extended.should_checkpoint)
   fit_callbacks.append(clock)
   fit_callbacks.extend(callbacks)
@@ -378,6 +284,13 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
     result[f"{split}_perplexity"] = evaluate_perplexity(
         model, getattr(corpus, split), recipe.batch_size, recipe.num_steps)
   return result
+
+
+def co_matrix_dropout(method, recipe):
+  """The co-matrix dropout callback ``method`` trains with on ``recipe``, or None (rate 0)."""
+  if method.cmr and recipe.cmr > 0:
+    return dkp.CoMatrixDropout(rate=recipe.cmr, decay=recipe.cmr_decay)
+  return None
 
 
 def lstm_compression(model, recipe, method):
@@ -448,34 +361,49 @@ def save_atomically(model, path):
     model.save(tmp)
 
 
-def _read_json(path):
-  try:
-    with open(path, encoding="utf-8") as handle:
-      return json.load(handle)
-  except (OSError, ValueError) as error:
-    raise ValueError(f"{path} is not a readable run file: {error}") from error
-
-
 def _finished_metrics(out):
   """The metrics of the finished run in ``out``, or None."""
   metrics = os.path.join(out, "metrics.json")
-  return _read_json(metrics) if os.path.exists(metrics) else None
+  return training_callbacks.read_run_file(metrics) if os.path.exists(metrics) else None
 
 
-def prepare_run_dir(out, settings, resume=False, force=False):
+def _with_recipe_defaults(settings):
+  """``settings`` from a run.json, its recipe completed with the fields added since.
+
+  A field is added to `presets.Recipe` with a default that keeps the old
+  behaviour, so a run recorded before it existed ran with that default.
+  """
+  recipe = settings.get("recipe")
+  if not isinstance(recipe, dict):
+    return settings
+  defaults = {field.name: field.default for field in dataclasses.fields(presets.Recipe)
+              if field.default is not dataclasses.MISSING}
+  return {**settings, "recipe": {**defaults, **recipe}}
+
+
+def prepare_run_dir(out, settings=None, resume=False, force=False, run_files=RUN_FILES):
   """Creates or checks the run directory. Returns the finished metrics when there are any.
 
   A directory holding another run is refused unless ``resume`` (same settings,
   continue) or ``force`` (start over: our run files are deleted, others kept).
+
+  Args:
+    out: the run directory.
+    settings: what the run is (written to ``run.json``, compared on resume);
+      None for a job that cannot resume (no ``run.json``).
+    resume: continue the run in ``out`` (its settings must equal ``settings``).
+    force: start over, deleting ``run_files`` in ``out``.
+    run_files: the names the job writes in ``out`` (files or directories).
   """
-  if resume and force:
-    raise ValueError("--resume and --force exclude each other")
+  if resume and (force or settings is None):
+    raise ValueError("--resume and --force exclude each other" if force else
+                     "this job cannot resume; pass --force to start over")
   if os.path.exists(out) and not os.path.isdir(out):
     raise ValueError(f"{out} is a file; --out must be a run directory")
   run_json = os.path.join(out, "run.json")
   existing = os.path.isdir(out) and bool(os.listdir(out))
   if existing and force:
-    for name in RUN_FILES:
+    for name in run_files:
       path = os.path.join(out, name)
       if os.path.isdir(path):
         shutil.rmtree(path)
@@ -484,7 +412,7 @@ def prepare_run_dir(out, settings, resume=False, force=False):
   elif existing and resume:
     if not os.path.exists(run_json):
       raise ValueError(f"{out} holds no run to resume (no run.json)")
-    previous = _read_json(run_json)["settings"]
+    previous = _with_recipe_defaults(training_callbacks.read_run_file(run_json)["settings"])
     if previous != settings:
       changed = sorted(k for k in set(previous) | set(settings)
                        if previous.get(k) != settings.get(k))
@@ -492,12 +420,14 @@ def prepare_run_dir(out, settings, resume=False, force=False):
                        f"resume it with the same options or choose another --out")
     return _finished_metrics(out)
   elif existing:
-    raise ValueError(f"{out} already holds a run; pass --resume to continue it, --force to "
-                     f"start over, or choose another --out")
+    hint = "" if settings is None else "--resume to continue it, "
+    raise ValueError(f"{out} already holds a run; pass {hint}--force to start over, or choose "
+                     f"another --out")
   elif resume:
     raise ValueError(f"nothing to resume: {out} does not exist or is empty")
   os.makedirs(out, exist_ok=True)
-  files.write_json_atomic(run_json, {"settings": settings})
+  if settings is not None:
+    files.write_json_atomic(run_json, {"settings": settings})
   return None
 
 
@@ -512,11 +442,14 @@ def run_compression(method, compression=None):
 def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None, cmr=None,
               epochs=None, seed=0, strategy="default", resume=False, force=False, verbose=2,
               callbacks=(), base_model=None, text_files=None, text_file=None, split=None,
-              min_count=None, max_vocab=None, deployed_exports=(), corpus_name=None):
+              min_count=None, max_vocab=None, deployed_exports=(), corpus_name=None,
+              options=None):
   """The CLI's work: trains into run directory ``out`` and returns the metrics dict.
 
-  ``compression`` defaults to `run_compression`'s; a factor the method cannot
-  honour is refused. ``base_model`` (quantization methods only) is a trained
+  ``method`` is a name of `models.METHODS` or a `models.Method` (the benchmarks'
+  named variants); ``options`` (a dict) and ``cmr`` set its DKP knobs
+  (`models.Method.with_options`). ``compression`` defaults to
+  `run_compression`'s; a factor the method cannot honour is refused. ``base_model`` (quantization methods only) is a trained
   dense model file of the same preset: it is quantized instead of training a
   dense model again. ``text_files``, ``text_file``, ``split``, ``min_count``, ``max_vocab``
   and ``corpus_name`` choose the corpus as in `load_corpus`. ``deployed_exports`` (e.g.
@@ -525,17 +458,17 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
   (``deployed_test_perplexity``). Everything is checked before ``out`` is
   created, so a refused run leaves nothing behind.
   """
-  method = models.get_method(method)
+  method = models.get_method(method) if isinstance(method, str) else method
+  options = {name: value for name, value in (options or {}).items() if value is not None}
+  if cmr is not None:
+    options["cmr"] = cmr
+  method = method.with_options(**options)
   recipe = method.adapt(presets.get_preset(preset))  # before the overrides below
   compression = run_compression(method, compression)  # checked by check_run
   if base_model is not None and not method.quantized:
     raise ValueError(f"--from-model applies to the quantization methods "
                      f"({', '.join(m for m in models.METHODS if models.METHODS[m].quantized)}), "
                      f"not {method.name}")
-  if cmr is not None:
-    if not 0.0 <= cmr < 1.0:
-      raise ValueError(f"--cmr must be in [0, 1), got {cmr}")
-    recipe = recipe.replace(cmr=float(cmr))
   if epochs is not None:
     if epochs < 1:
       raise ValueError(f"--epochs must be >= 1, got {epochs}")
@@ -554,6 +487,10 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
               "vocab_size": corpus.vocab_size}
   if corpus.vocab_options is not None:  # absent before: earlier runs keep their settings
     settings["vocabulary"] = corpus.vocab_options
+  layer_options = {name: list(value) if isinstance(value, tuple) else value
+                   for name, value in options.items() if name in models.LAYER_OPTIONS}
+  if layer_options:  # the recipe records the others
+    settings["layer_options"] = layer_options
   if base_model is not None:
     settings["base_model"] = os.path.abspath(base_model)
     base_model = load_base_model(base_model, corpus, recipe, method)
@@ -628,6 +565,15 @@ class _DeprecatedAlias(argparse.Action):
     setattr(namespace, self.dest, values)
 
 
+def _block_size(text):
+  """argparse type of --block-size: "1x1" -> (1, 1)."""
+  try:
+    rows, cols = (int(part) for part in text.lower().split("x"))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected ROWSxCOLS such as 4x1, got {text!r}") from None
+  return rows, cols
+
+
 def _fractions(text):
   """argparse type of --split: "0.8,0.1,0.1" -> (0.8, 0.1, 0.1)."""
   try:
@@ -681,9 +627,27 @@ def build_parser():
                       help="factor for the LSTM layers; dense, int8 and int4 reach only 1x, 4x "
                            f"and 8x (default: {DEFAULT_COMPRESSION:g}, or the method's only "
                            "factor)")
-  parser.add_argument("--cmr", type=float,
-                      help="initial co-matrix dropout rate of the methods with CMR (default: "
-                           "the preset's, or the method's)")
+  knobs = parser.add_argument_group(
+      "DKP options", "knobs of the doped methods (models.DKP_OPTIONS); default: the method's, "
+      "else the preset's, else the layers'")
+  knobs.add_argument("--cmr", type=float, metavar="RATE",
+                     help="initial co-matrix dropout rate (dkp; 0: no CMR)")
+  knobs.add_argument("--cmr-granularity", choices=dkp.cmr.GRANULARITIES,
+                     help="what co-matrix dropout drops: rows of S, all of it, or blocks (dkp)")
+  knobs.add_argument("--cmr-decay", choices=dkp.cmr.DECAYS,
+                     help="how the CMR rate falls to 0 over the annealing window (dkp)")
+  knobs.add_argument("--block-size", type=_block_size, metavar="RxC",
+                     help="S's blocks, [in, out] rows x cols of the kernel (the layers': 4x1, "
+                          "TFLite's 1x4 sparse layout)")
+  knobs.add_argument("--structure-fraction", type=float, metavar="F",
+                     help="share of the parameter budget the structure may use (S gets the rest)")
+  knobs.add_argument("--anneal-end", type=float, metavar="F",
+                     help="fraction of the training steps S anneals over (then fine-tunes)")
+  knobs.add_argument("--block-switch", type=float, metavar="F",
+                     help="S anneals entry by entry until this fraction of the steps, then in "
+                          "its blocks (at most --anneal-end)")
+  knobs.add_argument("--block-pooling", choices=models.BLOCK_POOLINGS,
+                     help="how a block of S is scored for annealing: mean or largest |w|")
   parser.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
   parser.add_argument("--seed", type=int, default=0,
                       help="seed of the weights and the dropout draws (default: %(default)s)")
@@ -729,7 +693,8 @@ def main(argv=None):
                         text_files=args.text_files, text_file=args.text, split=args.split,
                         min_count=args.min_count, max_vocab=args.max_vocab,
                         deployed_exports=deployed.EXPORTS if args.deployed_perplexity else (),
-                        corpus_name=args.corpus)
+                        corpus_name=args.corpus,
+                        options={name: getattr(args, name) for name in models.DKP_OPTIONS})
   except (ValueError, TypeError, OSError, UnicodeDecodeError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2

@@ -51,8 +51,27 @@ def test_runner_csv_resume_and_render(tiny, tmp_path, monkeypatch):
   real = train.train_run
   monkeypatch.setattr(train, "train_run", lambda *a, **k: calls.append(a) or real(*a, **k))
   frame = accuracy.run(out, ["dense", "dkp", "kp"], [4], resume=True, **options)
-  assert [c[3] for c in calls] == ["kp"]  # finished rows skipped
+  assert [c[3].name for c in calls] == ["kp"]  # finished rows skipped
   assert len(frame) == 5 and len(pd.read_csv(out)) == 5
+
+
+def test_a_named_recipe_trains_its_base_method_with_its_options(tiny, tmp_path, monkeypatch):
+  calls = []
+
+  def stop(*args, **kwargs):
+    calls.append((args, kwargs))
+    raise OSError("stop here")
+
+  monkeypatch.setattr(train, "train_run", stop)
+  with pytest.raises(OSError, match="stop here"):
+    accuracy.run(str(tmp_path / "r.csv"), ["dkp-1x1"], [4], preset="tiny",
+                 runs_dir=str(tmp_path / "runs"), verbose=0)
+  (args, _), = calls
+  method = args[3]
+  assert method.name == "dkp-1x1" and method.structure == "kronecker" and method.doped
+  assert dict(method.layer_options) == {"block_size": (1, 1), "cmr_granularity": "matrix"}
+  assert dict(method.recipe_options) == {"cmr": 0.5}
+  assert args[0].endswith("dkp-1x1-4x-seed0-1ep")  # its rows' run directory, as before
 
 
 def test_wall_time_counts_killed_legs_and_finished_runs(tiny, tmp_path, monkeypatch):

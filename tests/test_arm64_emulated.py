@@ -71,10 +71,10 @@ def test_multi_row_int8_fc_agrees_without_sme(tmp_path):
   """Issue 22's finding, on the cores that must be right: a dynamic-int8 FC with 2 input rows
   (what the DKP Kronecker factors run) agrees with x86 on a Pi 5's core and on qemu's max CPU
   with SME off (with SME on, qemu 7.2 gets XNNPack's SME kernel wrong, qemu 10 right:
-  results/arm64_fc_probe*_emulated.csv)."""
+  studies/results/arm64_fc_probe*_emulated.csv)."""
   # pylint: disable=import-outside-toplevel
   import shutil
-  from benchmarks import arm64_fc_probe
+  from benchmarks.studies import arm64_fc_probe
   from benchmarks import arm64_parity
   work = str(tmp_path)
   entries = arm64_fc_probe.write_models([2], [(32, 64)], 1, work)

@@ -114,7 +114,7 @@ def test_cpu_list_takes_qemu_properties():
 
 
 def test_fc_probe_rows_on_recorded_outputs(tmp_path):
-  from benchmarks import arm64_fc_probe  # pylint: disable=import-outside-toplevel
+  from benchmarks.studies import arm64_fc_probe  # pylint: disable=import-outside-toplevel
   ref = np.ones((2, 1, 2, 4), np.float32)
   entries = [{"name": "fc_rows2_in25_out52", "rows": 2, "in_features": 25, "out_features": 52}]
   x86 = _record(tmp_path / "x86", {"fc_rows2_in25_out52__xnnon": ref,

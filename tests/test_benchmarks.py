@@ -42,7 +42,7 @@ def test_parse_args_quick_overrides():
 
 
 def test_sgd_probe_quick_runs_factored_methods_both_ways(tmp_path):
-  from benchmarks import sgd_probe  # pylint: disable=import-outside-toplevel
+  from benchmarks.studies import sgd_probe  # pylint: disable=import-outside-toplevel
   out = tmp_path / "sgd_probe.json"
   assert sgd_probe.main(["--quick", "--fraction", "0.02", "--out", str(out)]) == 0
   written = json.loads(out.read_text())

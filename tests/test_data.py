@@ -440,3 +440,13 @@ def test_read_ptb_real():
   # every valid/test type also occurs in train: no id is out of range, and
   # the unigram baseline lands in its well-known ballpark (~700).
   assert 500 < unigram_perplexity(c.train, c.valid, len(c.vocab)) < 900
+
+
+def test_vocabulary_save_never_leaves_a_half_written_file(tmp_path):
+  path = tmp_path / "vocab.json"
+  good = Vocabulary(["a", "b"])
+  good.save(path)
+  with pytest.raises(UnicodeEncodeError):  # a lone surrogate fails mid-write
+    Vocabulary(["a", "\ud800"]).save(path)
+  assert Vocabulary.load(path) == good
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["vocab.json"]

@@ -1,4 +1,4 @@
-"""benchmarks.doping_share on tiny trained runs: S removed and restored, bad input named."""
+"""benchmarks.studies.doping_share on tiny trained runs: S removed and restored, bad input named."""
 
 import json
 import os
@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from benchmarks import doping_share
+from benchmarks.studies import doping_share
 import dkp_keras as dkp
 from dkp_keras import traversal
 from pipelines import presets

@@ -98,17 +98,38 @@ def test_every_method_builds_and_is_counted_against_the_same_dense_stack(method)
     assert counts["lstm_compression"] == pytest.approx(4.0, rel=0.25)
 
 
-def test_schedule_ablations_change_only_their_fields():
+def test_dkp_options_change_only_their_fields():
   base = presets.get_preset("ptb-small")
-  assert models.get_method("dkp").adapt(base) == base.replace(cmr=0.8)
-  assert models.get_method("dkp-cmr-matrix-0.5").adapt(base) is base
-  assert models.get_method("dkp-anneal-30").adapt(base) == base.replace(anneal_end=0.3)
-  assert models.get_method("dkp-cmr-cosine").adapt(base) == base.replace(cmr_decay="cosine")
-  assert models.get_method("dkp-cmr-0.8").adapt(base).cmr == 0.8
-  assert models.get_method("dkp-cmr-row-0.8-early-1x1").adapt(base) == base.replace(
-      cmr=0.8, block_switch=0.3)
-  assert models.get_method("dkp-cmr-row-0.8-max").adapt(base) == base.replace(
-      cmr=0.8, block_pooling="MAX")
+  dkp = models.get_method("dkp")
+  assert dkp.adapt(base) == base.replace(cmr=0.8)
+  assert dkp.with_options() is dkp
+  assert dkp.with_options(anneal_end=0.3).adapt(base) == base.replace(cmr=0.8, anneal_end=0.3)
+  tuned = dkp.with_options(cmr=0.5, cmr_decay="cosine", block_switch=0.3, block_pooling="MAX")
+  assert tuned.adapt(base) == base.replace(cmr_decay="cosine", block_switch=0.3,
+                                           block_pooling="MAX")
+  assert tuned.name == "dkp" and tuned.layer_options == dkp.layer_options
+  assert models.get_method("doped-lmf").with_options(anneal_end=0.5).adapt(base) == base.replace(
+      anneal_end=0.5)
+
+
+@pytest.mark.parametrize("method, options, message", [
+    ("dkp", {"colour": 1}, r"unknown DKP options \['colour'\]"),
+    ("kp", {"anneal_end": 0.5}, r"kp has no co-matrix S to tune; the DKP options "
+                                r"\(anneal_end \(--anneal-end\)\) apply to the doped methods"),
+    ("dense", {"cmr": 0.5}, "dense has no co-matrix S"),
+    ("doped-hmd", {"cmr_granularity": "row"},
+     r"doped-hmd trains without co-matrix dropout; cmr_granularity \(--cmr-granularity\)"),
+    ("dkp", {"cmr": 1.5}, r"cmr \(--cmr\), the initial co-matrix dropout rate, must be in"),
+    ("dkp", {"cmr_granularity": "column"}, "unknown cmr_granularity .* 'column'; choose one of"),
+    ("dkp", {"cmr_decay": "step"}, "unknown cmr_decay .* 'step'"),
+    ("dkp", {"block_pooling": "SUM"}, "unknown block_pooling .* 'SUM'"),
+    ("dkp", {"anneal_end": 0.0}, r"anneal_end \(--anneal-end\) must be a fraction in \(0, 1\]"),
+    ("dkp", {"structure_fraction": 1.5}, "structure_fraction .* must be a fraction"),
+    ("dkp", {"block_size": (0, 4)}, "block_size .* must be two positive integers"),
+])
+def test_bad_dkp_options_are_refused(method, options, message):
+  with pytest.raises(ValueError, match=message):
+    models.get_method(method).with_options(**options)
 
 
 def test_pruned_lstm_counts_its_nonzeros():
@@ -126,13 +147,17 @@ def test_pruned_lstm_counts_its_nonzeros():
   assert report["lstm_params"] == pytest.approx(first / 10 + second, rel=0.02)
 
 
-def test_ablation_variants_reach_the_layer():
-  model = models.build_lm(50, RECIPE, "dkp-1x1", 4.0, stateful=False)
+def test_layer_options_reach_the_layer():
+  dkp = models.get_method("dkp")
+  model = models.build_lm(50, RECIPE, dkp.with_options(block_size=[1, 1]), 4.0, stateful=False)
   assert model.get_layer("lstm_0").cell.block_size == (1, 1)
-  model = models.build_lm(50, RECIPE, "dkp-cmr-row", 4.0, stateful=False)
+  model = models.build_lm(50, RECIPE, dkp, 4.0, stateful=False)
   assert model.get_layer("lstm_1").cell.cmr_granularity == "row"
-  model = models.build_lm(50, RECIPE, "dkp-cmr-block", 4.0, stateful=False)
+  model = models.build_lm(50, RECIPE, dkp.with_options(cmr_granularity="block",
+                                                       structure_fraction=0.25),
+                          4.0, stateful=False)
   assert model.get_layer("lstm_1").cell.cmr_granularity == "block"
+  assert model.get_layer("lstm_1").cell.structure_fraction == 0.25
 
 
 def test_sgd_recipe_preconditions_every_structure_it_builds():
@@ -147,11 +172,7 @@ def test_sgd_recipe_preconditions_every_structure_it_builds():
       "lstm_0").cell.precondition_factors
 
 
-def test_a_field_added_later_leaves_old_fingerprints_alone():
-  # Recorded results and resumable runs were fingerprinted without the field.
-  from benchmarks import accuracy  # pylint: disable=import-outside-toplevel
+def test_recipe_to_dict_has_every_field():
   small = presets.get_preset("ptb-small")
-  assert "precondition_factors" not in small.to_dict()
-  changed = small.replace(precondition_factors=True)
-  assert changed.to_dict()["precondition_factors"] is True
-  assert accuracy.recipe_id(changed) != accuracy.recipe_id(small)
+  assert small.to_dict()["precondition_factors"] is False
+  assert presets.Recipe(**small.to_dict()) == small

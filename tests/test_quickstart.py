@@ -8,8 +8,8 @@ from pipelines import quickstart
 
 def test_tiny_dkp_lm_learns_well_below_unigram(tmp_path):
   out = tmp_path / "lm.keras"
-  result = quickstart.run(epochs=2, compression=10, tokens=40_000, batch=16, steps=20,
-                          out=str(out), verbose=0)
+  result = quickstart.train_small_dkp_lm(epochs=2, compression=10, tokens=40_000, batch=16,
+                                         steps=20, out=str(out), verbose=0)
   # The corpus' unigram perplexity is ~55 and its best achievable ~8.
   assert result["perplexity"] < 0.5 * result["unigram_perplexity"]
   assert result["perplexity"] > result["optimal_perplexity"] * 0.95

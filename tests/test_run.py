@@ -2,7 +2,10 @@
 
 import json
 
+import pytest
+
 from pipelines import run
+from pipelines import train
 
 
 def test_main_job_writes_a_complete_report(tmp_path, capsys):
@@ -29,3 +32,14 @@ def test_refuses_to_overwrite_another_run(tmp_path, capsys):
   assert run.main(["--out", str(tmp_path / "old")]) == 1
   assert "already holds a run" in capsys.readouterr().err
   assert (tmp_path / "old" / "report.json").read_text() == "{}"
+
+
+def test_force_deletes_only_the_jobs_own_files(tmp_path):
+  out = tmp_path / "old"
+  out.mkdir()
+  (out / "report.json").write_text("{}")
+  (out / "notes.txt").write_text("mine")
+  train.prepare_run_dir(str(out), force=True, run_files=run.REPORT_FILES)
+  assert not (out / "report.json").exists() and (out / "notes.txt").read_text() == "mine"
+  with pytest.raises(ValueError, match="this job cannot resume"):
+    train.prepare_run_dir(str(out), resume=True, run_files=run.REPORT_FILES)

@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -122,6 +123,9 @@ def test_run_directory_refusals(tiny, tmp_path):
     (["--method", "int8", "--compression", "25"],  # used to quantize to 4x silently
      "int8 cannot compress the tiny model 25x: int8 quantization compresses by 4x"),
     (["--cmr", "1.5"], "--cmr"),
+    (["--method", "kp", "--cmr", "0.3"], "kp has no co-matrix S to tune"),
+    (["--anneal-end", "2"], "anneal_end (--anneal-end) must be a fraction in (0, 1]"),
+    (["--block-switch", "0.9", "--compression", "4"], "block_switch must be in (0, anneal_end=0.6]"),
     (["--data", "/nonexistent/ptb"], "PTB data directory not found"),
     (["--min-count", "2"], "--min-count and --max-vocab apply to a corpus of your own"),
     (["--text", "/nonexistent/t.txt"], "text file not found: /nonexistent/t.txt"),
@@ -204,7 +208,8 @@ def test_cli_help_shows_every_flag_and_default(capsys):
   with pytest.raises(SystemExit):
     train.main(["--help"])
   shown = " ".join(capsys.readouterr().out.split())  # unwrapped
-  assert "--method" in shown and "--structure" not in shown  # the old name is hidden
+  assert "--method" in shown and not re.search(r"--structure(?![-\w])", shown)  # old name hidden
+  assert "--structure-fraction F" in shown and "--block-size RxC" in shown
   assert "(default: dkp)" in shown and "(default: 25, or the method's only factor)" in shown
   assert "contiguous spans" in shown
 
@@ -214,6 +219,38 @@ def test_structure_is_a_deprecated_alias_of_method(capsys):
   assert "--structure is now --method" in capsys.readouterr().err
   assert train.parse_args([]).method == "dkp"
   assert train.parse_args(["--method", "kp"]).method == "kp"
+
+
+def test_a_run_recorded_before_a_recipe_field_existed_resumes(tmp_path):
+  settings = {"preset": "ptb-small", "recipe": presets.get_preset("ptb-small").to_dict(),
+              "method": "dkp"}
+  out = tmp_path / "run"
+  older = {**settings, "recipe": dict(settings["recipe"])}
+  for field in ("precondition_factors", "block_switch", "block_pooling"):
+    del older["recipe"][field]
+  train.prepare_run_dir(str(out), older)
+  assert train.prepare_run_dir(str(out), settings, resume=True) is None
+  with pytest.raises(ValueError, match=r"other settings \(recipe differ\)"):
+    train.prepare_run_dir(str(out), {**settings, "recipe": {**settings["recipe"],
+                                                            "block_pooling": "MAX"}},
+                          resume=True)
+
+
+def test_dkp_options_are_recorded_and_reach_the_model(tiny, tmp_path):
+  out = tmp_path / "run"
+  argv = ["--preset", "tiny", "--compression", "4", "--out", str(out), "--quiet",
+          "--block-size", "1x1", "--cmr-granularity", "matrix", "--anneal-end", "0.5",
+          "--block-pooling", "MAX"]
+  assert train.main(argv) == 0
+  settings = json.loads((out / "run.json").read_text())["settings"]
+  assert settings["method"] == "dkp"
+  assert settings["layer_options"] == {"block_size": [1, 1], "cmr_granularity": "matrix"}
+  assert (settings["recipe"]["anneal_end"], settings["recipe"]["block_pooling"],
+          settings["recipe"]["cmr"]) == (0.5, "MAX", 0.8)
+  cell = dkp.load_model(str(out / "model.keras")).get_layer("lstm_0").cell
+  assert (cell.block_size, cell.cmr_granularity) == ((1, 1), "matrix")
+  assert train.main(argv + ["--resume"]) == 0  # the same options: the finished run
+  assert train.main(argv[:-2] + ["--resume"]) == 2  # others: refused
 
 
 def test_cli_refuses_an_existing_run(tiny, tmp_path, capsys):
@@ -247,17 +284,20 @@ DISTRIBUTED = textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from pipelines import presets, train
+    from pipelines import models, presets, train
     recipe = presets.Recipe("tiny", layers=1, units=16, embedding=8, num_steps=8, batch_size=8,
                             epochs=2, optimizer="adam", learning_rate=3e-3, carry_state=False,
                             corpus_tokens=6000)
     corpus = train.load_corpus(None, recipe)
     out = {}
-    for method in ("dense", "dkp-nocmr", "dkp"):
+    nocmr = models.get_method("dkp").with_options(cmr=0.0)
+    methods = {"dense": ("dense", recipe), "dkp-nocmr": (nocmr, nocmr.adapt(recipe)),
+               "dkp": ("dkp", recipe)}
+    for label, (method, method_recipe) in methods.items():
       for name in ("default", "mirrored"):
         strategy = train.make_strategy(name)
-        result = train.fit_lm(corpus, recipe, method, 4.0, strategy, verbose=0)
-        out[f"{method}/{name}"] = [strategy.num_replicas_in_sync, result["valid_perplexity"]]
+        result = train.fit_lm(corpus, method_recipe, method, 4.0, strategy, verbose=0)
+        out[f"{label}/{name}"] = [strategy.num_replicas_in_sync, result["valid_perplexity"]]
     print("RESULT" + json.dumps(out))
 """)
 
@@ -313,9 +353,9 @@ def test_from_model_checks(tmp_path):
                     base_model=str(tmp_path / "narrow.keras"))
 
 
-def test_schedule_ablation_methods_train_with_their_recipe(tiny):
+def test_anneal_end_option_trains_with_its_window(tiny):
   corpus = train.load_corpus(None, TINY)
-  method = models.get_method("dkp-anneal-30")
+  method = models.get_method("dkp").with_options(anneal_end=0.3)
   result = train.fit_lm(corpus, method.adapt(TINY.replace(epochs=1)), method, 4.0, verbose=0)
   # On the mask update nearest 30% of the steps: S reaches its target on the last one.
   frequency = result["steps_per_epoch"] // TINY.anneal_updates
@@ -327,9 +367,9 @@ def test_schedule_ablation_methods_train_with_their_recipe(tiny):
   assert result["history"]["cmr_rate"][-1] == 0.0  # CMR ends with the annealing window
 
 
-def test_block_switch_method_anneals_1x1_then_ends_in_1x4_blocks(tiny):
+def test_block_switch_option_anneals_1x1_then_ends_in_1x4_blocks(tiny):
   corpus = train.load_corpus(None, TINY)
-  method = models.get_method("dkp-cmr-row-0.8-early-1x1")
+  method = models.get_method("dkp").with_options(block_switch=0.3)
   result = train.fit_lm(corpus, method.adapt(TINY.replace(epochs=2)), method, 4.0, verbose=0)
   steps = result["steps_per_epoch"] * 2
   frequency = result["steps_per_epoch"] // TINY.anneal_updates
@@ -359,10 +399,10 @@ class PoolingProbe(keras.callbacks.Callback):
                     for w in dkp.traversal.pruning_wrappers(self.model)}
 
 
-def test_max_pooling_method_reaches_the_annealing_wrappers(tiny):
+def test_max_pooling_option_reaches_the_annealing_wrappers(tiny):
   probe = PoolingProbe()
   corpus = train.load_corpus(None, TINY)
-  method = models.get_method("dkp-cmr-row-0.8-max")
+  method = models.get_method("dkp").with_options(block_pooling="MAX")
   train.fit_lm(corpus, method.adapt(TINY.replace(epochs=1)), method, 4.0, verbose=0,
                callbacks=[probe])
   assert probe.pooling == {"MAX"}

@@ -6,14 +6,13 @@ shape, every method of ``--methods`` trained twice where it has factors: with
 plain gradients and with scaled factor gradients (``precondition_factors``,
 `dkp_keras.preconditioning`). Reported per run: the validation perplexity on
 the first ``--valid-tokens`` of the validation set, the training perplexity, the
-seconds, for every seed of ``--seeds`` (early SGD at this rate is chaotic: the
-same run on a training set 31 tokens shorter moved dense from 348 to 394), and
-per variant the median, min and max over the seeds. The dense model is the
+seconds, for every seed of ``--seeds`` (early SGD at this rate is chaotic: a
+training set a few tokens shorter moves the results), and per variant the median, min and max over the seeds. The dense model is the
 yardstick of the same run. A probe, not a result: it tells which methods an SGD
 recipe (``ptb-medium``) can train at all.
 
-    python -m benchmarks.sgd_probe --data ../shared/data/ptb      # ~15 min on 2 CPUs
-    python -m benchmarks.sgd_probe --quick                        # embedded corpus, seconds
+    python -m benchmarks.studies.sgd_probe --data ../shared/data/ptb      # ~15 min on 2 CPUs
+    python -m benchmarks.studies.sgd_probe --quick                        # embedded corpus, seconds
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ DEFAULTS = {"preset": "ptb-small", "fraction": 1 / 3, "valid_tokens": 20_000,
             "methods": "dense,kp,lmf,dkp", "compression": 25.0, "seeds": "0,1,2"}
 QUICK = {"preset": "demo", "fraction": 0.05, "valid_tokens": 2_000, "methods": "dense,kp",
          "seeds": "0"}
-DEFAULT_OUT = os.path.join("benchmarks", "results", "sgd_probe.json")
+DEFAULT_OUT = os.path.join("benchmarks", "studies", "results", "sgd_probe.json")
 
 
 def probe_recipe(preset):
@@ -97,7 +96,7 @@ def run_probe(config, data_dir=None, log=print):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(prog="python -m benchmarks.sgd_probe",
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.studies.sgd_probe",
                                    description=__doc__.splitlines()[0])
   parser.add_argument("--data", help="PTB directory (default: the embedded corpus)")
   parser.add_argument("--preset", help=f"model shape (default {DEFAULTS['preset']})")

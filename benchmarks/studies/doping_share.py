@@ -8,8 +8,8 @@ zero (the structure alone), and reports per matrix the Frobenius norms of the
 structure and of S and S's density.
 
 ```
-python -m benchmarks.doping_share --data ../shared/data/ptb --runs runs/accuracy/ptb-small \
-       [--models dkp-25x-seed0-6ep,dkp-cmr-row-25x-seed0-6ep] [--out benchmarks/results/doping_share.json]
+python -m benchmarks.studies.doping_share --data ../shared/data/ptb --runs runs/accuracy/ptb-small \
+       [--models dkp-25x-seed0-6ep,dkp-cmr-row-25x-seed0-6ep] [--out benchmarks/studies/results/doping_share.json]
 ```
 """
 
@@ -25,7 +25,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from benchmarks import common  # pylint: disable=wrong-import-position
 
-DEFAULT_OUT = os.path.join("benchmarks", "results", "doping_share.json")
+DEFAULT_OUT = os.path.join("benchmarks", "studies", "results", "doping_share.json")
 
 
 def matrix_norms(model):
@@ -96,7 +96,7 @@ def measure_run(run_dir, settings, data_dir=None, corpora=None):
 def doped_runs(runs_dir, names=None):
   """(run directory, its settings) for each run under ``runs_dir`` (or those ``names``)
   with a finished doped model."""
-  from pipelines import models  # pylint: disable=import-outside-toplevel
+  from benchmarks import recipes  # pylint: disable=import-outside-toplevel
   if not os.path.isdir(runs_dir):
     raise ValueError(f"{runs_dir}: no such runs directory")
   chosen = []
@@ -108,7 +108,7 @@ def doped_runs(runs_dir, names=None):
     if not finished:
       continue
     settings = run_settings(run_dir)
-    method = models.get_method(settings["method"])
+    method = recipes.get_method(settings["method"])  # a product method or a named recipe
     if method.doped:
       chosen.append((run_dir, settings))
     elif names:
@@ -119,7 +119,7 @@ def doped_runs(runs_dir, names=None):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(prog="python -m benchmarks.doping_share",
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.studies.doping_share",
                                    description=__doc__.splitlines()[0])
   parser.add_argument("--data", help="PTB directory (default: the corpus each run trained on)")
   parser.add_argument("--runs", required=True, help="run directories of benchmarks.accuracy")

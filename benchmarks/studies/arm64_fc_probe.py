@@ -11,8 +11,8 @@ at a time can be switched off. One CSV row per shape x platform x XNNPack
 setting, the max normwise error against x86's output flagged against the
 dynamic-int8 verify tolerance. Everything is emulated.
 
-    sudo python -m benchmarks.arm64_fc_probe
-    sudo python -m benchmarks.arm64_fc_probe --rows 1,2 --cpus 'max;max,sme=off'
+    sudo python -m benchmarks.studies.arm64_fc_probe
+    sudo python -m benchmarks.studies.arm64_fc_probe --rows 1,2 --cpus 'max;max,sme=off'
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ TOLERANCE = convert_pipeline.TOLERANCES["dynamic-int8"]
 SHAPES = ((25, 52), (26, 50), (32, 64), (652, 2600))
 COLUMNS = ["model", "rows", "in_features", "out_features", "platform", "xnnpack", "samples",
            "max_error", "tolerance", "within_tolerance", "status", "emulated"]
-DEFAULT_OUT = os.path.join("benchmarks", "results", "arm64_fc_probe_emulated.csv")
+DEFAULT_OUT = os.path.join("benchmarks", "studies", "results", "arm64_fc_probe_emulated.csv")
 
 
 def fc_model(rows, in_features, out_features, seed=0):
@@ -105,7 +105,7 @@ def probe_rows(entries, runs):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(prog="python -m benchmarks.arm64_fc_probe",
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.studies.arm64_fc_probe",
                                    description=__doc__.split("\n\n", maxsplit=1)[0])
   parser.add_argument("--rows", default="1,2,4,26", help="input rows (the FC's batch)")
   parser.add_argument("--cpus", type=arm64_parity.name_list(arm64_parity.CPUS, separator=";"),
