@@ -10,6 +10,7 @@ eagerly: the tf_keras names below load on first use, so that importing
 
 import importlib
 import importlib.abc
+import importlib.util
 import os
 import sys
 
@@ -58,9 +59,14 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-  if name not in _LAZY_NAMES:
+  if name in _LAZY_NAMES:
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
+  elif importlib.util.find_spec(f"{__name__}.{name}") is not None:
+    # `dkp.traversal.chain_layers(...)` after a bare `import dkp_keras as dkp`, as when the
+    # package imported its submodules eagerly.
+    value = importlib.import_module(f"{__name__}.{name}")
+  else:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-  value = getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
   globals()[name] = value  # later lookups skip this function
   return value
 

@@ -204,7 +204,9 @@ def test_modules_both_front_ends_share_import_no_tensorflow():
 
 @pytest.mark.parametrize("statement", ["from dkp_keras import annealing",
                                        "import dkp_keras.doped_matrix",
-                                       "import dkp_keras as dkp; dkp.DopedDense"])
+                                       "import dkp_keras as dkp; dkp.DopedDense",
+                                       # a submodule as an attribute of the lazy package
+                                       "import dkp_keras as dkp; dkp.traversal.chain_layers"])
 def test_tf_keras_front_end_still_loads_legacy_keras_first(statement):
   # Every path into the tf_keras front end sets TF_USE_LEGACY_KERAS before TensorFlow loads
   # (tfmot sets it too, but only once TensorFlow is loaded).
