@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import accuracy
 from pipelines import presets
-from pipelines import train
+from pipelines import training
 
 TINY = presets.Recipe("tiny", layers=1, units=16, embedding=8, num_steps=8, batch_size=8,
                       epochs=1, optimizer="adam", learning_rate=3e-3, corpus_tokens=4000)
@@ -48,7 +48,7 @@ def test_runner_csv_resume_and_render(tiny, tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="--resume"):
     accuracy.run(out, ["dense"], [4], **options)
   calls = []
-  real = train.train_run
+  real = training.train_run
   monkeypatch.setattr(train, "train_run", lambda *a, **k: calls.append(a) or real(*a, **k))
   frame = accuracy.run(out, ["dense", "dkp", "kp"], [4], resume=True, **options)
   assert [c[3].name for c in calls] == ["kp"]  # finished rows skipped
@@ -76,7 +76,7 @@ def test_a_named_recipe_trains_its_base_method_with_its_options(tiny, tmp_path, 
 
 def test_wall_time_counts_killed_legs_and_finished_runs(tiny, tmp_path, monkeypatch):
   options = dict(preset="tiny", runs_dir=str(tmp_path / "runs"), verbose=0)
-  real = train.train_run
+  real = training.train_run
 
   def resumed_after_a_kill(*args, **kwargs):
     return {**real(*args, **kwargs), "earlier_train_seconds": 1000.0}
@@ -138,7 +138,7 @@ def test_bad_results_file(tmp_path, capsys):
 def test_quantized_rows_quantize_the_dense_rows_model(tiny, tmp_path, monkeypatch):
   out = str(tmp_path / "q.csv")
   fits = []
-  real = train.fit_lm
+  real = training.fit_lm
   monkeypatch.setattr(train, "fit_lm", lambda *a, **k: fits.append(a[2]) or real(*a, **k))
   frame = accuracy.run(out, ["dense", "int8", "int4"], [4], preset="tiny",
                        runs_dir=str(tmp_path / "runs"), verbose=0)

@@ -37,8 +37,7 @@ import tf_keras as keras
 import dkp_keras as dkp
 from dkp_keras.deployed_layout import is_pruned
 from tflite_ops import sparse_matmul
-
-MODES = ("sequence", "step")
+from tflite_ops.lowering_options import MODES
 
 
 class UnsupportedModelError(ValueError):
