@@ -121,7 +121,7 @@ def file_lstm_bytes(path, vocab):
 
 
 def time_convert(model, mode, config, directory, tag):
-  """One `pipelines.convert.convert` call: (wall seconds, report)."""
+  """One `pipelines.conversion.convert` call: (wall seconds, report)."""
   out = os.path.join(directory, f"{tag}_{mode}.tflite")
   start = time.perf_counter()
   result = conversion.convert(model, out, mode=mode, seq_len=config["seq_len"],
@@ -266,7 +266,7 @@ def main(argv=None):
       "config": config,
       "host": host,
       "timing": {
-          "method": "pipelines.convert.convert(model, out, mode, verify_samples=1), "
+          "method": "pipelines.conversion.convert(model, out, mode, verify_samples=1), "
                     "after an untimed warm-up conversion, interleaved across models and modes",
           "clock": "time.perf_counter",
           "statistic": "median over repeats; convert_seconds = lowering + TFLite conversion, "

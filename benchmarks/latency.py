@@ -18,7 +18,7 @@ latency ratio isolates the LSTM layers. Structures (``--structures``):
 - ``lmf`` / ``hmd``: `dkp.DKPLSTM(..., structure='lowrank' | 'hmd', doped=False)`.
 
 A structure / compression the package rejects (ValueError) is skipped with a
-note. Each model is converted with `pipelines.convert.convert` in ``step`` mode
+note. Each model is converted with `pipelines.conversion.convert` in ``step`` mode
 (one invoke = one time step, states as inputs) and ``sequence`` mode (one
 invoke = ``--seq-len`` steps). All variants of one (mode, threads, XNNPack on
 or off) setting are timed together by `tflite_ops.timing.interleaved_medians`,

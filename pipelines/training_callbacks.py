@@ -1,4 +1,4 @@
-"""The Keras callbacks `pipelines.train.fit_lm` trains a language model with.
+"""The Keras callbacks `pipelines.training.fit_lm` trains a language model with.
 
 * `ResetStates`: every epoch starts from zero LSTM states (stateful training);
 * `Perplexity`: ``perplexity`` and ``val_perplexity`` in the epoch's logs;
@@ -37,7 +37,7 @@ class Perplexity(keras.callbacks.Callback):
 
   Args:
     evaluate: a function of the model returning its validation perplexity
-      (e.g. `pipelines.train.evaluate_perplexity` on the validation split), or
+      (e.g. `pipelines.training.evaluate_perplexity` on the validation split), or
       None for training perplexity only.
   """
 
