@@ -27,6 +27,7 @@ import dkp_keras as dkp  # registers the DKP layers, sets TF_USE_LEGACY_KERAS
 import tensorflow as tf  # noqa: E402  (after dkp_keras)
 import tf_keras as keras  # noqa: E402
 
+from dkp_keras.compression import missed_target_warning  # noqa: E402
 from dkp_keras.verify import normwise_error  # noqa: E402
 from pipelines import choices  # noqa: E402
 from pipelines import models  # noqa: E402
@@ -381,7 +382,7 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
         "op_counts": info.op_counts, "bytes": _components(info, lowered, table, quantize),
         "sparsity": {**_sparse_check(info, lowered), "csr_stored": csr_stored},
         "verification": {**checked, "tolerance": limit}, "convert_seconds": convert_s,
-        "target_warning": dkp.compression.missed_target_warning(table),
+        "target_warning": missed_target_warning(table),
     }
     if checked["max_error"] is not None and not checked["max_error"] <= limit:
       files.publish(tmp, out + UNVERIFIED)

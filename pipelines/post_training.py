@@ -24,6 +24,7 @@ from dkp_keras import annealing
 from dkp_keras import blocks
 from dkp_keras import kronecker
 from dkp_keras import traversal
+from dkp_keras.compression import missed_target_warning
 from pipelines import choices
 from pipelines import models
 from pipelines import presets
@@ -198,7 +199,7 @@ def compress(model_path, out, compression=25.0, finetune_epochs=1, data_dir=None
   rows = table[table["layer"] != "total"]
   report["layers"] = rows[["layer", "type", "compression", "byte_compression",
                            "target_compression", "meets_target"]].to_dict("records")
-  report["target_warning"] = dkp.compression.missed_target_warning(table)
+  report["target_warning"] = missed_target_warning(table)
   training.save_atomically(final, out)
   files.write_json_atomic(report_path, report)
   return report

@@ -24,6 +24,7 @@ import numpy as np
 
 import dkp_keras as dkp
 from dkp_keras import compat
+from dkp_keras.compression import missed_target_warning
 from dkp_keras import traversal
 from pipelines import choices
 from pipelines import corpora
@@ -512,7 +513,7 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
              "epochs": recipe.epochs,
              "carry_state": result["carry_state"], "history": result["history"],
              **lstm_compression(model, recipe, method),
-             "target_warning": dkp.compression.missed_target_warning(
+             "target_warning": missed_target_warning(
                  dkp.compression_report(model))}
   if not chief:
     return metrics

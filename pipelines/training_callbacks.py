@@ -18,7 +18,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-import dkp_keras as dkp
+from dkp_keras import compat
+from dkp_keras import traversal
 from tflite_ops import files
 
 
@@ -27,7 +28,7 @@ class ResetStates(keras.callbacks.Callback):
 
   def on_epoch_begin(self, epoch, logs=None):
     # Model.reset_states misses RNNs inside pruning wrappers.
-    for layer in dkp.traversal.all_layers(self.model):
+    for layer in traversal.all_layers(self.model):
       if isinstance(layer, keras.layers.RNN) and layer.stateful:
         layer.reset_states()
 
@@ -59,8 +60,8 @@ class Perplexity(keras.callbacks.Callback):
 def random_generators(model):
   """The `tf.random.Generator` of every layer that has made one (in layer order)."""
   generators = []
-  for layer in dkp.traversal.all_layers(model):
-    generator = dkp.compat.random_generator(layer)
+  for layer in traversal.all_layers(model):
+    generator = compat.random_generator(layer)
     if generator is not None:
       generators.append(generator)
   return generators
