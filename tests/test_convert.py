@@ -511,7 +511,7 @@ def test_cli_refuses_verify_data_the_model_cannot_take(data, message, token_mode
                                                        capsys, monkeypatch):
   def convert_nothing(*args):
     raise AssertionError("the converter ran before --verify-data was checked")
-  monkeypatch.setattr(convert, "_converter", convert_nothing)
+  monkeypatch.setattr(conversion, "_converter", convert_nothing)
   np.save(tmp_path / "ids.npy", data)
   code, captured = cli([token_model_file, "--out", tmp_path / "m.tflite", "--verify-data",
                         tmp_path / "ids.npy"], capsys)

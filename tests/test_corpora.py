@@ -250,7 +250,7 @@ def test_accuracy_passes_the_corpus_to_every_run(fake_docs, tmp_path, monkeypatc
     return {"valid_perplexity": 9.0, "test_perplexity": 9.5, "lstm_params": 10,
             "model_bytes": 100, "lstm_compression": 1.0, "train_seconds": 1.0}
 
-  monkeypatch.setattr(train, "train_run", fake_train_run)
+  monkeypatch.setattr(training, "train_run", fake_train_run)
   monkeypatch.chdir(tmp_path)
   assert accuracy.main(["--corpus", "python-docs", "--preset", "tiny", "--methods", "dense",
                         "--seeds", "0,1", "--out", "docs.csv", "--quiet"]) == 0
