@@ -41,7 +41,7 @@ from benchmarks import recipes
 from pipelines import corpora
 from pipelines import figures
 from pipelines import presets
-from pipelines import train
+from pipelines import training
 from tflite_ops import files
 
 COLUMNS = ["method", "compression", "seed", "valid_ppl", "test_ppl", "params", "model_bytes",
@@ -132,7 +132,7 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
         resume=False, epochs=None, runs_dir=None, verbose=1, corpus_name=None):
   """Runs every missing row, appending each to the CSV ``out``; returns the results frame.
 
-  ``corpus_name`` (`train.load_corpus`) trains on a packaged corpus instead of
+  ``corpus_name`` (`training.load_corpus`) trains on a packaged corpus instead of
   ``data_dir``; its run directories default to ``runs/accuracy/<corpus>-<preset>``.
   """
   recipe = presets.get_preset(preset)
@@ -163,11 +163,11 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
       dense_dir = _run_dir(runs_dir, "dense", 1.0, seed, epochs)
       base_model = os.path.join(dense_dir, "model.keras")
       if not os.path.exists(base_model):
-        train.train_run(dense_dir, preset, data_dir, "dense", 1.0, seed=seed, epochs=epochs,
+        training.train_run(dense_dir, preset, data_dir, "dense", 1.0, seed=seed, epochs=epochs,
                         resume=os.path.exists(os.path.join(dense_dir, "run.json")),
                         verbose=2 if verbose else 0, corpus_name=corpus_name)
     finished = os.path.exists(os.path.join(run_dir, "metrics.json"))
-    metrics = train.train_run(run_dir, preset, data_dir, recipes.get_method(method),
+    metrics = training.train_run(run_dir, preset, data_dir, recipes.get_method(method),
                               compression, seed=seed,
                               epochs=epochs, resume=resuming, verbose=2 if verbose else 0,
                               base_model=base_model, corpus_name=corpus_name,

@@ -42,7 +42,8 @@ from benchmarks import common  # imports dkp_keras first
 from benchmarks import latency
 
 from dkp_keras import verify as dkp_verify  # noqa: E402  pylint: disable=wrong-import-order
-from pipelines import convert as convert_pipeline  # noqa: E402
+from pipelines import choices  # noqa: E402
+from pipelines import conversion  # noqa: E402
 from tflite_ops import files  # noqa: E402
 
 EMULATED_DIR = os.path.join(common.PROJECT_ROOT, "benchmarks", "on_device", "emulated")
@@ -98,13 +99,13 @@ def build_and_convert(config, work, log=print):
       entry = {"name": stem, "file": f"models/{stem}.tflite", "mode": mode,
                "inputs": f"inputs/{stem}.npy", "model": name, "structure": structure,
                "compression": compression, "quantize": quantize, "kernel": kernel,
-               "tolerance": convert_pipeline.TOLERANCES[quantize]}
+               "tolerance": choices.TOLERANCES[quantize]}
       start = time.perf_counter()
       try:
-        convert_pipeline.convert(built[structure], path, mode=mode, seq_len=config["steps"],
+        conversion.convert(built[structure], path, mode=mode, seq_len=config["steps"],
                                  sparse_kernel=kernel, quantize=quantize, verify_samples=2,
                                  force=True)
-      except (ValueError, convert_pipeline.ConversionError) as error:
+      except (ValueError, conversion.ConversionError) as error:
         entry["convert_error"] = str(error).splitlines()[0][:200]
         log(f"  {stem}: conversion failed: {entry['convert_error']}")
         entries.append(entry)

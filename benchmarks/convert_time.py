@@ -39,7 +39,7 @@ from benchmarks import common  # imports dkp_keras first
 import dkp_keras as dkp  # noqa: E402  pylint: disable=wrong-import-order
 import tf_keras as keras  # noqa: E402  pylint: disable=wrong-import-order
 
-from pipelines import convert as convert_pipeline  # noqa: E402
+from pipelines import conversion  # noqa: E402
 from tflite_ops import describe  # noqa: E402
 
 MODELS = ("dkp", "dense")
@@ -121,10 +121,10 @@ def file_lstm_bytes(path, vocab):
 
 
 def time_convert(model, mode, config, directory, tag):
-  """One `pipelines.convert.convert` call: (wall seconds, report)."""
+  """One `pipelines.conversion.convert` call: (wall seconds, report)."""
   out = os.path.join(directory, f"{tag}_{mode}.tflite")
   start = time.perf_counter()
-  result = convert_pipeline.convert(model, out, mode=mode, seq_len=config["seq_len"],
+  result = conversion.convert(model, out, mode=mode, seq_len=config["seq_len"],
                                     verify_samples=1, force=True)
   return time.perf_counter() - start, result.report
 
@@ -134,7 +134,7 @@ def warm_up(directory, log=print):
   start = time.perf_counter()
   model = build_model("dkp", 8, 1, 20, 1.0)
   for mode in MODES:
-    convert_pipeline.convert(model, os.path.join(directory, f"warmup_{mode}.tflite"), mode=mode,
+    conversion.convert(model, os.path.join(directory, f"warmup_{mode}.tflite"), mode=mode,
                              seq_len=3, verify_samples=1, force=True)
   seconds = time.perf_counter() - start
   log(f"  warm-up conversions in {seconds:.1f} s")
@@ -266,7 +266,7 @@ def main(argv=None):
       "config": config,
       "host": host,
       "timing": {
-          "method": "pipelines.convert.convert(model, out, mode, verify_samples=1), "
+          "method": "pipelines.conversion.convert(model, out, mode, verify_samples=1), "
                     "after an untimed warm-up conversion, interleaved across models and modes",
           "clock": "time.perf_counter",
           "statistic": "median over repeats; convert_seconds = lowering + TFLite conversion, "

@@ -18,7 +18,7 @@ latency ratio isolates the LSTM layers. Structures (``--structures``):
 - ``lmf`` / ``hmd``: `dkp.DKPLSTM(..., structure='lowrank' | 'hmd', doped=False)`.
 
 A structure / compression the package rejects (ValueError) is skipped with a
-note. Each model is converted with `pipelines.convert.convert` in ``step`` mode
+note. Each model is converted with `pipelines.conversion.convert` in ``step`` mode
 (one invoke = one time step, states as inputs) and ``sequence`` mode (one
 invoke = ``--seq-len`` steps). All variants of one (mode, threads, XNNPack on
 or off) setting are timed together by `tflite_ops.timing.interleaved_medians`,
@@ -49,7 +49,7 @@ from benchmarks import common  # imports dkp_keras first
 import dkp_keras as dkp  # noqa: E402  pylint: disable=wrong-import-order
 import tf_keras as keras  # noqa: E402  pylint: disable=wrong-import-order
 
-from pipelines import convert as convert_pipeline  # noqa: E402
+from pipelines import conversion  # noqa: E402
 from tflite_ops import files  # noqa: E402
 from tflite_ops import timing  # noqa: E402
 
@@ -211,7 +211,7 @@ def convert_all(models, mode, config, directory, log=print):
     key = (name, compression)
     out = os.path.join(directory, f"{name}_{compression:g}_{mode}.tflite")
     start = time.perf_counter()
-    result = convert_pipeline.convert(model, out, mode=mode, seq_len=config["seq_len"],
+    result = conversion.convert(model, out, mode=mode, seq_len=config["seq_len"],
                                       verify_samples=1, force=True)
     paths[key], reports[key] = result.path, result.report
     log(f"  converted {name:<10} {compression:>5g}x {mode:<8} in "

@@ -1,9 +1,9 @@
 """Perplexity of the file that ships: a language model as a step-mode ``.tflite``.
 
-The model is converted with `pipelines.convert` (step mode: one token per
+The model is converted with `pipelines.conversion` (step mode: one token per
 invoke, the LSTM states explicit inputs and outputs) and run through LiteRT
 over a whole split, the states carried from step to step. The stream is cut
-exactly as `pipelines.train.evaluate_perplexity` cuts it (``batch_size`` rows,
+exactly as `pipelines.training.evaluate_perplexity` cuts it (``batch_size`` rows,
 windows of ``num_steps`` tokens, the tail dropped), so the float32 file and
 Keras score the same tokens from the same states and their perplexities are
 directly comparable.
@@ -19,10 +19,10 @@ import tempfile
 
 import numpy as np
 
-from pipelines import convert
+from pipelines import choices
+from pipelines import conversion
 from pipelines import data
 
-EXPORTS = ("float32", "dynamic-int8")
 _QUANTIZE = {"float32": "none", "dynamic-int8": "dynamic-int8", "float16": "float16"}
 
 
@@ -47,7 +47,7 @@ def tflite_perplexity(path, ids, batch_size, num_steps):
     exp(mean negative log-likelihood) over every scored token.
   """
   x, y = data.batchify_arrays(np.asarray(ids), batch_size, num_steps)
-  interpreter, _ = convert.open_interpreter(path)
+  interpreter, _ = conversion.open_interpreter(path)
   runner = interpreter.get_signature_runner()
   inputs = runner.get_input_details()
   if "inputs" not in inputs or inputs["inputs"]["shape"][:2].tolist() != [batch_size, 1]:
@@ -68,7 +68,7 @@ def tflite_perplexity(path, ids, batch_size, num_steps):
   return float(np.exp(total / count))
 
 
-def deployed_perplexities(model, ids, batch_size, num_steps, exports=EXPORTS):
+def deployed_perplexities(model, ids, batch_size, num_steps, exports=choices.DEPLOYED_EXPORTS):
   """Converts ``model`` to each export and measures its perplexity on ``ids``.
 
   The files go to a temporary directory and are removed afterwards.
@@ -86,7 +86,7 @@ def deployed_perplexities(model, ids, batch_size, num_steps, exports=EXPORTS):
       path = os.path.join(workdir, f"{export}.tflite")
       # A quantized file is checked by the perplexity measured here, not by the
       # float tolerance on random inputs (which int8 weights may exceed on random tokens).
-      convert.convert(model, path, mode="step", batch_size=batch_size,
+      conversion.convert(model, path, mode="step", batch_size=batch_size,
                       quantize=_QUANTIZE[export], verify_samples=2 if export == "float32" else 0)
       results[export] = {"perplexity": tflite_perplexity(path, ids, batch_size, num_steps),
                          "bytes": os.path.getsize(path)}

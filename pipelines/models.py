@@ -29,6 +29,8 @@ import math
 import numpy as np
 
 import dkp_keras as dkp
+from dkp_keras import cmr
+from dkp_keras import structures
 
 # The DKP knobs: arguments of the `DKPLSTM` layers ...
 LAYER_OPTIONS = ("cmr_granularity", "block_size", "structure_fraction")
@@ -126,7 +128,7 @@ def _check_options(options):
   if "cmr" in options and not 0.0 <= options["cmr"] < 1.0:
     raise ValueError(f"{_named('cmr')}, the initial co-matrix dropout rate, must be in [0, 1), "
                      f"got {options['cmr']}")
-  choices = {"cmr_granularity": dkp.cmr.GRANULARITIES, "cmr_decay": dkp.cmr.DECAYS,
+  choices = {"cmr_granularity": cmr.GRANULARITIES, "cmr_decay": cmr.DECAYS,
              "block_pooling": BLOCK_POOLINGS}
   for name, allowed in choices.items():
     if name in options and options[name] not in allowed:
@@ -302,7 +304,7 @@ def pruning_sparsity(layer, compression):
   kernels = sum(int(np.prod(w.shape)) for w in layer.cell.weights if len(w.shape) == 2)
   total = sum(int(np.prod(w.shape)) for w in layer.weights)
   # The structured layers' budget (and refusal): the bias stays dense.
-  keep = dkp.structures.layer_weight_budget(kernels, total - kernels, compression)
+  keep = structures.layer_weight_budget(kernels, total - kernels, compression)
   return 1.0 - keep / kernels
 
 

@@ -1,12 +1,14 @@
 """Quick start: train a small DKP LSTM language model on the embedded corpus.
 
-``python -m pipelines.quickstart [--epochs 4] [--compression 10] [--out model.keras]``
+``python -m pipelines.quickstart [--epochs 4] [--compression 10] [--out model.keras]
+[--verbose]``
 
 Builds Embedding -> DKPLSTM -> DopedDense, anneals the doping matrices to the
 sparsity the compression factor needs (with co-matrix dropout), finalizes the
 model, prints its compression report and its validation perplexity next to the
 unigram baseline and the corpus' best achievable perplexity, and optionally
-saves it. Runs in about a minute on 2 CPU cores.
+saves it (`training.train_small_dkp_lm`). Runs in about a minute on 2 CPU
+cores. ``--help`` and usage errors answer without loading TensorFlow.
 """
 
 from __future__ import annotations
@@ -14,26 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import dkp_keras as dkp
-from pipelines import data
-from pipelines import presets
-from pipelines import train
-
-
-def train_small_dkp_lm(epochs=4, compression=10.0, tokens=120_000, batch=32, steps=20, cmr=0.8,
-                       out=None, verbose=2):
-  """Trains, anneals and finalizes the model; returns perplexities, report and model."""
-  recipe = presets.get_preset("demo").replace(
-      units=128, epochs=epochs, corpus_tokens=tokens, batch_size=batch, num_steps=steps, cmr=cmr)
-  corpus = train.load_corpus(None, recipe)
-  result = train.fit_lm(corpus, recipe, "dkp", compression, verbose=verbose)
-  if out:
-    train.save_atomically(result["model"], out)
-  return {**result, "report": dkp.compression_report(result["model"]),
-          "perplexity": result["valid_perplexity"],
-          "unigram_perplexity": data.unigram_perplexity(corpus.train, corpus.valid,
-                                                        corpus.vocab_size),
-          "optimal_perplexity": corpus.optimal_perplexity}
+from tflite_ops import quiet_tensorflow
 
 
 def build_parser():
@@ -47,15 +30,19 @@ def build_parser():
   parser.add_argument("--steps", type=int, default=20, help="time steps per training window")
   parser.add_argument("--cmr", type=float, default=0.8, help="initial co-matrix dropout rate")
   parser.add_argument("--out", help="save the finalized model here (.keras)")
+  parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up log")
   return parser
 
 
 def main(argv=None):
   parser = build_parser()
   args = parser.parse_args(argv)
+  quiet_tensorflow.import_tensorflow(verbose=args.verbose)
+  # Here, not at the top: --help and usage errors answer without loading TensorFlow.
+  from pipelines import training  # pylint: disable=import-outside-toplevel
   try:
-    result = train_small_dkp_lm(args.epochs, args.compression, args.tokens, args.batch, args.steps, args.cmr,
-                 args.out)
+    result = training.train_small_dkp_lm(args.epochs, args.compression, args.tokens, args.batch,
+                                         args.steps, args.cmr, args.out)
   except ValueError as error:
     parser.error(str(error))
   print("\nCompression report")

@@ -1,4 +1,4 @@
-"""The Keras callbacks `pipelines.train.fit_lm` trains a language model with.
+"""The Keras callbacks `pipelines.training.fit_lm` trains a language model with.
 
 * `ResetStates`: every epoch starts from zero LSTM states (stateful training);
 * `Perplexity`: ``perplexity`` and ``val_perplexity`` in the epoch's logs;
@@ -18,7 +18,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-import dkp_keras as dkp
+from dkp_keras import compat
+from dkp_keras import traversal
 from tflite_ops import files
 
 
@@ -27,7 +28,7 @@ class ResetStates(keras.callbacks.Callback):
 
   def on_epoch_begin(self, epoch, logs=None):
     # Model.reset_states misses RNNs inside pruning wrappers.
-    for layer in dkp.traversal.all_layers(self.model):
+    for layer in traversal.all_layers(self.model):
       if isinstance(layer, keras.layers.RNN) and layer.stateful:
         layer.reset_states()
 
@@ -37,7 +38,7 @@ class Perplexity(keras.callbacks.Callback):
 
   Args:
     evaluate: a function of the model returning its validation perplexity
-      (e.g. `pipelines.train.evaluate_perplexity` on the validation split), or
+      (e.g. `pipelines.training.evaluate_perplexity` on the validation split), or
       None for training perplexity only.
   """
 
@@ -59,8 +60,8 @@ class Perplexity(keras.callbacks.Callback):
 def random_generators(model):
   """The `tf.random.Generator` of every layer that has made one (in layer order)."""
   generators = []
-  for layer in dkp.traversal.all_layers(model):
-    generator = dkp.compat.random_generator(layer)
+  for layer in traversal.all_layers(model):
+    generator = compat.random_generator(layer)
     if generator is not None:
       generators.append(generator)
   return generators

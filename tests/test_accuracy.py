@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import accuracy
 from pipelines import presets
-from pipelines import train
+from pipelines import training
 
 TINY = presets.Recipe("tiny", layers=1, units=16, embedding=8, num_steps=8, batch_size=8,
                       epochs=1, optimizer="adam", learning_rate=3e-3, corpus_tokens=4000)
@@ -48,8 +48,8 @@ def test_runner_csv_resume_and_render(tiny, tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="--resume"):
     accuracy.run(out, ["dense"], [4], **options)
   calls = []
-  real = train.train_run
-  monkeypatch.setattr(train, "train_run", lambda *a, **k: calls.append(a) or real(*a, **k))
+  real = training.train_run
+  monkeypatch.setattr(training, "train_run", lambda *a, **k: calls.append(a) or real(*a, **k))
   frame = accuracy.run(out, ["dense", "dkp", "kp"], [4], resume=True, **options)
   assert [c[3].name for c in calls] == ["kp"]  # finished rows skipped
   assert len(frame) == 5 and len(pd.read_csv(out)) == 5
@@ -62,7 +62,7 @@ def test_a_named_recipe_trains_its_base_method_with_its_options(tiny, tmp_path, 
     calls.append((args, kwargs))
     raise OSError("stop here")
 
-  monkeypatch.setattr(train, "train_run", stop)
+  monkeypatch.setattr(training, "train_run", stop)
   with pytest.raises(OSError, match="stop here"):
     accuracy.run(str(tmp_path / "r.csv"), ["dkp-1x1"], [4], preset="tiny",
                  runs_dir=str(tmp_path / "runs"), verbose=0)
@@ -76,16 +76,16 @@ def test_a_named_recipe_trains_its_base_method_with_its_options(tiny, tmp_path, 
 
 def test_wall_time_counts_killed_legs_and_finished_runs(tiny, tmp_path, monkeypatch):
   options = dict(preset="tiny", runs_dir=str(tmp_path / "runs"), verbose=0)
-  real = train.train_run
+  real = training.train_run
 
   def resumed_after_a_kill(*args, **kwargs):
     return {**real(*args, **kwargs), "earlier_train_seconds": 1000.0}
 
-  monkeypatch.setattr(train, "train_run", resumed_after_a_kill)
+  monkeypatch.setattr(training, "train_run", resumed_after_a_kill)
   first = accuracy.run(str(tmp_path / "a.csv"), ["dense"], [4], **options)
   assert 1000.0 < first["wall_s"][0] < 1000.0 + 600
   # A run that finished before its row was written reports its training time.
-  monkeypatch.setattr(train, "train_run", real)
+  monkeypatch.setattr(training, "train_run", real)
   again = accuracy.run(str(tmp_path / "b.csv"), ["dense"], [4], **options)
   trained = json.loads((tmp_path / "runs" / "dense-1x-seed0-1ep" / "metrics.json").read_text())
   assert again["wall_s"][0] == pytest.approx(trained["train_seconds"], abs=0.1)
@@ -112,7 +112,7 @@ def test_results_without_a_recipe_column_still_resume(tiny, tmp_path, monkeypatc
   pd.read_csv(out).drop(columns=["recipe"]).to_csv(out, index=False)  # as written before
   assert accuracy.read_results(str(out))["recipe"].tolist() == [accuracy.UNRECORDED]
   calls = []
-  monkeypatch.setattr(train, "train_run", lambda *a, **k: calls.append(a))
+  monkeypatch.setattr(training, "train_run", lambda *a, **k: calls.append(a))
   frame = accuracy.run(str(out), ["dense"], [4], resume=True, **options)
   assert not calls and len(frame) == 1
 
@@ -138,8 +138,8 @@ def test_bad_results_file(tmp_path, capsys):
 def test_quantized_rows_quantize_the_dense_rows_model(tiny, tmp_path, monkeypatch):
   out = str(tmp_path / "q.csv")
   fits = []
-  real = train.fit_lm
-  monkeypatch.setattr(train, "fit_lm", lambda *a, **k: fits.append(a[2]) or real(*a, **k))
+  real = training.fit_lm
+  monkeypatch.setattr(training, "fit_lm", lambda *a, **k: fits.append(a[2]) or real(*a, **k))
   frame = accuracy.run(out, ["dense", "int8", "int4"], [4], preset="tiny",
                        runs_dir=str(tmp_path / "runs"), verbose=0)
   assert [getattr(m, "name", m) for m in fits] == ["dense"]  # no second dense training

@@ -10,14 +10,15 @@ import pytest
 
 from benchmarks import arm64_parity
 from benchmarks import latency
-from pipelines import convert as convert_pipeline
+from pipelines import choices
+from pipelines import conversion
 
 
 def _entry(name, quantize="none", **extra):
   return {"name": name, "file": f"models/{name}.tflite", "mode": "step",
           "inputs": f"inputs/{name}.npy", "model": name.split("_")[0], "structure": "dkp",
           "compression": 25.0, "quantize": quantize, "kernel": "block",
-          "tolerance": convert_pipeline.TOLERANCES[quantize], **extra}
+          "tolerance": choices.TOLERANCES[quantize], **extra}
 
 
 def _record(directory, outputs):
@@ -88,7 +89,7 @@ def test_guest_outputs_step_chain_matches_sequence(tmp_path):
   """guest_outputs.py feeds a step model its states back: the same outputs as sequence mode."""
   model = latency.build_model("baseline", 8, 1, 1.0)
   for mode in ("step", "sequence"):
-    convert_pipeline.convert(model, str(tmp_path / f"m_{mode}.tflite"), mode=mode, seq_len=5,
+    conversion.convert(model, str(tmp_path / f"m_{mode}.tflite"), mode=mode, seq_len=5,
                              verify_samples=0)
   inputs = np.random.default_rng(1).normal(size=(2, 1, 5, 8)).astype(np.float32)
   np.save(tmp_path / "x.npy", inputs)

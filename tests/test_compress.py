@@ -10,8 +10,9 @@ import dkp_keras as dkp
 
 from dkp_keras import kronecker
 from pipelines import compress
+from pipelines import post_training
 from pipelines import presets
-from pipelines import train
+from pipelines import training
 
 TINY = presets.Recipe("tiny", layers=1, units=16, embedding=8, num_steps=8, batch_size=8,
                       epochs=2, optimizer="adam", learning_rate=3e-3, corpus_tokens=6000)
@@ -21,7 +22,7 @@ TINY = presets.Recipe("tiny", layers=1, units=16, embedding=8, num_steps=8, batc
 def _dense_path(tmp_path_factory):
   presets.PRESETS["tiny"] = TINY
   out = tmp_path_factory.mktemp("dense") / "run"
-  train.train_run(str(out), "tiny", method="dense", verbose=0)
+  training.train_run(str(out), "tiny", method="dense", verbose=0)
   yield out / "model.keras"
   del presets.PRESETS["tiny"]
 
@@ -31,7 +32,7 @@ def test_top_blocks_keeps_the_largest_blocks():
   residual[0:4, 0] = 5.0  # block (0, 0): mean 5
   residual[4:8, 1] = [1, -1, 1, -1]  # block (1, 1): mean |.| 1
   residual[4, 0] = -3.0  # block (1, 0): mean 0.75
-  kept = compress.top_blocks(residual, keep_fraction=0.5, block_size=(4, 1))
+  kept = post_training.top_blocks(residual, keep_fraction=0.5, block_size=(4, 1))
   np.testing.assert_array_equal(kept[:, 0][:4], 5.0)
   np.testing.assert_array_equal(kept[4:, 1], [1, -1, 1, -1])
   assert kept[4, 0] == 0 and np.count_nonzero(kept) == 8
@@ -39,7 +40,7 @@ def test_top_blocks_keeps_the_largest_blocks():
 
 def test_projection_is_the_nearest_kronecker_plus_residual(dense_path):
   dense = dkp.load_model(str(dense_path))
-  full = compress.project_model(dense, compression=1.5, min_params=0)  # S keeps most of it
+  full = post_training.project_model(dense, compression=1.5, min_params=0)  # S keeps most of it
   cell, old = full.get_layer("lstm_0").cell, dense.get_layer("lstm_0").cell
   matrix = cell.doped_matrices["recurrent"]
   a, b = kronecker.nearest_kronecker(old.recurrent_kernel.numpy().T, matrix.structure.shape)
@@ -57,7 +58,7 @@ def test_projection_is_the_nearest_kronecker_plus_residual(dense_path):
 def test_projection_takes_scaled_factor_gradients_when_asked(dense_path):
   dense = dkp.load_model(str(dense_path))
   for asked in (False, True):
-    projected = compress.project_model(dense, compression=2, min_params=0,
+    projected = post_training.project_model(dense, compression=2, min_params=0,
                                        precondition_factors=asked)
     assert projected.get_layer("lstm_0").cell.precondition_factors is asked
 
@@ -65,7 +66,7 @@ def test_projection_takes_scaled_factor_gradients_when_asked(dense_path):
 def test_compress_reports_before_after_and_saves(dense_path, tmp_path):
   out = tmp_path / "small.keras"
   presets.PRESETS["tiny"] = TINY
-  report = compress.compress(str(dense_path), str(out), compression=4, finetune_epochs=1,
+  report = post_training.compress(str(dense_path), str(out), compression=4, finetune_epochs=1,
                              preset="tiny", min_params=0, verbose=0)
   stages = report["perplexity"]
   assert set(stages) == {"dense", "projected", "finetuned"}
@@ -81,7 +82,7 @@ def test_compress_reports_before_after_and_saves(dense_path, tmp_path):
   assert json.loads((tmp_path / "small.json").read_text())["compression"] == 4
   assert keras.models.load_model(out).get_layer("lstm_0").cell.compression == 4
   with pytest.raises(ValueError, match="exists"):
-    compress.compress(str(dense_path), str(out), preset="tiny")
+    post_training.compress(str(dense_path), str(out), preset="tiny")
 
 
 def test_layers_to_compress_default_by_size_or_by_name(dense_path):
@@ -89,19 +90,19 @@ def test_layers_to_compress_default_by_size_or_by_name(dense_path):
   names = [layer.name for layer in dense.layers]
   assert any("embedding" in name for name in names), names
   output = dense.layers[-1]
-  assert compress.choose_layers(dense, min_params=0) == ["lstm_0", output.name]
-  assert compress.choose_layers(dense, min_params=output.count_params()) == [output.name]
-  assert compress.choose_layers(dense, ["lstm_0"]) == ["lstm_0"]
+  assert post_training.choose_layers(dense, min_params=0) == ["lstm_0", output.name]
+  assert post_training.choose_layers(dense, min_params=output.count_params()) == [output.name]
+  assert post_training.choose_layers(dense, ["lstm_0"]) == ["lstm_0"]
   with pytest.raises(ValueError, match="no layer 'nope'.*lstm_0"):
-    compress.choose_layers(dense, ["nope"])
+    post_training.choose_layers(dense, ["nope"])
   with pytest.raises(ValueError, match="is a Embedding"):
-    compress.choose_layers(dense, [next(n for n in names if "embedding" in n)])
+    post_training.choose_layers(dense, [next(n for n in names if "embedding" in n)])
   with pytest.raises(ValueError, match="--layers"):
-    compress.choose_layers(dense, min_params=10 ** 9)
-  projected = compress.project_model(dense, 2, layers=["lstm_0"])
+    post_training.choose_layers(dense, min_params=10 ** 9)
+  projected = post_training.project_model(dense, 2, layers=["lstm_0"])
   assert type(projected.layers[-1]).__name__ == "Dense"
   with pytest.raises(ValueError, match=f"layer '{output.name}'.*--layers"):
-    compress.project_model(dense, 10 ** 6, layers=[output.name])
+    post_training.project_model(dense, 10 ** 6, layers=[output.name])
 
 
 def test_bad_inputs(dense_path, tmp_path, capsys):
@@ -127,10 +128,10 @@ def test_outputs_are_checked_before_any_work(dense_path, tmp_path):
   # The report beside --out would replace a user's file of that name.
   (tmp_path / "mine.json").write_text("user data")
   with pytest.raises(ValueError, match="exists; pass --force"):
-    compress.compress(str(dense_path), str(tmp_path / "mine.keras"), preset="tiny")
+    post_training.compress(str(dense_path), str(tmp_path / "mine.keras"), preset="tiny")
   assert (tmp_path / "mine.json").read_text() == "user data"
   with pytest.raises(ValueError, match="never replaces an input"):
-    compress.compress(str(dense_path), str(dense_path), preset="tiny", force=True)
+    post_training.compress(str(dense_path), str(dense_path), preset="tiny", force=True)
   with pytest.raises(ValueError, match="nodir"):
-    compress.compress(str(dense_path), str(tmp_path / "nodir" / "x.keras"), preset="tiny")
+    post_training.compress(str(dense_path), str(tmp_path / "nodir" / "x.keras"), preset="tiny")
   assert not (tmp_path / "nodir").exists() and not (tmp_path / "mine.keras").exists()

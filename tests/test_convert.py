@@ -12,6 +12,8 @@ from ai_edge_litert.interpreter import Interpreter
 
 import dkp_keras as dkp
 from dkp_keras.verify import normwise_error
+from pipelines import choices
+from pipelines import conversion
 from pipelines import convert
 from helpers import randomize_doping
 from pipelines import models
@@ -79,9 +81,9 @@ def run_step_file(path, x, state_shapes):
 def test_both_modes_verify_and_step_equals_sequence(build, workdir):
   model = build()
   name = f"m{len(list(workdir.iterdir()))}"
-  sequence = convert.convert(model, workdir / f"{name}_seq.tflite", seq_len=STEPS,
+  sequence = conversion.convert(model, workdir / f"{name}_seq.tflite", seq_len=STEPS,
                              verify_samples=3)
-  step = convert.convert(model, workdir / f"{name}_step.tflite", mode="step", seq_len=STEPS,
+  step = conversion.convert(model, workdir / f"{name}_step.tflite", mode="step", seq_len=STEPS,
                          verify_samples=3)
   for result in (sequence, step):
     assert result.report["verification"]["max_error"] < 1e-4
@@ -103,7 +105,7 @@ def test_650_unit_layer_at_25x_is_20x_smaller_with_s_stored_sparse(workdir):
   model = keras.Model(inputs, dkp.DKPLSTM(650, compression=25)(inputs))
   x = np.random.default_rng(0).normal(size=(2, 3, 650)).astype(np.float32)  # S_rec needs h != 0
   model = anneal_now(model, x, np.zeros((2, 650), np.float32))
-  result = convert.convert(model, workdir / "big.tflite", mode="step", seq_len=2,
+  result = conversion.convert(model, workdir / "big.tflite", mode="step", seq_len=2,
                            verify_samples=2)
   dense_lstm_bytes = 4 * (4 * 650 * (650 + 650) + 4 * 650)
   info = describe.inspect_model(result.path)
@@ -123,7 +125,7 @@ def test_each_sparse_kernel_verifies(kernel, op, workdir):
   model = keras.Model(inputs, dkp.DopedDense(64, compression=6)(inputs))
   x = np.random.default_rng(2).normal(size=(4, STEPS, 40)).astype(np.float32)
   model = anneal_now(model, x, np.zeros((4, STEPS, 64), np.float32))
-  result = convert.convert(model, workdir / f"kernel_{kernel}.tflite", seq_len=STEPS,
+  result = conversion.convert(model, workdir / f"kernel_{kernel}.tflite", seq_len=STEPS,
                            sparse_kernel=kernel, verify_samples=2)
   assert result.report["verification"]["max_error"] < 1e-4
   assert op in result.report["op_counts"]
@@ -146,7 +148,7 @@ def unstructured_lstm():
 def test_unstructured_s_is_stored_as_csr_beside_block_sparse_s(mode, workdir):
   """auto: the LSTM's unstructured S become CSR weights, the Dense layer's 1x4 S stays 1x4."""
   model = unstructured_lstm()
-  result = convert.convert(model, workdir / f"csr_{mode}.tflite", mode=mode, seq_len=STEPS,
+  result = conversion.convert(model, workdir / f"csr_{mode}.tflite", mode=mode, seq_len=STEPS,
                            verify_samples=3)
   kernels = result.report["kernels"]
   assert sorted(kernels.values()) == ["block", "csr", "csr"]
@@ -154,7 +156,7 @@ def test_unstructured_s_is_stored_as_csr_beside_block_sparse_s(mode, workdir):
   assert sparsity["csr_stored"] == sparsity["csr_sparse"] == 2
   assert sparsity["fast_block_sparse"] == 1 and sparsity["densify_ops"] == 0
   assert result.report["verification"]["max_error"] < 1e-4
-  dense_s = convert.convert(model, workdir / f"dense_s_{mode}.tflite", mode=mode,
+  dense_s = conversion.convert(model, workdir / f"dense_s_{mode}.tflite", mode=mode,
                             seq_len=STEPS, sparse_kernel="dense", verify_samples=0)
   assert result.report["bytes"]["file"] < dense_s.report["bytes"]["file"]
 
@@ -162,22 +164,22 @@ def test_unstructured_s_is_stored_as_csr_beside_block_sparse_s(mode, workdir):
 def test_int8_weights_never_get_the_csr_kernel(workdir):
   model = unstructured_lstm()
   with pytest.raises(ValueError, match="csr kernel needs float weights"):
-    convert.convert(model, workdir / "int8_csr.tflite", quantize="dynamic-int8",
+    conversion.convert(model, workdir / "int8_csr.tflite", quantize="dynamic-int8",
                     sparse_kernel="csr")
-  result = convert.convert(model, workdir / "int8_auto.tflite", seq_len=STEPS,
+  result = conversion.convert(model, workdir / "int8_auto.tflite", seq_len=STEPS,
                            quantize="dynamic-int8", verify_samples=1)
   assert "csr" not in result.report["kernels"].values()
-  assert result.report["verification"]["max_error"] <= convert.TOLERANCES["dynamic-int8"]
+  assert result.report["verification"]["max_error"] <= choices.TOLERANCES["dynamic-int8"]
 
 
 @pytest.mark.parametrize("quantize", ["float16", "dynamic-int8"])
 def test_quantization_keeps_s_sparse_and_verifies(quantize, workdir):
   model = every_structure(True)
-  plain = convert.convert(model, workdir / f"plain_{quantize}.tflite", seq_len=STEPS,
+  plain = conversion.convert(model, workdir / f"plain_{quantize}.tflite", seq_len=STEPS,
                           sparse_kernel="block", verify_samples=1)
-  result = convert.convert(model, workdir / f"q_{quantize}.tflite", seq_len=STEPS,
+  result = conversion.convert(model, workdir / f"q_{quantize}.tflite", seq_len=STEPS,
                            quantize=quantize, sparse_kernel="block", verify_samples=2)
-  assert result.report["verification"]["max_error"] <= convert.TOLERANCES[quantize]
+  assert result.report["verification"]["max_error"] <= choices.TOLERANCES[quantize]
   # S stays sparse: int8 1x16 blocks, or float32 1x4 beside float16 dense weights.
   assert result.report["bytes"]["sparse_values"] > 0
   assert result.report["bytes"]["file"] < plain.report["bytes"]["file"]
@@ -293,8 +295,8 @@ def test_a_model_of_any_length_converts_at_the_default_sequence_length(workdir):
   """pipelines.convert, not the lowering, supplies a length when the model fixes none."""
   inputs = keras.Input((None, 3))
   model = keras.Model(inputs, dkp.DKPLSTM(4, compression=1.5, return_sequences=True)(inputs))
-  result = convert.convert(model, workdir / "any_length.tflite", verify_samples=1)
-  assert result.report["seq_len"] == convert.DEFAULT_SEQ_LEN == 35
+  result = conversion.convert(model, workdir / "any_length.tflite", verify_samples=1)
+  assert result.report["seq_len"] == choices.DEFAULT_SEQ_LEN == 35
   assert result.report["verification"]["max_error"] < 1e-4
 
 
@@ -304,7 +306,7 @@ def test_stateful_plain_lstm_converts_in_sequence_mode_at_batch_1(workdir):
   x = keras.layers.Embedding(30, 8)(inputs)
   x = keras.layers.LSTM(16, return_sequences=True, stateful=True)(x)
   model = keras.Model(inputs, keras.layers.Dense(30)(x))
-  result = convert.convert(model, workdir / "stateful_dense.tflite", verify_samples=2)
+  result = conversion.convert(model, workdir / "stateful_dense.tflite", verify_samples=2)
   assert result.report["verification"]["max_error"] < 1e-4
   assert result.report["batch"] == 1
 
@@ -341,7 +343,7 @@ def test_report_bytes_are_the_files_bytes_for_every_method(workdir, method, comp
   model = _lm(method, compression)
   table = dkp.compression_report(model)
   claimed = int(table["bytes"].iloc[-1])
-  result = convert.convert(model, workdir / f"{method}-{compression}-{mode}.tflite", mode=mode,
+  result = conversion.convert(model, workdir / f"{method}-{compression}-{mode}.tflite", mode=mode,
                            verify_samples=1)
   stored = result.report["bytes"]["weights"]
   # The file adds a few small constants (shapes, paddings): within 1% and 512 bytes.
@@ -366,7 +368,7 @@ def test_report_bytes_are_the_files_bytes_for_wrapped_doped_layers(workdir):
     warnings.simplefilter("ignore")  # finalize prunes the random S to its budget
     model = dkp.finalize(model)
   claimed = int(dkp.compression_report(model)["bytes"].iloc[-1])
-  result = convert.convert(model, workdir / "kws.tflite", verify_samples=2)
+  result = conversion.convert(model, workdir / "kws.tflite", verify_samples=2)
   assert len(result.report["kernels"]) == 5  # both directions' two S, the DopedDense's
   stored = result.report["bytes"]["weights"]
   assert abs(stored - claimed) <= 0.01 * claimed + 512, (claimed, stored)
@@ -376,16 +378,16 @@ def test_convert_warns_when_s_misses_its_target(workdir):
   inputs = keras.Input((STEPS, 8))
   model = keras.Model(inputs, dkp.DopedDense(32, compression=2, name="too_dense")(inputs))
   randomize_doping(model.layers[1])  # S dense: never annealed
-  result = convert.convert(model, workdir / "too_dense.tflite", verify_samples=1)
+  result = conversion.convert(model, workdir / "too_dense.tflite", verify_samples=1)
   assert "too_dense" in result.report["target_warning"]
-  assert "warning: S is denser than its target" in convert.format_report(result.report)
+  assert "warning: S is denser than its target" in conversion.format_report(result.report)
 
 
 def test_float16_keeps_csr_weights_sparse_float32(workdir):
-  result = convert.convert(unstructured_lstm(), workdir / "f16_csr.tflite", seq_len=STEPS,
+  result = conversion.convert(unstructured_lstm(), workdir / "f16_csr.tflite", seq_len=STEPS,
                            quantize="float16", verify_samples=2)
   assert result.report["sparsity"]["csr_stored"] == result.report["sparsity"]["csr_sparse"] == 2
-  assert result.report["verification"]["max_error"] <= convert.TOLERANCES["float16"]
+  assert result.report["verification"]["max_error"] <= choices.TOLERANCES["float16"]
 
 
 # ---------------------------------------------------------------- outputs: no file is ever lost
@@ -396,7 +398,7 @@ def no_work(monkeypatch):
   """Fails the test if the command gets as far as loading the model."""
   def load_model(path):
     raise AssertionError(f"loaded {path}: the outputs were not checked first")
-  monkeypatch.setattr(convert.dkp, "load_model", load_model)
+  monkeypatch.setattr(conversion.dkp, "load_model", load_model)
 
 
 def _listing(directory):
@@ -477,7 +479,7 @@ def test_cli_refuses_negative_verify_and_tolerance(argv, message, tmp_path, caps
 ])
 def test_convert_refuses_negative_verify_and_tolerance(options, message, tmp_path):
   with pytest.raises(ValueError, match=message):
-    convert.convert(keras.Sequential(), tmp_path / "m.tflite", **options)
+    conversion.convert(keras.Sequential(), tmp_path / "m.tflite", **options)
 
 
 def test_cli_verify_0_skips_verification(saved_model_file, tmp_path, capsys):
@@ -509,7 +511,7 @@ def test_cli_refuses_verify_data_the_model_cannot_take(data, message, token_mode
                                                        capsys, monkeypatch):
   def convert_nothing(*args):
     raise AssertionError("the converter ran before --verify-data was checked")
-  monkeypatch.setattr(convert, "_converter", convert_nothing)
+  monkeypatch.setattr(conversion, "_converter", convert_nothing)
   np.save(tmp_path / "ids.npy", data)
   code, captured = cli([token_model_file, "--out", tmp_path / "m.tflite", "--verify-data",
                         tmp_path / "ids.npy"], capsys)

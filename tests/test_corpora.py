@@ -11,6 +11,7 @@ from pipelines import corpora
 from pipelines import data
 from pipelines import presets
 from pipelines import train
+from pipelines import training
 
 RST = """\
 .. _json-module:
@@ -229,7 +230,7 @@ def test_train_cli_on_the_packaged_corpus_records_it_and_resumes(fake_docs, tmp_
   assert train.main(argv[:2] + argv[4:] + ["--resume"]) == 2  # another vocabulary
   assert "vocab_size, vocabulary differ" in capsys.readouterr().err
   # Without --max-vocab the reader's default applies.
-  assert train.load_corpus(corpus_name="python-docs").vocab_options == {
+  assert training.load_corpus(corpus_name="python-docs").vocab_options == {
       "min_count": 1, "max_vocab": corpora.PYTHON_DOCS_MAX_VOCAB}
   assert train.main(["--corpus", "python-docs", "--data", str(tmp_path), "--preset", "tiny",
                      "--out", str(tmp_path / "two"), "--quiet"]) == 2
@@ -249,7 +250,7 @@ def test_accuracy_passes_the_corpus_to_every_run(fake_docs, tmp_path, monkeypatc
     return {"valid_perplexity": 9.0, "test_perplexity": 9.5, "lstm_params": 10,
             "model_bytes": 100, "lstm_compression": 1.0, "train_seconds": 1.0}
 
-  monkeypatch.setattr(train, "train_run", fake_train_run)
+  monkeypatch.setattr(training, "train_run", fake_train_run)
   monkeypatch.chdir(tmp_path)
   assert accuracy.main(["--corpus", "python-docs", "--preset", "tiny", "--methods", "dense",
                         "--seeds", "0,1", "--out", "docs.csv", "--quiet"]) == 0

@@ -6,9 +6,10 @@ import tf_keras as keras
 
 import dkp_keras as dkp
 from helpers import randomize_doping
-from pipelines import convert
+from pipelines import choices
+from pipelines import conversion
 from pipelines import deployed
-from pipelines import train
+from pipelines import training
 
 VOCAB, BATCH, STEPS = 40, 3, 5
 
@@ -27,9 +28,9 @@ def tiny_lm():
 def test_float_file_scores_like_keras_and_int8_close(tmp_path):
   model = tiny_lm()
   ids = np.random.default_rng(0).integers(0, VOCAB, size=200)
-  keras_ppl = train.evaluate_perplexity(model, ids, BATCH, STEPS)
+  keras_ppl = training.evaluate_perplexity(model, ids, BATCH, STEPS)
   results = deployed.deployed_perplexities(model, ids, BATCH, STEPS)
-  assert set(results) == set(deployed.EXPORTS)
+  assert set(results) == set(choices.DEPLOYED_EXPORTS)
   assert results["float32"]["perplexity"] == pytest.approx(keras_ppl, rel=1e-5)
   assert results["dynamic-int8"]["perplexity"] == pytest.approx(keras_ppl, rel=0.05)
   assert results["dynamic-int8"]["bytes"] < results["float32"]["bytes"]
@@ -38,7 +39,7 @@ def test_float_file_scores_like_keras_and_int8_close(tmp_path):
 def test_refuses_a_file_of_another_batch_or_mode(tmp_path):
   model = tiny_lm()
   path = str(tmp_path / "seq.tflite")
-  convert.convert(model, path, mode="sequence", batch_size=BATCH, verify_samples=0)
+  conversion.convert(model, path, mode="sequence", batch_size=BATCH, verify_samples=0)
   with pytest.raises(ValueError, match="--mode step --batch 3"):
     deployed.tflite_perplexity(path, np.arange(50) % VOCAB, BATCH, STEPS)
   with pytest.raises(ValueError, match="unknown exports"):

@@ -10,7 +10,7 @@ from benchmarks.studies import doping_share
 import dkp_keras as dkp
 from dkp_keras import traversal
 from pipelines import presets
-from pipelines import train
+from pipelines import training
 
 TINY = presets.Recipe("tiny", layers=1, units=16, embedding=8, num_steps=8, batch_size=8,
                       epochs=1, optimizer="adam", learning_rate=3e-3, corpus_tokens=4000)
@@ -22,7 +22,7 @@ def _runs(tmp_path_factory):
   with pytest.MonkeyPatch.context() as patch:
     patch.setitem(presets.PRESETS, "tiny", TINY)
     for method in ("dense", "dkp"):
-      train.train_run(str(runs / f"{method}-run"), "tiny", None, method,
+      training.train_run(str(runs / f"{method}-run"), "tiny", None, method,
                       1.0 if method == "dense" else 4.0, verbose=0)
   return runs
 
@@ -49,7 +49,7 @@ def test_main_measures_only_doped_runs(runs, tmp_path):
 
 
 def test_without_doping_restores_s_and_matches_when_s_is_zero(runs):
-  corpus = train.load_corpus(None, TINY)
+  corpus = training.load_corpus(None, TINY)
   model = dkp.load_model(str(runs / "dkp-run" / "model.keras"))
   before = [v.numpy() for v in _dopings(model)]
   doping_share.perplexity_without_doping(model, corpus.valid, 8, 8)
@@ -57,7 +57,7 @@ def test_without_doping_restores_s_and_matches_when_s_is_zero(runs):
     np.testing.assert_array_equal(variable.numpy(), values)
   for variable in _dopings(model):
     variable.assign(np.zeros(variable.shape, np.float32))
-  with_zero_s = train.evaluate_perplexity(model, corpus.valid, 8, 8)
+  with_zero_s = training.evaluate_perplexity(model, corpus.valid, 8, 8)
   assert doping_share.perplexity_without_doping(model, corpus.valid, 8, 8) == pytest.approx(
       with_zero_s, rel=1e-6)
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from pipelines import models
 from pipelines import presets
-from pipelines import train
+from pipelines import training
 
 RECIPE = presets.Recipe("t", layers=2, units=24, embedding=12, num_steps=5, batch_size=4,
                         init_scale=0.1)
@@ -82,7 +82,7 @@ def test_quantize_per_channel_error_bound():
 def test_every_method_builds_and_is_counted_against_the_same_dense_stack(method):
   compression = 4.0 if method != "dense" else 1.0
   model = models.build_lm(50, RECIPE, method, compression, stateful=False)
-  counts = train.lstm_compression(model, RECIPE, models.get_method(method))
+  counts = training.lstm_compression(model, RECIPE, models.get_method(method))
   assert counts["lstm_dense_params"] == models.dense_lstm_params(RECIPE)
   if method in ("dense", "prune"):  # prune reaches its factor only once pruned
     assert counts["lstm_compression"] == 1.0
@@ -141,7 +141,7 @@ def test_pruned_lstm_counts_its_nonzeros():
       values = weight.numpy()
       cut = np.quantile(np.abs(values), sparsity)
       weight.assign(np.where(np.abs(values) > cut, values, 0.0))
-  report = train.lstm_compression(model, RECIPE, models.get_method("prune"))
+  report = training.lstm_compression(model, RECIPE, models.get_method("prune"))
   first = models.lstm_params(24, 12)
   second = models.lstm_params(24, 24)
   assert report["lstm_params"] == pytest.approx(first / 10 + second, rel=0.02)

@@ -4,11 +4,12 @@ import pytest
 import tf_keras as keras
 
 from pipelines import quickstart
+from pipelines import training
 
 
 def test_tiny_dkp_lm_learns_well_below_unigram(tmp_path):
   out = tmp_path / "lm.keras"
-  result = quickstart.train_small_dkp_lm(epochs=2, compression=10, tokens=40_000, batch=16,
+  result = training.train_small_dkp_lm(epochs=2, compression=10, tokens=40_000, batch=16,
                                          steps=20, out=str(out), verbose=0)
   # The corpus' unigram perplexity is ~55 and its best achievable ~8.
   assert result["perplexity"] < 0.5 * result["unigram_perplexity"]

@@ -11,7 +11,7 @@ from benchmarks import accuracy
 from benchmarks import recipes
 from pipelines import models
 from pipelines import presets
-from pipelines import train
+from pipelines import training
 
 RESULTS = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "results")
 RECIPE = presets.Recipe("t", layers=1, units=24, embedding=12, num_steps=5, batch_size=4)
@@ -74,7 +74,7 @@ def test_every_method_and_recipe_trains_as_before():
     for preset in presets.PRESETS.values():
       before = preset.replace(**changes)
       after = method.adapt(preset)
-      callback = train.co_matrix_dropout(method, after)
+      callback = training.co_matrix_dropout(method, after)
       schedule = None if callback is None else (callback.rate, callback.decay)
       assert schedule == _cmr_schedule(cmr, before), name
       if schedule is None:  # without CMR its rate is never read

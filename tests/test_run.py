@@ -4,8 +4,9 @@ import json
 
 import pytest
 
+from pipelines import dense_vs_dkp
 from pipelines import run
-from pipelines import train
+from pipelines import training
 
 
 def test_main_job_writes_a_complete_report(tmp_path, capsys):
@@ -39,7 +40,7 @@ def test_force_deletes_only_the_jobs_own_files(tmp_path):
   out.mkdir()
   (out / "report.json").write_text("{}")
   (out / "notes.txt").write_text("mine")
-  train.prepare_run_dir(str(out), force=True, run_files=run.REPORT_FILES)
+  training.prepare_run_dir(str(out), force=True, run_files=dense_vs_dkp.REPORT_FILES)
   assert not (out / "report.json").exists() and (out / "notes.txt").read_text() == "mine"
   with pytest.raises(ValueError, match="this job cannot resume"):
-    train.prepare_run_dir(str(out), resume=True, run_files=run.REPORT_FILES)
+    training.prepare_run_dir(str(out), resume=True, run_files=dense_vs_dkp.REPORT_FILES)

@@ -19,6 +19,7 @@ from dkp_keras.compression import kept_blocks
 from pipelines import models
 from pipelines import presets
 from pipelines import train
+from pipelines import training
 
 TINY = presets.Recipe("tiny", layers=1, units=16, embedding=8, num_steps=8, batch_size=8,
                       epochs=3, optimizer="adam", learning_rate=3e-3, dropout=0.2,
@@ -45,18 +46,18 @@ class Interrupt(keras.callbacks.Callback):
 
 def test_resumed_run_equals_uninterrupted(tiny, tmp_path):
   options = dict(preset="tiny", method="dkp", compression=4.0, verbose=0)
-  whole = train.train_run(str(tmp_path / "whole"), **options)
+  whole = training.train_run(str(tmp_path / "whole"), **options)
   with pytest.raises(KeyboardInterrupt):
-    train.train_run(str(tmp_path / "killed"), callbacks=[Interrupt(1)], **options)
+    training.train_run(str(tmp_path / "killed"), callbacks=[Interrupt(1)], **options)
   assert not (tmp_path / "killed" / "model.keras").exists()
-  clock = json.loads((tmp_path / "killed" / train.CLOCK_FILE).read_text())
+  clock = json.loads((tmp_path / "killed" / training.CLOCK_FILE).read_text())
   assert clock["epochs_done"] == 2 and clock["train_seconds"] > 0
-  resumed = train.train_run(str(tmp_path / "killed"), resume=True, **options)
+  resumed = training.train_run(str(tmp_path / "killed"), resume=True, **options)
   # Training time adds up over the kill: the killed leg's seconds are kept.
   assert whole["earlier_train_seconds"] == 0.0
   assert resumed["earlier_train_seconds"] == pytest.approx(clock["train_seconds"])
   assert resumed["train_seconds"] > clock["train_seconds"]
-  assert not (tmp_path / "killed" / train.CLOCK_FILE).exists()
+  assert not (tmp_path / "killed" / training.CLOCK_FILE).exists()
   # Dropout, CMR draws, annealing masks, optimizer and LSTM states all continue.
   assert resumed["test_perplexity"] == pytest.approx(whole["test_perplexity"], rel=1e-6)
   assert resumed["valid_perplexity"] == pytest.approx(whole["valid_perplexity"], rel=1e-6)
@@ -68,13 +69,13 @@ def test_resumed_run_equals_uninterrupted(tiny, tmp_path):
   saved = json.loads((tmp_path / "killed" / "metrics.json").read_text())
   assert saved["history"] == resumed["history"]
   # A finished run resumes to its metrics without training again.
-  again = train.train_run(str(tmp_path / "killed"), resume=True, **options)
+  again = training.train_run(str(tmp_path / "killed"), resume=True, **options)
   assert again["test_perplexity"] == resumed["test_perplexity"]
 
 
 def test_run_directory_logs_and_metrics(tiny, tmp_path):
   out = tmp_path / "run"
-  metrics = train.train_run(str(out), "tiny", method="dkp", compression=4.0, verbose=0)
+  metrics = training.train_run(str(out), "tiny", method="dkp", compression=4.0, verbose=0)
   history = metrics["history"]
   for key in ("loss", "perplexity", "val_perplexity", "sparsity/lstm_0", "cmr_rate", "lr"):
     assert len(history[key]) == TINY.epochs, key
@@ -93,21 +94,21 @@ def test_run_directory_logs_and_metrics(tiny, tmp_path):
 def test_run_directory_refusals(tiny, tmp_path):
   out = tmp_path / "run"
   settings = {"a": 1}
-  train.prepare_run_dir(str(out), settings)
+  training.prepare_run_dir(str(out), settings)
   (out / "notes.txt").write_text("mine")
   with pytest.raises(ValueError, match="already holds a run"):
-    train.prepare_run_dir(str(out), settings)
+    training.prepare_run_dir(str(out), settings)
   with pytest.raises(ValueError, match="other settings .*a differ"):
-    train.prepare_run_dir(str(out), {"a": 2}, resume=True)
+    training.prepare_run_dir(str(out), {"a": 2}, resume=True)
   with pytest.raises(ValueError, match="exclude"):
-    train.prepare_run_dir(str(out), settings, resume=True, force=True)
+    training.prepare_run_dir(str(out), settings, resume=True, force=True)
   with pytest.raises(ValueError, match="nothing to resume"):
-    train.prepare_run_dir(str(tmp_path / "new"), settings, resume=True)
+    training.prepare_run_dir(str(tmp_path / "new"), settings, resume=True)
   (tmp_path / "file").write_text("x")
   with pytest.raises(ValueError, match="is a file"):
-    train.prepare_run_dir(str(tmp_path / "file"), settings)
-  assert train.prepare_run_dir(str(out), settings, resume=True) is None  # unfinished
-  train.prepare_run_dir(str(out), {"a": 3}, force=True)
+    training.prepare_run_dir(str(tmp_path / "file"), settings)
+  assert training.prepare_run_dir(str(out), settings, resume=True) is None  # unfinished
+  training.prepare_run_dir(str(out), {"a": 3}, force=True)
   assert (out / "notes.txt").read_text() == "mine"  # --force only clears our files
   assert json.loads((out / "run.json").read_text()) == {"settings": {"a": 3}}
 
@@ -192,7 +193,7 @@ def test_cli_trains_on_a_users_own_text(tiny, tmp_path, capsys):
   # Three files with any names; words of valid/test unseen in train are no error.
   (tmp_path / "v.txt").write_text("w1 w2 never-seen\n" * 20)
   (tmp_path / "t.txt").write_text("w3 also-new w1\n" * 20)
-  corpus = train.load_corpus(text_files=(str(text), str(tmp_path / "v.txt"),
+  corpus = training.load_corpus(text_files=(str(text), str(tmp_path / "v.txt"),
                                          str(tmp_path / "t.txt")))
   assert corpus.vocab.decode(corpus.valid[:3]) == ["w1", "w2", "<unk>"]
 
@@ -228,10 +229,10 @@ def test_a_run_recorded_before_a_recipe_field_existed_resumes(tmp_path):
   older = {**settings, "recipe": dict(settings["recipe"])}
   for field in ("precondition_factors", "block_switch", "block_pooling"):
     del older["recipe"][field]
-  train.prepare_run_dir(str(out), older)
-  assert train.prepare_run_dir(str(out), settings, resume=True) is None
+  training.prepare_run_dir(str(out), older)
+  assert training.prepare_run_dir(str(out), settings, resume=True) is None
   with pytest.raises(ValueError, match=r"other settings \(recipe differ\)"):
-    train.prepare_run_dir(str(out), {**settings, "recipe": {**settings["recipe"],
+    training.prepare_run_dir(str(out), {**settings, "recipe": {**settings["recipe"],
                                                             "block_pooling": "MAX"}},
                           resume=True)
 
@@ -264,10 +265,10 @@ def test_cli_refuses_an_existing_run(tiny, tmp_path, capsys):
 
 def test_evaluation_carries_state_across_windows(tiny):
   """Windows of 8 with carried states score a stream exactly as one long window does."""
-  corpus = train.load_corpus(None, TINY)
+  corpus = training.load_corpus(None, TINY)
   model = models.build_lm(corpus.vocab_size, TINY, "dkp", 4.0, stateful=False)
   ids = corpus.train[:8 * 8 * 5 + 1]
-  windowed = train.evaluate_perplexity(model, ids, batch_size=1, num_steps=8)
+  windowed = training.evaluate_perplexity(model, ids, batch_size=1, num_steps=8)
   long = models.build_lm(corpus.vocab_size, TINY.replace(num_steps=8 * 8 * 5), "dkp", 4.0,
                          stateful=False)
   long.set_weights(model.get_weights())
@@ -284,19 +285,19 @@ DISTRIBUTED = textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from pipelines import models, presets, train
+    from pipelines import models, presets, training
     recipe = presets.Recipe("tiny", layers=1, units=16, embedding=8, num_steps=8, batch_size=8,
                             epochs=2, optimizer="adam", learning_rate=3e-3, carry_state=False,
                             corpus_tokens=6000)
-    corpus = train.load_corpus(None, recipe)
+    corpus = training.load_corpus(None, recipe)
     out = {}
     nocmr = models.get_method("dkp").with_options(cmr=0.0)
     methods = {"dense": ("dense", recipe), "dkp-nocmr": (nocmr, nocmr.adapt(recipe)),
                "dkp": ("dkp", recipe)}
     for label, (method, method_recipe) in methods.items():
       for name in ("default", "mirrored"):
-        strategy = train.make_strategy(name)
-        result = train.fit_lm(corpus, method_recipe, method, 4.0, strategy, verbose=0)
+        strategy = training.make_strategy(name)
+        result = training.fit_lm(corpus, method_recipe, method, 4.0, strategy, verbose=0)
         out[f"{label}/{name}"] = [strategy.num_replicas_in_sync, result["valid_perplexity"]]
     print("RESULT" + json.dumps(out))
 """)
@@ -338,25 +339,25 @@ def test_cli_trains_into_the_run_directory(tiny, tmp_path, capsys):
 
 def test_from_model_checks(tmp_path):
   with pytest.raises(ValueError, match="--from-model applies to the quantization methods"):
-    train.train_run(str(tmp_path / "a"), "demo", method="dkp", base_model="x.keras")
+    training.train_run(str(tmp_path / "a"), "demo", method="dkp", base_model="x.keras")
   not_a_model = tmp_path / "model.keras"
   not_a_model.write_text("weights")
   with pytest.raises(ValueError, match="not a readable Keras model"):
-    train.train_run(str(tmp_path / "b"), "demo", method="int8", base_model=str(not_a_model))
+    training.train_run(str(tmp_path / "b"), "demo", method="int8", base_model=str(not_a_model))
   assert not_a_model.read_text() == "weights"
   recipe = presets.get_preset("demo")
-  narrow = models.build_lm(train.load_corpus(None, recipe).vocab_size, recipe.replace(units=8),
+  narrow = models.build_lm(training.load_corpus(None, recipe).vocab_size, recipe.replace(units=8),
                            "dense", stateful=False)
   narrow.save(str(tmp_path / "narrow.keras"))
   with pytest.raises(ValueError, match="not the demo preset's dense LSTM stack"):
-    train.train_run(str(tmp_path / "c"), "demo", method="int4",
+    training.train_run(str(tmp_path / "c"), "demo", method="int4",
                     base_model=str(tmp_path / "narrow.keras"))
 
 
 def test_anneal_end_option_trains_with_its_window(tiny):
-  corpus = train.load_corpus(None, TINY)
+  corpus = training.load_corpus(None, TINY)
   method = models.get_method("dkp").with_options(anneal_end=0.3)
-  result = train.fit_lm(corpus, method.adapt(TINY.replace(epochs=1)), method, 4.0, verbose=0)
+  result = training.fit_lm(corpus, method.adapt(TINY.replace(epochs=1)), method, 4.0, verbose=0)
   # On the mask update nearest 30% of the steps: S reaches its target on the last one.
   frequency = result["steps_per_epoch"] // TINY.anneal_updates
   assert result["annealing_end_step"] % frequency == 0
@@ -368,9 +369,9 @@ def test_anneal_end_option_trains_with_its_window(tiny):
 
 
 def test_block_switch_option_anneals_1x1_then_ends_in_1x4_blocks(tiny):
-  corpus = train.load_corpus(None, TINY)
+  corpus = training.load_corpus(None, TINY)
   method = models.get_method("dkp").with_options(block_switch=0.3)
-  result = train.fit_lm(corpus, method.adapt(TINY.replace(epochs=2)), method, 4.0, verbose=0)
+  result = training.fit_lm(corpus, method.adapt(TINY.replace(epochs=2)), method, 4.0, verbose=0)
   steps = result["steps_per_epoch"] * 2
   frequency = result["steps_per_epoch"] // TINY.anneal_updates
   assert result["block_switch_step"] % frequency == 0
@@ -388,9 +389,9 @@ def test_block_switch_option_anneals_1x1_then_ends_in_1x4_blocks(tiny):
 
 
 def test_block_switch_outside_the_annealing_window_is_refused(tiny):
-  corpus = train.load_corpus(None, TINY)
+  corpus = training.load_corpus(None, TINY)
   with pytest.raises(ValueError, match="block_switch must be in"):
-    train.fit_lm(corpus, TINY.replace(epochs=1, block_switch=0.7), "dkp", 4.0, verbose=0)
+    training.fit_lm(corpus, TINY.replace(epochs=1, block_switch=0.7), "dkp", 4.0, verbose=0)
 
 
 class PoolingProbe(keras.callbacks.Callback):
@@ -401,9 +402,9 @@ class PoolingProbe(keras.callbacks.Callback):
 
 def test_max_pooling_option_reaches_the_annealing_wrappers(tiny):
   probe = PoolingProbe()
-  corpus = train.load_corpus(None, TINY)
+  corpus = training.load_corpus(None, TINY)
   method = models.get_method("dkp").with_options(block_pooling="MAX")
-  train.fit_lm(corpus, method.adapt(TINY.replace(epochs=1)), method, 4.0, verbose=0,
+  training.fit_lm(corpus, method.adapt(TINY.replace(epochs=1)), method, 4.0, verbose=0,
                callbacks=[probe])
   assert probe.pooling == {"MAX"}
 
@@ -416,12 +417,12 @@ WORKER = textwrap.dedent("""
     import json, os, sys
     os.environ["TF_CONFIG"] = sys.argv[1]
     import tf_keras as keras
-    from pipelines import presets, train
+    from pipelines import presets, training
     from tests import test_train
     presets.PRESETS["tiny-mw"] = test_train.MULTIWORKER
     kill = sys.argv[3] == "kill"
     try:
-      metrics = train.train_run(sys.argv[2], "tiny-mw", method="dense", strategy="multiworker",
+      metrics = training.train_run(sys.argv[2], "tiny-mw", method="dense", strategy="multiworker",
                                 resume=not kill, verbose=0,
                                 callbacks=[test_train.Interrupt(0)] if kill else [])
     except KeyboardInterrupt:
@@ -464,7 +465,7 @@ def test_multiworker_trains_checkpoints_resumes_and_matches_one_worker(tmp_path,
   for output in _run_workers(out, "kill"):
     assert "KILLED" in output, output
   assert (out / "backup").is_dir() and not (out / "model.keras").exists()  # a checkpoint
-  assert json.loads((out / train.CLOCK_FILE).read_text())["epochs_done"] == 1
+  assert json.loads((out / training.CLOCK_FILE).read_text())["epochs_done"] == 1
   outputs = _run_workers(out, "resume")
   results = []
   for output in outputs:
@@ -476,7 +477,7 @@ def test_multiworker_trains_checkpoints_resumes_and_matches_one_worker(tmp_path,
   assert sorted(os.listdir(out)) == ["logs", "metrics.json", "model.keras", "run.json",
                                      "vocab.json"]
   monkeypatch.setitem(presets.PRESETS, "tiny-mw", MULTIWORKER)
-  single = train.train_run(str(tmp_path / "single"), "tiny-mw", method="dense", verbose=0)
+  single = training.train_run(str(tmp_path / "single"), "tiny-mw", method="dense", verbose=0)
   for result in results:
     assert len(result["history"]["loss"]) == MULTIWORKER.epochs
     assert result["history"]["loss"] == pytest.approx(single["history"]["loss"], rel=1e-4)

@@ -35,10 +35,10 @@ import tensorflow as tf
 import tf_keras as keras
 
 import dkp_keras as dkp
+from dkp_keras import traversal
 from dkp_keras.deployed_layout import is_pruned
 from tflite_ops import sparse_matmul
-
-MODES = ("sequence", "step")
+from tflite_ops.lowering_options import MODES
 
 
 class UnsupportedModelError(ValueError):
@@ -222,8 +222,8 @@ class _PassThrough:
 def model_chain(model):
   """The model's layers in order, checking it is a chain (no branches, one input/output)."""
   try:
-    return dkp.traversal.chain_layers(model, "lowered")
-  except dkp.traversal.NotAChainError as error:
+    return traversal.chain_layers(model, "lowered")
+  except traversal.NotAChainError as error:
     raise UnsupportedModelError(str(error)) from None
 
 

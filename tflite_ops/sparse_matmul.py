@@ -37,8 +37,7 @@ from dkp_keras import blocks
 from dkp_keras.deployed_layout import (  # noqa: F401  pylint: disable=unused-import
     BLOCK_MAX_DENSITY, CSR_MAX_DENSITY, FAST_BLOCK, RANDOM_SPARSE_MAX_DENSITY, choose_kernel,
     density, is_block_aligned)
-
-KERNELS = ("auto", "block", "csr", "gather", "dense")
+from tflite_ops.lowering_options import KERNELS
 
 
 def sparse_matmul_fn(kernel, method):

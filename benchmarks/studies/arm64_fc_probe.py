@@ -29,9 +29,9 @@ from benchmarks import common  # imports dkp_keras first
 
 import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-order
 
-from pipelines import convert as convert_pipeline  # noqa: E402
+from pipelines import choices  # noqa: E402
 
-TOLERANCE = convert_pipeline.TOLERANCES["dynamic-int8"]
+TOLERANCE = choices.TOLERANCES["dynamic-int8"]
 # (in, out): the 2x650 DKP model's Kronecker factors, a small aligned one, its S.
 SHAPES = ((25, 52), (26, 50), (32, 64), (652, 2600))
 COLUMNS = ["model", "rows", "in_features", "out_features", "platform", "xnnpack", "samples",

@@ -48,7 +48,7 @@ def perplexity_without_doping(model, ids, batch_size, num_steps):
   """Perplexity of ``ids`` with every S of ``model`` zeroed; S is restored afterwards."""
   import numpy as np  # pylint: disable=import-outside-toplevel
   from dkp_keras import traversal  # pylint: disable=import-outside-toplevel
-  from pipelines import train  # pylint: disable=import-outside-toplevel
+  from pipelines import training  # pylint: disable=import-outside-toplevel
   dopings = [doping for owner in traversal.find_doped_owners(model)
              for doping in owner.get_prunable_weights()]
   if not dopings:
@@ -57,7 +57,7 @@ def perplexity_without_doping(model, ids, batch_size, num_steps):
   try:
     for variable, values in zip(dopings, saved):
       variable.assign(np.zeros_like(values))
-    return train.evaluate_perplexity(model, ids, batch_size, num_steps)
+    return training.evaluate_perplexity(model, ids, batch_size, num_steps)
   finally:
     for variable, values in zip(dopings, saved):
       variable.assign(values)
@@ -76,16 +76,16 @@ def measure_run(run_dir, settings, data_dir=None, corpora=None):
   ``corpora`` caches corpora across runs.
   """
   import dkp_keras as dkp  # pylint: disable=import-outside-toplevel
-  from pipelines import presets, train  # pylint: disable=import-outside-toplevel
+  from pipelines import presets, training  # pylint: disable=import-outside-toplevel
   recipe = presets.Recipe(**settings["recipe"])
   data_dir = data_dir or (None if settings["data"] == "embedded" else settings["data"])
   corpora = {} if corpora is None else corpora
   key = data_dir or ("embedded", recipe.corpus_tokens)
   if key not in corpora:
-    corpora[key] = train.load_corpus(data_dir, recipe)
+    corpora[key] = training.load_corpus(data_dir, recipe)
   corpus = corpora[key]
   model = dkp.load_model(os.path.join(run_dir, "model.keras"))
-  valid = train.evaluate_perplexity(model, corpus.valid, recipe.batch_size, recipe.num_steps)
+  valid = training.evaluate_perplexity(model, corpus.valid, recipe.batch_size, recipe.num_steps)
   without = perplexity_without_doping(model, corpus.valid, recipe.batch_size, recipe.num_steps)
   return {"run": os.path.basename(os.path.normpath(run_dir)), "method": settings["method"],
           "compression": settings["compression"], "seed": settings["seed"],

@@ -26,7 +26,7 @@ import time
 
 from benchmarks import common
 from pipelines import models
-from pipelines import train
+from pipelines import training
 
 DEFAULTS = {"preset": "ptb-small", "fraction": 1 / 3, "valid_tokens": 20_000,
             "methods": "dense,kp,lmf,dkp", "compression": 25.0, "seeds": "0,1,2"}
@@ -67,7 +67,7 @@ def _seeds(text):
 def run_probe(config, data_dir=None, log=print):
   """Rows per (variant, seed) and a summary per variant, both lists of dicts."""
   seeds = _seeds(config["seeds"])
-  corpus = train.load_corpus(data_dir, probe_recipe(config["preset"]), seed=seeds[0])
+  corpus = training.load_corpus(data_dir, probe_recipe(config["preset"]), seed=seeds[0])
   corpus = dataclasses.replace(
       corpus, train=corpus.train[:int(len(corpus.train) * config["fraction"])],
       valid=corpus.valid[:config["valid_tokens"]])
@@ -78,7 +78,7 @@ def run_probe(config, data_dir=None, log=print):
     name = f"{method.name} {'scaled' if precondition else 'plain'}"
     for seed in seeds:
       start = time.perf_counter()
-      result = train.fit_lm(corpus, recipe, method, config["compression"], seed=seed, verbose=0)
+      result = training.fit_lm(corpus, recipe, method, config["compression"], seed=seed, verbose=0)
       rows.append({"method": method.name, "precondition_factors": precondition, "seed": seed,
                    "valid_ppl": result["valid_perplexity"],
                    "train_ppl": result["history"]["perplexity"][-1],
