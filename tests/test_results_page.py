@@ -81,16 +81,19 @@ def test_a_missing_result_file_is_an_error(tmp_path):
     results_page.render(str(root))
 
 
-def test_a_study_moved_under_studies_is_found_there(tmp_path):
-  root = _copy_results(tmp_path)
-  studies = root / "benchmarks" / "studies"
-  (studies / "results").mkdir(parents=True, exist_ok=True)
-  shutil.move(str(root / results_page.RESULT_DIRS[0] / "sgd_probe.json"),
-              str(studies / "results" / "sgd_probe.json"))
-  (studies / "sgd_probe.py").write_text("")
-  page = results_page.render(str(root))
+def test_a_study_is_found_under_studies_with_its_own_command():
+  page = results_page.render(ROOT)
   assert "Source: [`benchmarks/studies/results/sgd_probe.json`]" in page
   assert "`python -m benchmarks.studies.sgd_probe" in page
+
+
+def test_a_result_file_is_looked_up_in_every_result_directory(tmp_path):
+  root = _copy_results(tmp_path)
+  # A study's result that (still) sits in benchmarks/results is found there.
+  shutil.move(str(root / "benchmarks" / "studies" / "results" / "sgd_probe.json"),
+              str(root / results_page.RESULT_DIRS[0] / "sgd_probe.json"))
+  page = results_page.render(str(root))
+  assert "Source: [`benchmarks/results/sgd_probe.json`]" in page
 
 
 def test_check_flag_reports_a_stale_page(tmp_path, monkeypatch, capsys):
