@@ -21,7 +21,6 @@ import os
 import sys
 
 from benchmarks import common
-from tflite_ops import files
 
 PAGE = os.path.join("docs", "cli.md")
 # Packages whose modules are CLIs, in the order the page lists them (the on-board
@@ -124,17 +123,7 @@ def build_parser():
 
 def main(argv=None):
   args = build_parser().parse_args(argv)
-  path = os.path.join(common.PROJECT_ROOT, PAGE)
-  page = render()
-  if args.check:
-    with open(path, encoding="utf-8") as f:
-      stale = f.read() != page
-    if stale:
-      print(f"{PAGE} is stale: run python -m benchmarks.cli_page", file=sys.stderr)
-    return 1 if stale else 0
-  files.write_atomic(path, page)
-  print(f"wrote {PAGE} ({len(page.splitlines())} lines)")
-  return 0
+  return common.publish_page(PAGE, render(), args.check, "python -m benchmarks.cli_page")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 
 import dkp_keras as dkp  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported
 import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-order
@@ -112,3 +113,28 @@ def resolve_config(parser, args, defaults, quick, positive=()):
     if config[key] < 1:
       parser.error(f"--{key.replace('_', '-')} must be >= 1, got {config[key]}")
   return config
+
+
+def publish_page(relative_path, page, check, command):
+  """Writes a generated page (atomically), or with ``check`` only says whether it is stale.
+
+  Args:
+    relative_path: the page, relative to the project root (``docs/results.md``).
+    page: the page's text as generated now.
+    check: compare instead of writing.
+    command: the command that regenerates the page, named in the stale message.
+
+  Returns:
+    The exit status: 1 for a stale page under ``check``, else 0.
+  """
+  path = os.path.join(PROJECT_ROOT, relative_path)
+  if check:
+    with open(path, encoding="utf-8") as f:
+      stale = f.read() != page
+    if stale:
+      print(f"{relative_path} is stale: run {command}", file=sys.stderr)
+    return 1 if stale else 0
+  files.write_atomic(path, page)
+  print(f"wrote {relative_path} ({len(page.splitlines())} lines)")
+  return 0
+

@@ -28,7 +28,6 @@ import sys
 from benchmarks import accuracy
 from benchmarks import common
 from pipelines import models
-from tflite_ops import files
 
 PAGE = os.path.join("docs", "results.md")
 # Where committed result files live: the performance benchmarks' and the studies'.
@@ -598,21 +597,12 @@ def render(root=common.PROJECT_ROOT):
 def main(argv=None):
   parser = build_parser()
   args = parser.parse_args(argv)
-  path = os.path.join(common.PROJECT_ROOT, PAGE)
   try:
     page = render()
   except (ValueError, OSError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
-  if args.check:
-    with open(path, encoding="utf-8") as f:
-      stale = f.read() != page
-    if stale:
-      print(f"{PAGE} is stale: run python -m benchmarks.results_page", file=sys.stderr)
-    return 1 if stale else 0
-  files.write_atomic(path, page)
-  print(f"wrote {PAGE} ({len(page.splitlines())} lines)")
-  return 0
+  return common.publish_page(PAGE, page, args.check, "python -m benchmarks.results_page")
 
 
 def build_parser():
