@@ -375,8 +375,8 @@ def _twin(model, batch_size, stateful):
     layer.pop("build_config", None)  # its old batch shape would build the RNN at that batch
     cfg = layer["config"]
     if layer["class_name"] == "InputLayer":
-      cfg["batch_input_shape"] = [batch_size] + list(cfg["batch_input_shape"][1:])
-      cfg.pop("batch_shape", None)
+      key = "batch_shape" if "batch_shape" in cfg else "batch_input_shape"  # Keras 3 / tf_keras
+      cfg[key] = [batch_size] + list(cfg[key][1:])
     elif "stateful" in cfg:
       cfg["stateful"] = stateful
   twin = type(model).from_config(config)
