@@ -2,7 +2,8 @@
 
 The work behind ``python -m pipelines.convert`` (its flags are `convert`'s
 arguments). Accepts a `.keras` / `.h5` file, a SavedModel directory or an
-in-memory model. The Kronecker part becomes reshape / FULLY_CONNECTED /
+in-memory model, tf_keras or Keras 3 (a Keras 3 model is lowered as its
+tf_keras twin, `dkp_keras.keras2_twin`, and verified against itself). The Kronecker part becomes reshape / FULLY_CONNECTED /
 TRANSPOSE ops and S a sparse kernel (see `tflite_ops`: 1x4-block S as the
 converter's block-sparse weight, other sparse S rewritten as a CSR weight
 after conversion); only TFLite builtin ops are allowed. The written file is
@@ -27,6 +28,7 @@ import dkp_keras as dkp  # registers the DKP layers, sets TF_USE_LEGACY_KERAS
 import tensorflow as tf  # noqa: E402  (after dkp_keras)
 import tf_keras as keras  # noqa: E402
 
+from dkp_keras import keras2_twin  # noqa: E402
 from dkp_keras.compression import missed_target_warning  # noqa: E402
 from dkp_keras.verify import normwise_error  # noqa: E402
 from pipelines import choices  # noqa: E402
@@ -181,8 +183,12 @@ def _run_tflite(runner, lowered, x):
   return np.concatenate(outputs, axis=1) if outputs[0].ndim >= 3 else outputs[-1]
 
 
-def verify(path, model, lowered, samples=8, data=None, seed=0):
-  """Max normwise error of the .tflite outputs against Keras over the inputs."""
+def verify(path, model, lowered, samples=8, data=None, seed=0, reference_model=None):
+  """Max normwise error of the .tflite outputs against Keras over the inputs.
+
+  ``reference_model`` (default ``model``) gives the expected outputs: a Keras 3
+  model whose tf_keras twin ``model`` was lowered.
+  """
   interpreter, delegate_note = open_interpreter(path)
   runner = interpreter.get_signature_runner()
   rng = np.random.default_rng(seed)
@@ -191,7 +197,7 @@ def verify(path, model, lowered, samples=8, data=None, seed=0):
   if data is not None:
     inputs += list(_batches(data, lowered, steps))
   errors = []
-  reference = _reference_model(model)
+  reference = _reference_model(model if reference_model is None else reference_model)
   for x in inputs:
     # A Keras LSTM passes through as UNIDIRECTIONAL_SEQUENCE_LSTM, whose states
     # are variable tensors that persist across invocations: start each sequence at zero.
@@ -302,8 +308,10 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
   """Converts, writes, inspects and verifies; returns the path and the report dict.
 
   Args:
-    model_or_path: a tf_keras model, or a `.keras` / `.h5` file or SavedModel
-      directory (loaded with `dkp_keras.load_model`).
+    model_or_path: a tf_keras or Keras 3 model, or a `.keras` / `.h5` file or
+      SavedModel directory (loaded with `dkp_keras.load_model`, a Keras 3 file
+      with Keras 3). A Keras 3 model is lowered as its tf_keras twin
+      (`dkp_keras.keras2_twin.tf_keras_twin`) and verified against its own outputs.
     out: the `.tflite` file to write.
     verify_samples: random inputs to verify on (0: none).
     verify_data: an array, or a `.npy` file of one, of inputs (examples,
@@ -319,8 +327,9 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
 
   Raises:
     FileNotFoundError, ConversionError, lowering.UnsupportedModelError,
-    files.OutputPathError, dkp_keras.loading.ModelFileError (the last three
-    ValueErrors) with a message naming the problem. On a verification failure
+    files.OutputPathError, dkp_keras.loading.ModelFileError,
+    keras2_twin.UnsupportedKeras3ModelError (the last four ValueErrors) with a
+    message naming the problem. On a verification failure
     the file is kept as ``out + '.unverified'``.
   """
   if quantize not in choices.QUANTIZATIONS:
@@ -331,12 +340,15 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
   if (seq_len is not None and seq_len < 1) or (batch_size is not None and batch_size < 1):
     raise ValueError(f"seq_len and batch size must be >= 1, got {seq_len}, {batch_size}")
   _check_options(verify_samples, tolerance)
-  in_memory = isinstance(model_or_path, keras.Model)
+  in_memory = isinstance(model_or_path, keras.Model) or keras2_twin.is_keras3_model(model_or_path)
   source = model_or_path if in_memory else os.fspath(model_or_path)
   data_path = os.fspath(verify_data) if isinstance(verify_data, (str, os.PathLike)) else None
   out, report_path = _check_outputs(out, report_path, {
       "model": None if in_memory else source, "--verify-data": data_path}, force)
-  model = model_or_path if in_memory else dkp.load_model(source)
+  model = model_or_path if in_memory else _load_model(source)
+  keras3_model = None
+  if keras2_twin.is_keras3_model(model):
+    keras3_model, model = model, keras2_twin.tf_keras_twin(model)
   if verify_data is not None:
     verify_data = _check_verify_data(
         _load_verify_data(data_path) if data_path else verify_data, model)
@@ -367,7 +379,8 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
     info = describe.inspect_model(tmp)
     if info.custom_ops:
       raise ConversionError(f"the converted model needs non-builtin ops {info.custom_ops}")
-    checked = verify(tmp, model, lowered, verify_samples, verify_data) if (
+    checked = verify(tmp, model, lowered, verify_samples, verify_data,
+                     reference_model=keras3_model) if (
         verify_samples or verify_data is not None) else {"samples": 0, "max_error": None}
     limit = choices.TOLERANCES[quantize] if tolerance is None else tolerance
     table = dkp.compression_report(model)
@@ -381,7 +394,9 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
         "inputs": lowered.input_names, "outputs": lowered.output_names,
         "op_counts": info.op_counts, "bytes": _components(info, lowered, table, quantize),
         "sparsity": {**_sparse_check(info, lowered), "csr_stored": csr_stored},
-        "verification": {**checked, "tolerance": limit}, "convert_seconds": convert_s,
+        "verification": {**checked, "tolerance": limit,
+                         "against": "tf_keras" if keras3_model is None else "keras3"},
+        "convert_seconds": convert_s,
         "target_warning": missed_target_warning(table),
     }
     if checked["max_error"] is not None and not checked["max_error"] <= limit:
@@ -397,6 +412,13 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
       os.remove(tmp)
   _write_report(report_path, report)
   return ConversionResult(out, report)
+
+
+def _load_model(path):
+  """The model in a file: with Keras 3 where Keras 3 saved it, else with tf_keras."""
+  if keras2_twin.saved_by_keras3(path):
+    return keras2_twin.load_keras3_model(path)
+  return dkp.load_model(path)
 
 
 def _write_report(path, report):
@@ -422,7 +444,8 @@ def format_report(report):
       "kernels: " + (", ".join(f"{k}={v}" for k, v in report["kernels"].items()) or "none"),
       ("verification: skipped" if error is None else
        f"verification: {verification['samples']} inputs, max normwise error {error:.2e} "
-       f"(tolerance {verification['tolerance']:.0e})"),
+       f"(tolerance {verification['tolerance']:.0e})"
+       + (" against the Keras 3 model" if verification.get("against") == "keras3" else "")),
   ]
   if report.get("target_warning"):
     lines.append(f"warning: {report['target_warning']}")
