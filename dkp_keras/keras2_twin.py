@@ -230,7 +230,18 @@ def _check_activation(layer, key, name):
 
 
 def _copy_weights(layer, twin):
-  """Copies ``layer``'s weights into its built twin, after checking both have the same shapes."""
+  """Copies ``layer``'s weights into its built twin, after checking both have the same shapes.
+
+  Wrappers layer by layer: tf_keras' `Bidirectional` lists all trainable weights first,
+  Keras 3 each direction's in turn.
+  """
+  if isinstance(layer, keras.layers.Bidirectional):
+    _copy_weights(layer.forward_layer, twin.forward_layer)
+    _copy_weights(layer.backward_layer, twin.backward_layer)
+    return
+  if isinstance(layer, keras.layers.TimeDistributed):
+    _copy_weights(layer.layer, twin.layer)
+    return
   weights = [keras.ops.convert_to_numpy(w) for w in layer.weights]
   shapes = [tuple(w.shape) for w in weights]
   twin_shapes = [tuple(w.shape) for w in twin.weights]

@@ -76,7 +76,8 @@ def _explain(path, kind, error):
   if version and not version.startswith("2."):
     return (f"{path} was saved by Keras {version}; dkp_keras reads tf_keras (Keras 2) files. "
             "Save the model with tf_keras (import dkp_keras first, which makes tf.keras "
-            "tf_keras) and load that file")
+            "tf_keras) and load that file; python -m pipelines.convert converts Keras 3 files "
+            "directly")
   if any(sign in str(error) for sign in _UNKNOWN_CLASS_SIGNS):
     return (f"{path} holds a layer class this process cannot build ({cause}); import the module "
             "that defines and registers it before loading. DKP layers need no import: "

@@ -3,13 +3,14 @@
 The work behind ``python -m pipelines.convert`` (its flags are `convert`'s
 arguments). Accepts a `.keras` / `.h5` file, a SavedModel directory or an
 in-memory model, tf_keras or Keras 3 (a Keras 3 model is lowered as its
-tf_keras twin, `dkp_keras.keras2_twin`, and verified against itself). The Kronecker part becomes reshape / FULLY_CONNECTED /
-TRANSPOSE ops and S a sparse kernel (see `tflite_ops`: 1x4-block S as the
-converter's block-sparse weight, other sparse S rewritten as a CSR weight
-after conversion); only TFLite builtin ops are allowed. The written file is
-read back: its ops, bytes per component and sparse weights are reported, and
-it is run with LiteRT against the Keras model on ``verify_samples`` random
-inputs (and ``verify_data``). A file that fails verification is kept as
+tf_keras twin, `dkp_keras.keras2_twin`, and verified against itself). The
+Kronecker part becomes reshape / FULLY_CONNECTED / TRANSPOSE ops and S a
+sparse kernel (see `tflite_ops`: 1x4-block S as the converter's block-sparse
+weight, other sparse S rewritten as a CSR weight after conversion); only
+TFLite builtin ops are allowed. The written file is read back: its ops,
+bytes per component and sparse weights are reported, and it is run with
+LiteRT against the Keras model on ``verify_samples`` random inputs (and
+``verify_data``). A file that fails verification is kept as
 ``<out>.unverified`` and `ConversionError` is raised; nothing is ever
 half-written at ``out`` (temp file + rename). Every output location is
 checked before any work: no output is an input or another output, and an

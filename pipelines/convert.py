@@ -5,17 +5,17 @@
 [--quantize none|float16|dynamic-int8] [--verify N] [--verify-data x.npy]
 [--report report.json] [--force] [--verbose]``
 
-Accepts a `.keras` / `.h5` file or a SavedModel directory (`conversion.convert`
-also an in-memory model). The Kronecker part becomes reshape / FULLY_CONNECTED /
-TRANSPOSE ops and S a sparse kernel (see `tflite_ops`: 1x4-block S as the
-converter's block-sparse weight, other sparse S rewritten as a CSR weight
-after conversion); only TFLite builtin ops are allowed. The written file is
-read back: its ops, bytes per component and sparse weights are reported, and
-it is run with LiteRT against the Keras model on ``--verify`` random inputs
-(and ``--verify-data``). A file that fails verification is kept as
-``<out>.unverified`` and the command exits 1; nothing
-is ever half-written at ``--out`` (temp file + rename). Every output location
-is checked before any work: no output is an input or another output, and an
+Accepts a `.keras` / `.h5` file (tf_keras or Keras 3) or a SavedModel directory
+(`conversion.convert` also an in-memory model). The Kronecker part becomes
+reshape / FULLY_CONNECTED / TRANSPOSE ops and S a sparse kernel (see
+`tflite_ops`: 1x4-block S as the converter's block-sparse weight, other sparse S
+rewritten as a CSR weight after conversion); only TFLite builtin ops are
+allowed. The written file is read back: its ops, bytes per component and sparse
+weights are reported, and it is run with LiteRT against the Keras model on
+``--verify`` random inputs (and ``--verify-data``). A file that fails
+verification is kept as ``<out>.unverified`` and the command exits 1; nothing is
+ever half-written at ``--out`` (temp file + rename). Every output location is
+checked before any work: no output is an input or another output, and an
 existing file is replaced only with ``--force``. The work is
 `pipelines.conversion`'s; this module is the command line, which answers
 ``--help`` and usage errors without loading TensorFlow.
@@ -58,7 +58,8 @@ def build_parser():
   parser = argparse.ArgumentParser(prog="python -m pipelines.convert",
                                    description=__doc__.splitlines()[0],
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  parser.add_argument("model", help=".keras / .h5 file or SavedModel directory")
+  parser.add_argument("model", help=".keras / .h5 file (tf_keras or Keras 3) or SavedModel "
+                      "directory")
   parser.add_argument("--out", required=True, help="the .tflite file to write")
   parser.add_argument("--mode", choices=lowering_options.MODES, default="sequence",
                       help="sequence: whole sequences in, outputs out; step: one time step "

@@ -1,5 +1,6 @@
-"""pipelines.convert on Keras 3 files: the same .tflite (ops, sparse S layouts) as for the tf_keras
-model with the same weights, verified against the Keras 3 model itself; unsupported layers refused."""
+"""pipelines.convert on Keras 3 files: the same .tflite (ops, sparse S layouts) as for the
+tf_keras model with the same weights, verified against the Keras 3 model itself; unsupported
+layers refused."""
 
 import json
 

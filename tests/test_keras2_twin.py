@@ -23,7 +23,8 @@ def every_supported_layer():
       stddev=1.0))(tokens)
   x = keras.layers.Dropout(0.1)(x)
   x = k3.DKPLSTM(12, compression=2, return_sequences=True, name="dkp_lstm")(x)
-  x = keras.layers.Bidirectional(keras.layers.LSTM(5, return_sequences=True),
+  x = keras.layers.LSTM(10, return_sequences=True)(x)
+  x = keras.layers.Bidirectional(k3.DKPLSTM(8, compression=1.5, return_sequences=True),
                                  merge_mode="sum")(x)
   x = keras.layers.TimeDistributed(k3.DopedDense(7, compression=1.2, structure="lowrank"))(x)
   x = keras.layers.Activation("relu")(x)
@@ -42,8 +43,10 @@ def test_twin_has_the_layers_names_weights_and_outputs_of_the_keras3_model():
   assert [type(layer).__name__ for layer in twin.layers] == [
       type(layer).__name__ for layer in model.layers]
   assert isinstance(twin.get_layer("dkp_lstm"), dkp.DKPLSTM)
-  for ours, theirs in zip(twin.get_weights(), model.get_weights()):
-    np.testing.assert_array_equal(ours, keras.ops.convert_to_numpy(theirs))
+  for ours, theirs in zip(twin.layers, model.layers):  # the same values (in wrappers, in
+    # another order: tf_keras' Bidirectional lists its trainable weights first)
+    assert sorted(w.tobytes() for w in ours.get_weights()) == sorted(
+        np.asarray(w).tobytes() for w in theirs.get_weights())
   x = np.random.default_rng(0).integers(0, VOCAB, size=(3, STEPS))
   expected = keras.ops.convert_to_numpy(model(x))
   assert np.std(expected) > 1e-3
@@ -72,6 +75,12 @@ def _doubled(values):
   return values * 2
 
 
+def _quantized():
+  model = _chain(keras.layers.Dense(3, name="q"))
+  model.get_layer("q").quantize("int8")
+  return model
+
+
 def _branched():
   inputs = keras.Input((STEPS, 4))
   return keras.Model(inputs, keras.layers.Add(name="join")([keras.layers.Dense(4)(inputs),
@@ -87,6 +96,7 @@ def _branched():
      r"layer 'hs' \(Dense\): activation='hard_sigmoid' computes another function in tf_keras"),
     (lambda: _chain(keras.layers.Dense(3, activation=_doubled, name="fn")),
      r"layer 'fn' \(Dense\): activation=.* is not a built-in Keras activation"),
+    (_quantized, r"layer 'q' \(Dense\): dtype policy QuantizedDTypePolicy \(a quantized layer\)"),
     (_branched, r"layer 'join' does not simply follow .*only chains of layers"),
 ])
 def test_what_has_no_twin_is_refused_by_name(make, message):
