@@ -1,8 +1,12 @@
 """pipelines.convert on Keras 3 files: the same .tflite (ops, sparse S layouts) as for the
-tf_keras model with the same weights, verified against the Keras 3 model itself; unsupported
-layers refused."""
+tf_keras model with the same weights, verified against the Keras 3 model itself (also on the
+jax backend); unsupported layers refused."""
 
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -19,6 +23,7 @@ from pipelines import convert
 from tflite_ops import describe
 
 VOCAB, STEPS, UNITS = 30, 6, 32
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def lm(keras_module=keras, front=k3, batch=None):
@@ -145,3 +150,22 @@ def test_an_unsupported_keras3_layer_is_refused_by_the_cli(tmp_path, capsys):
   err = capsys.readouterr().err
   assert "layer 'gru' (GRU) is not supported for Keras 3 conversion" in err
   assert not out.exists()
+
+
+def test_the_cli_verifies_against_keras3_on_the_jax_backend(keras3_file, tmp_path):
+  # The file was trained on tensorflow; a jax user's process loads and verifies it with jax.
+  if importlib.util.find_spec("jax") is None:
+    pytest.skip("jax is not installed: `pip install -e .[test]` installs it")
+  path, _ = keras3_file
+  out = tmp_path / "jax.tflite"
+  script = ("import sys, keras\nfrom pipelines import convert\ncode = convert.main(sys.argv[1:])\n"
+            "print('backend', keras.backend.backend())\nsys.exit(code)\n")
+  environment = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+  environment.update(KERAS_BACKEND="jax", PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3",
+                     JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
+  result = subprocess.run([sys.executable, "-c", script, str(path), "--out", str(out),
+                           "--mode", "step", "--verify", "2"], env=environment, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "against the Keras 3 model" in result.stdout and "backend jax" in result.stdout
+  assert out.exists()
