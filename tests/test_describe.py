@@ -188,7 +188,7 @@ def test_both_flatbuffer_readers_agree(models):
 
 # What tflite_ops/__init__.py promises: these modules import no TensorFlow.
 LIGHT_MODULES = ("describe", "sparse_fc_rewrite", "quantize", "timing", "files", "inspect",
-                 "quiet_tensorflow")
+                 "lowering_options", "quiet_tensorflow")
 
 
 def test_file_level_modules_import_no_tensorflow():
