@@ -12,7 +12,8 @@ import numpy as np
 
 from dkp_keras import blocks
 from dkp_keras import cmr
-from dkp_keras.keras3 import annealing
+from dkp_keras.keras3.annealing import (AnnealingSchedule, annealing_window, completed_steps,
+                                        register_schedule)
 from dkp_keras.keras3.doped_matrix import find_doped_owners
 
 
@@ -44,7 +45,7 @@ class SparsityAnnealing(keras.callbacks.Callback):
   def __init__(self, begin_step=0, end_step=1000, frequency=100, power=3,
                block_pooling_type="AVG", start_at_target=False):
     super().__init__()
-    self.schedule = annealing.AnnealingSchedule(begin_step, end_step, frequency, power,
+    self.schedule = AnnealingSchedule(begin_step, end_step, frequency, power,
                                                 block_pooling_type, start_at_target)
     self._masks = {}  # id(S variable) -> mask tensor
     self._matrices = []
@@ -55,10 +56,10 @@ class SparsityAnnealing(keras.callbacks.Callback):
     if not owners:
       raise ValueError("SparsityAnnealing found no doped layer (dkp_keras.keras3 DopedDense / "
                        "DKPLSTM with doped=True) in the model")
-    annealing.register_schedule(model, self.schedule)
+    register_schedule(model, self.schedule)
     self._matrices = [(owner, matrix) for owner in owners
                       for matrix in owner.doped_matrices.values() if matrix.doping is not None]
-    step = annealing.completed_steps(model)
+    step = completed_steps(model)
     if not self._masks and step >= self.schedule.begin_step and step > 0:
       self._update_masks(min(step, self.schedule.end_step))  # resumed with a new callback
 
@@ -79,7 +80,7 @@ class SparsityAnnealing(keras.callbacks.Callback):
         matrix.doping.assign(matrix.doping.value * mask)
 
   def on_train_batch_begin(self, batch, logs=None):
-    step = annealing.completed_steps(self.model) + 1  # this batch, counted as tfmot does
+    step = completed_steps(self.model) + 1  # this batch, counted as tfmot does
     if self.schedule.updates_mask(step):
       self._update_masks(step)
     self._apply_masks()
@@ -125,8 +126,8 @@ class CoMatrixDropout(cmr.CoMatrixDropoutSchedule, keras.callbacks.Callback):
     model = self.model
     # The window is read at each step: SparsityAnnealing may come later in the callback list.
     begin, end = cmr.decay_window(self.begin_step, self.end_step,
-                                  annealing.annealing_window(model))
-    self._current = cmr.scheduled_rate(annealing.completed_steps(model), self.rate,
+                                  annealing_window(model))
+    self._current = cmr.scheduled_rate(completed_steps(model), self.rate,
                                        self.final_rate, begin, end, self.decay)
     for owner in self._owners:
       owner.cmr_rate.assign(self._current)
