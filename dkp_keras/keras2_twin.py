@@ -23,6 +23,7 @@ import tf_keras
 from dkp_keras import keras3
 from dkp_keras import layers as legacy_layers
 from dkp_keras import lstm as legacy_lstm
+from dkp_keras import traversal
 from dkp_keras.loading import ModelFileError, saved_keras_version
 
 # Keras 3 class -> the tf_keras class of its twin (exact classes: a subclass may compute
@@ -129,19 +130,12 @@ def _chain(model):
   config = model.get_config()
   inputs = {entry[0] for entry in config["input_layers"]} if isinstance(
       config["input_layers"][0], list) else {config["input_layers"][0]}
-  previous = None
-  for entry in config["layers"]:
-    if entry["name"] in inputs:
-      continue
-    nodes = entry["inbound_nodes"]
-    sources = [history[0] for node in nodes for history in _tensor_histories(node)]
-    expected = sorted(inputs) if previous is None else [previous]
-    if len(nodes) != 1 or sources != expected:
-      raise UnsupportedKeras3ModelError(
-          f"layer {entry['name']!r} does not simply follow "
-          f"{'the input' if previous is None else repr(previous)}: only chains of layers "
-          f"(no branches, shared layers or extra tensor arguments) can be converted")
-    previous = entry["name"]
+  off_chain = traversal.first_layer_off_chain(
+      config["layers"], inputs, lambda node: [history[0] for history in _tensor_histories(node)])
+  if off_chain:
+    raise UnsupportedKeras3ModelError(
+        f"{off_chain}: only chains of layers (no branches, shared layers or extra tensor "
+        f"arguments) can be converted")
   return layers
 
 

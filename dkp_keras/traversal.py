@@ -69,17 +69,38 @@ def chain_layers(model, purpose="lowered"):
     # object may also sit in other models, e.g. after annealing's clones).
     config = model.get_config()
     inputs = {entry[0] for entry in config["input_layers"]}
-    previous = None
-    for entry in config["layers"]:
-      if entry["name"] in inputs:
-        continue
-      nodes = entry["inbound_nodes"]
-      sources = [inbound[0] for node in nodes for inbound in node]
-      expected = sorted(inputs) if previous is None else [previous]
-      if len(nodes) != 1 or sources != expected:
-        raise NotAChainError(
-            f"layer {entry['name']!r} does not simply follow "
-            f"{'the input' if previous is None else repr(previous)}: only chains of layers "
-            f"(no branches or shared layers) can be {purpose}")
-      previous = entry["name"]
+    off_chain = first_layer_off_chain(
+        config["layers"], inputs, lambda node: [inbound[0] for inbound in node])
+    if off_chain:
+      raise NotAChainError(f"{off_chain}: only chains of layers (no branches or shared layers) "
+                           f"can be {purpose}")
   return layers
+
+
+def first_layer_off_chain(entries, inputs, node_sources):
+  """Says which layer of a serialized functional model does not follow the one before, if any.
+
+  Works on a model config (Keras 2 or Keras 3: ``node_sources`` reads its node format), so
+  the check is the same for both front ends.
+
+  Args:
+    entries: the config's ``layers``, in order.
+    inputs: the names of the model's input layers.
+    node_sources: one inbound node -> the names of the layers it reads.
+
+  Returns:
+    ``"layer 'x' does not simply follow ..."`` for the first layer with other than one node
+    reading exactly the layer before it (the inputs for the first), else None.
+  """
+  previous = None
+  for entry in entries:
+    if entry["name"] in inputs:
+      continue
+    nodes = entry["inbound_nodes"]
+    sources = [source for node in nodes for source in node_sources(node)]
+    expected = sorted(inputs) if previous is None else [previous]
+    if len(nodes) != 1 or sources != expected:
+      return (f"layer {entry['name']!r} does not simply follow "
+              f"{'the input' if previous is None else repr(previous)}")
+    previous = entry["name"]
+  return None
