@@ -247,7 +247,10 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
                                         recipe.num_steps)))
   if run_dir:
     # After SparsityAnnealing: the checkpoint holds the weights it re-masks at epoch end.
-    fit_callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")))
+    # Kept after the last epoch (train_run removes it once the model is saved): a run
+    # killed while evaluating resumes from its trained weights instead of retraining.
+    fit_callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"),
+                                                          delete_checkpoint=False))
     fit_callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
                                                      update_freq="epoch"))
   # After BackupAndRestore: the seconds saved belong to a saved epoch.

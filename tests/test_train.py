@@ -44,6 +44,38 @@ class Interrupt(keras.callbacks.Callback):
       raise KeyboardInterrupt("simulated kill")
 
 
+class InterruptAfterTraining(keras.callbacks.Callback):
+  """Kills the run once training ends, before the model is evaluated and saved."""
+
+  def on_train_end(self, logs=None):
+    raise KeyboardInterrupt("simulated kill after the last epoch")
+
+
+class EpochCounter(keras.callbacks.Callback):
+
+  def __init__(self):
+    super().__init__()
+    self.epochs = 0
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self.epochs += 1
+
+
+def test_a_run_killed_after_training_resumes_without_retraining(tiny, tmp_path):
+  options = dict(preset="tiny", method="dkp", compression=4.0, verbose=0)
+  whole = training.train_run(str(tmp_path / "whole"), **options)
+  with pytest.raises(KeyboardInterrupt):
+    training.train_run(str(tmp_path / "killed"), callbacks=[InterruptAfterTraining()], **options)
+  assert not (tmp_path / "killed" / "model.keras").exists()
+  counter = EpochCounter()
+  resumed = training.train_run(str(tmp_path / "killed"), resume=True, callbacks=[counter],
+                               **options)
+  assert counter.epochs == 0  # the trained weights were restored, not trained again
+  assert resumed["test_perplexity"] == pytest.approx(whole["test_perplexity"], rel=1e-6)
+  assert len(resumed["history"]["loss"]) == TINY.epochs
+  assert not (tmp_path / "killed" / "backup").exists()
+
+
 def test_resumed_run_equals_uninterrupted(tiny, tmp_path):
   options = dict(preset="tiny", method="dkp", compression=4.0, verbose=0)
   whole = training.train_run(str(tmp_path / "whole"), **options)
