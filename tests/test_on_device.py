@@ -1,6 +1,8 @@
 """On-device benchmark scripts: the output parser and the scripts' --dry-run (no adb)."""
 
+import ast
 import csv
+import inspect
 import json
 import os
 import re
@@ -15,6 +17,9 @@ ON_DEVICE = os.path.join(ROOT, "benchmarks", "on_device")
 sys.path.insert(0, ON_DEVICE)
 
 import parse_results  # noqa: E402  pylint: disable=wrong-import-position
+import time_tflite  # noqa: E402  pylint: disable=wrong-import-position
+
+from tflite_ops import timing  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
 
 # benchmark_model of TF 2.4-era builds: summary line, no memory monitoring.
 OLD_OUTPUT = """\
@@ -347,3 +352,17 @@ def test_run_in_root_dry_run_and_refusals(tmp_path):
   missing = _run_in_root("--root", tmp_path / "absent", "--", "/bin/true",
                          env=_env(PATH=f"{fake}{os.pathsep}{os.environ['PATH']}"))
   assert missing.returncode == 2 and "no finished arm64 root" in missing.stderr
+
+
+def test_time_tflite_is_standalone_and_builds_its_interpreter_as_tflite_ops_timing_does():
+  """time_tflite.py runs alone on a board, so it carries a copy of timing's interpreter set-up."""
+  assert (inspect.getsource(time_tflite.zero_input_interpreter)
+          == inspect.getsource(timing.zero_input_interpreter)), \
+      "edit tflite_ops.timing.zero_input_interpreter and copy it into time_tflite.py"
+  with open(time_tflite.__file__, encoding="utf-8") as f:
+    tree = ast.parse(f.read())
+  imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+              if isinstance(node, ast.Import) for alias in node.names}
+  imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom)}
+  assert imported <= set(sys.stdlib_module_names) | {"numpy", "ai_edge_litert"}, imported
