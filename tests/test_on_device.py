@@ -366,3 +366,31 @@ def test_time_tflite_is_standalone_and_builds_its_interpreter_as_tflite_ops_timi
   imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                if isinstance(node, ast.ImportFrom)}
   assert imported <= set(sys.stdlib_module_names) | {"numpy", "ai_edge_litert"}, imported
+
+
+def test_private_apt_state_reads_only_its_own_directory(tmp_path):
+  """common.sh's apt options (build_plugins.sh, fetch_qemu.sh): lists, cache and sources in DIR."""
+  state = tmp_path / "apt state"
+  script = (f'die() {{ exit 9; }}; source {shlex.quote(os.path.join(ON_DEVICE, "common.sh"))}; '
+            f'private_apt_state {shlex.quote(str(state))}; printf "%s\\n" "${{APT[@]}}"')
+  result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
+                          check=False)
+  assert result.returncode == 0, result.stderr
+  assert (state / "lists" / "partial").is_dir()
+  assert (state / "cache" / "archives" / "partial").is_dir()
+  options = [o for o in result.stdout.splitlines() if o != "-o"]
+  assert options == [f"Dir::Etc::SourceList={state}/sources.list",
+                     "Dir::Etc::SourceParts=/dev/null", f"Dir::State::Lists={state}/lists",
+                     f"Dir::Cache={state}/cache", "Debug::NoLocking=1", "APT::Sandbox::User=root"]
+
+
+def test_one_argument_command_lines(tmp_path):
+  """build_root.sh and build_plugins.sh take -h and one argument (common.sh's parser)."""
+  for script in ("build_root.sh", "build_plugins.sh"):
+    two = subprocess.run(["bash", os.path.join(EMULATED, script), str(tmp_path / "a"),
+                          str(tmp_path / "b")], capture_output=True, text=True, timeout=60,
+                         check=False)
+    name = "ROOT" if script == "build_root.sh" else "DEST"
+    assert two.returncode == 2, two.stderr
+    assert f"one {name} only (got '{tmp_path / 'a'}' and '{tmp_path / 'b'}')" in two.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
