@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
@@ -113,6 +114,20 @@ def resolve_config(parser, args, defaults, quick, positive=()):
     if config[key] < 1:
       parser.error(f"--{key.replace('_', '-')} must be >= 1, got {config[key]}")
   return config
+
+
+def page_parser(module, description, relative_path):
+  """The command line of a page generator: ``python -m <module> [--check]``.
+
+  Args:
+    module: the generator's dotted module name (``benchmarks.results_page``).
+    description: the first line of its docstring.
+    relative_path: the page it writes, relative to the project root.
+  """
+  parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+  parser.add_argument("--check", action="store_true",
+                      help=f"only check that {relative_path} is up to date (exit 1 if stale)")
+  return parser
 
 
 def publish_page(relative_path, page, check, command):
