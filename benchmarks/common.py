@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 
 import dkp_keras as dkp  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported
 import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-order
@@ -87,6 +88,24 @@ def git_commit():
   except (OSError, subprocess.CalledProcessError):
     return "unknown"
   return commit + ("-dirty" if dirty else "")
+
+
+def result_record(benchmark, config, host, start, **sections):
+  """A benchmark's JSON record: what ran where, its own sections, its wall time and date.
+
+  Args:
+    benchmark: the benchmark's name.
+    config: its resolved configuration.
+    host: `announce_host`'s description of the machine.
+    start: the ``time.perf_counter()`` reading when the run started.
+    **sections: the benchmark's own entries, in order (timing method, results, ...).
+
+  Returns:
+    {"benchmark", "config", "host", *sections, "wall_s", "created"}.
+  """
+  return {"benchmark": benchmark, "config": config, "host": host, **sections,
+          "wall_s": time.perf_counter() - start,
+          "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def write_json_atomic(path, data):
