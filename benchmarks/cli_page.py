@@ -13,7 +13,6 @@ True
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import io
@@ -114,11 +113,7 @@ def render(root=common.PROJECT_ROOT):
 
 
 def build_parser():
-  parser = argparse.ArgumentParser(prog="python -m benchmarks.cli_page",
-                                   description=__doc__.splitlines()[0])
-  parser.add_argument("--check", action="store_true",
-                      help="only check that docs/cli.md is up to date (exit 1 if stale)")
-  return parser
+  return common.page_parser("benchmarks.cli_page", __doc__.splitlines()[0], PAGE)
 
 
 def main(argv=None):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
 import sys
+import time
 
 import dkp_keras as dkp  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported
 import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-order
@@ -88,6 +90,24 @@ def git_commit():
   return commit + ("-dirty" if dirty else "")
 
 
+def result_record(benchmark, config, host, start, **sections):
+  """A benchmark's JSON record: what ran where, its own sections, its wall time and date.
+
+  Args:
+    benchmark: the benchmark's name.
+    config: its resolved configuration.
+    host: `announce_host`'s description of the machine.
+    start: the ``time.perf_counter()`` reading when the run started.
+    **sections: the benchmark's own entries, in order (timing method, results, ...).
+
+  Returns:
+    {"benchmark", "config", "host", *sections, "wall_s", "created"}.
+  """
+  return {"benchmark": benchmark, "config": config, "host": host, **sections,
+          "wall_s": time.perf_counter() - start,
+          "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
 def write_json_atomic(path, data):
   """Writes ``data`` as JSON to ``path`` via a temp file in the same directory."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -113,6 +133,20 @@ def resolve_config(parser, args, defaults, quick, positive=()):
     if config[key] < 1:
       parser.error(f"--{key.replace('_', '-')} must be >= 1, got {config[key]}")
   return config
+
+
+def page_parser(module, description, relative_path):
+  """The command line of a page generator: ``python -m <module> [--check]``.
+
+  Args:
+    module: the generator's dotted module name (``benchmarks.results_page``).
+    description: the first line of its docstring.
+    relative_path: the page it writes, relative to the project root.
+  """
+  parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+  parser.add_argument("--check", action="store_true",
+                      help=f"only check that {relative_path} is up to date (exit 1 if stale)")
+  return parser
 
 
 def publish_page(relative_path, page, check, command):

@@ -261,11 +261,9 @@ def main(argv=None):
   host = common.announce_host()
   start = time.perf_counter()
   results = run_benchmark(config)
-  data = {
-      "benchmark": "convert_time",
-      "config": config,
-      "host": host,
-      "timing": {
+  data = common.result_record(
+      "convert_time", config, host, start,
+      timing={
           "method": "pipelines.conversion.convert(model, out, mode, verify_samples=1), "
                     "after an untimed warm-up conversion, interleaved across models and modes",
           "clock": "time.perf_counter",
@@ -273,10 +271,7 @@ def main(argv=None):
                        "total_seconds = the whole call (with inspection and verification)",
           "target": f"dkp conversion <= {TARGET_SECONDS:g} s (whole call)"
       },
-      **results,
-      "wall_s": time.perf_counter() - start,
-      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")
-  }
+      **results)
   print(format_table(results, config))
   for mode in MODES:
     entry = results["conversions"][f"dkp/{mode}"]

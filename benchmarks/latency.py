@@ -395,11 +395,9 @@ def main(argv=None):
   os.makedirs(os.path.dirname(out), exist_ok=True)
   files.write_atomic(out, frame.to_csv(index=False))
   sidecar = os.path.splitext(out)[0] + ".json"
-  data = {
-      "benchmark": "latency",
-      "config": config,
-      "host": host,
-      "timing": {
+  data = common.result_record(
+      "latency", config, host, start,
+      timing={
           "method": "LiteRT Interpreter, inputs zeros set once; blocks of back-to-back "
                     f"invoke() (~{BLOCK_S * 1e3:g} ms each) interleaved across all variants of "
                     "one (mode, threads, xnnpack) setting (tflite_ops.timing.interleaved_medians)",
@@ -408,11 +406,8 @@ def main(argv=None):
           "targets": {"speedup": TARGET_SPEEDUP, "weights_ratio": TARGET_SIZE_RATIO,
                       "at": HEADLINE}
       },
-      "headline": result,
-      "csv": os.path.basename(out),  # beside this file; no machine paths in results
-      "wall_s": time.perf_counter() - start,
-      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")
-  }
+      headline=result,
+      csv=os.path.basename(out))  # beside this file; no machine paths in results
   common.write_json_atomic(sidecar, data)
   print(f"wrote {out} and {sidecar}")
   return frame

@@ -17,7 +17,6 @@ True
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
@@ -606,11 +605,7 @@ def main(argv=None):
 
 
 def build_parser():
-  parser = argparse.ArgumentParser(prog="python -m benchmarks.results_page",
-                                   description=__doc__.splitlines()[0])
-  parser.add_argument("--check", action="store_true",
-                      help="only check that docs/results.md is up to date (exit 1 if stale)")
-  return parser
+  return common.page_parser("benchmarks.results_page", __doc__.splitlines()[0], PAGE)
 
 
 if __name__ == "__main__":

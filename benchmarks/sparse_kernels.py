@@ -429,23 +429,18 @@ def main(argv=None):
   host = common.announce_host(ai_edge_litert=version("ai-edge-litert"))
   start = time.perf_counter()
   results = run_benchmark(config)
-  data = {
-      "benchmark": "sparse_kernels",
-      "config": config,
-      "host": host,
-      "rule": {"csr_max_density": sparse_matmul.CSR_MAX_DENSITY,
-               "block_max_density": sparse_matmul.BLOCK_MAX_DENSITY},
-      "timing": {
+  data = common.result_record(
+      "sparse_kernels", config, host, start,
+      rule={"csr_max_density": sparse_matmul.CSR_MAX_DENSITY,
+            "block_max_density": sparse_matmul.BLOCK_MAX_DENSITY},
+      timing={
           "method": "blocks of invoke() on a fixed input, interleaved across all variants",
           "clock": "time.perf_counter",
           "statistic": "median µs per invoke; speed-up = baseline median / variant median",
           "resolvers": {"xnnpack": "default (XNNPack delegate)",
                         "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"}
       },
-      **results,
-      "wall_s": time.perf_counter() - start,
-      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")
-  }
+      **results)
   print(format_table(results, config))
   wrong = [f"{r['pattern']} {r['density']:g} ({r['resolver']}: picks {r['auto_pick']}, "
            f"{r['fastest']} is {r['auto_slowdown']:.2f}x faster)"

@@ -327,20 +327,15 @@ def main(argv=None):
   host = common.announce_host()
   start = time.perf_counter()
   results = run_benchmark(config, models)
-  data = {
-      "benchmark": "train_step",
-      "config": config,
-      "host": host,
-      "timing": {
+  data = common.result_record(
+      "train_step", config, host, start,
+      timing={
           "method": "train_on_batch blocks, interleaved across models",
           "clock": "time.perf_counter",
           "statistic": "median step time",
           "order": list(models)
       },
-      "models": results,
-      "wall_s": time.perf_counter() - start,
-      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")
-  }
+      models=results)
   print(format_table(results))
   common.write_json_atomic(args.out, data)
   print(f"wrote {args.out}")

@@ -22,7 +22,7 @@ import argparse
 import sys
 
 from pipelines import choices
-from tflite_ops import quiet_tensorflow
+from pipelines import cli
 
 
 def build_parser():
@@ -47,22 +47,19 @@ def build_parser():
   parser.add_argument("--include-dense", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--force", action="store_true", help="overwrite --out")
   parser.add_argument("--quiet", action="store_true", help="no progress bars")
-  parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up log")
+  cli.add_verbose_flag(parser)
   return parser
 
 
 def main(argv=None):
-  args = build_parser().parse_args(argv)
-  quiet_tensorflow.import_tensorflow(verbose=args.verbose)
-  # Here, not at the top: --help and usage errors answer without loading TensorFlow.
+  args = cli.parse_then_import_tensorflow(build_parser(), argv)
   from pipelines import post_training  # pylint: disable=import-outside-toplevel
   try:
     report = post_training.compress(args.model, args.out, args.compression, args.finetune_epochs,
                                     args.data, args.preset, args.structure, args.layers,
                                     args.min_params, args.force, verbose=0 if args.quiet else 1)
   except (ValueError, OSError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 2
+    return cli.fail(error, 2)
   for stage, values in report["perplexity"].items():
     print(f"{stage:>10}: valid perplexity {values['valid']:.2f}, test {values['test']:.2f}")
   print("compressed layers: " + ", ".join(

@@ -27,8 +27,8 @@ import argparse
 import sys
 
 from pipelines import choices
+from pipelines import cli
 from tflite_ops import lowering_options
-from tflite_ops import quiet_tensorflow
 
 
 def _whole_number(text):
@@ -81,14 +81,12 @@ def build_parser():
   parser.add_argument("--report", help="write the report as JSON here")
   parser.add_argument("--force", action="store_true",
                       help="overwrite an existing --out / --report / <out>.unverified")
-  parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up log")
+  cli.add_verbose_flag(parser)
   return parser
 
 
 def main(argv=None):
-  args = build_parser().parse_args(argv)
-  quiet_tensorflow.import_tensorflow(verbose=args.verbose)
-  # Here, not at the top: --help and usage errors answer without loading TensorFlow.
+  args = cli.parse_then_import_tensorflow(build_parser(), argv)
   from pipelines import conversion  # pylint: disable=import-outside-toplevel
   try:
     result = conversion.convert(args.model, args.out, mode=args.mode, seq_len=args.seq_len,
@@ -97,8 +95,7 @@ def main(argv=None):
                                 verify_data=args.verify_data, report_path=args.report,
                                 force=args.force, tolerance=args.tolerance)
   except (FileNotFoundError, ValueError, conversion.ConversionError, OSError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 1
+    return cli.fail(error)
   print(conversion.format_report(result.report))
   return 0
 

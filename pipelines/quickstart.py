@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tflite_ops import quiet_tensorflow
+from pipelines import cli
 
 
 def build_parser():
@@ -30,15 +30,13 @@ def build_parser():
   parser.add_argument("--steps", type=int, default=20, help="time steps per training window")
   parser.add_argument("--cmr", type=float, default=0.8, help="initial co-matrix dropout rate")
   parser.add_argument("--out", help="save the finalized model here (.keras)")
-  parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up log")
+  cli.add_verbose_flag(parser)
   return parser
 
 
 def main(argv=None):
   parser = build_parser()
-  args = parser.parse_args(argv)
-  quiet_tensorflow.import_tensorflow(verbose=args.verbose)
-  # Here, not at the top: --help and usage errors answer without loading TensorFlow.
+  args = cli.parse_then_import_tensorflow(parser, argv)
   from pipelines import training  # pylint: disable=import-outside-toplevel
   try:
     result = training.train_small_dkp_lm(args.epochs, args.compression, args.tokens, args.batch,

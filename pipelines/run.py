@@ -19,7 +19,7 @@ import argparse
 import os
 import sys
 
-from tflite_ops import quiet_tensorflow
+from pipelines import cli
 
 
 def build_parser():
@@ -35,22 +35,19 @@ def build_parser():
   parser.add_argument("--units", type=int, default=512, help="LSTM units")
   parser.add_argument("--force", action="store_true",
                       help="start over: delete this job's files in --out (others are kept)")
-  parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up log")
+  cli.add_verbose_flag(parser)
   return parser
 
 
 def main(argv=None):
-  args = build_parser().parse_args(argv)
-  quiet_tensorflow.import_tensorflow(verbose=args.verbose)
-  # Here, not at the top: --help and usage errors answer without loading TensorFlow.
+  args = cli.parse_then_import_tensorflow(build_parser(), argv)
   from pipelines import conversion, dense_vs_dkp  # pylint: disable=import-outside-toplevel
   try:
     report = dense_vs_dkp.compare_dense_and_dkp(
         args.out, epochs=args.epochs, compression=args.compression, tokens=args.tokens,
         units=args.units, force=args.force)
   except (ValueError, OSError, conversion.ConversionError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 1
+    return cli.fail(error)
   print("\n" + dense_vs_dkp.format_table(report))
   print(f"\nreport: {os.path.join(args.out, 'report.md')}")
   return 0

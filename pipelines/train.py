@@ -32,6 +32,7 @@ import sys
 
 from dkp_keras import cmr
 from pipelines import choices
+from pipelines import cli
 from pipelines import corpora
 from pipelines import models
 from pipelines import presets
@@ -150,7 +151,7 @@ def build_parser():
                       help="also measure the test perplexity of the step-mode .tflite files "
                            f"({', '.join(choices.DEPLOYED_EXPORTS)}) run through LiteRT")
   parser.add_argument("--quiet", action="store_true", help="no progress bars")
-  parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up log")
+  cli.add_verbose_flag(parser)
   return parser
 
 
@@ -166,9 +167,8 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-  args = parse_args(argv)
+  args = parse_args(argv)  # parses and checks, so TensorFlow loads after (as in cli's helper)
   quiet_tensorflow.import_tensorflow(verbose=args.verbose)
-  # Here, not at the top: --help and usage errors answer without loading TensorFlow.
   from pipelines import training  # pylint: disable=import-outside-toplevel
   try:
     compression = training.run_compression(args.method, args.compression)
@@ -183,8 +183,7 @@ def main(argv=None):
                         corpus_name=args.corpus,
                         options={name: getattr(args, name) for name in models.DKP_OPTIONS})
   except (ValueError, TypeError, OSError, UnicodeDecodeError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 2
+    return cli.fail(error, 2)
   print(f"\n{metrics['method']} ({metrics['preset']}): LSTM {metrics['lstm_compression']:.1f}x "
         f"smaller ({metrics['lstm_params']:,} of {metrics['lstm_dense_params']:,} parameters); "
         f"valid perplexity {metrics['valid_perplexity']:.2f}, test "

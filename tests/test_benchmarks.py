@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import time
 
 from benchmarks import checkpoint_size, common, train_step
 
@@ -80,3 +82,13 @@ def test_checkpoint_size_quick(tmp_path):
   assert all(r["bit_exact_reload"] for r in rows)
   # S is stored sparse: the annealed DKP files are smaller than the dense one.
   assert all(r["dense_bytes_over_this"] > 1.5 for r in rows[1:])
+
+
+def test_result_record_is_what_ran_where_then_its_sections_then_time_and_date():
+  start = time.perf_counter()
+  record = common.result_record("demo", {"units": 8}, {"device": "CPU"}, start,
+                                timing={"clock": "time.perf_counter"}, rows=[1, 2])
+  assert list(record) == ["benchmark", "config", "host", "timing", "rows", "wall_s", "created"]
+  assert record["benchmark"] == "demo" and record["rows"] == [1, 2]
+  assert 0 <= record["wall_s"] <= time.perf_counter() - start
+  assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", record["created"])

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from pipelines import compress, convert, quickstart, run, train
+from pipelines import cli, compress, convert, quickstart, run, train
 from tests.test_quiet_tensorflow import REPO, log_lines, run_python
 
 PARSERS = {"train": train.build_parser, "convert": convert.build_parser,
@@ -102,3 +102,11 @@ def test_tensorflow_start_up_log_only_with_verbose(tmp_path):
   if "cudart_stub" in verbose.stderr and "Could not find cuda drivers" in verbose.stderr:
     assert "failed call to cuInit" in verbose.stderr
 
+
+
+def test_fail_prints_one_error_line_and_returns_the_exit_status(capsys):
+  assert cli.fail(ValueError("missing.keras: no such file")) == 1
+  assert cli.fail(OSError("disk full"), 2) == 2
+  captured = capsys.readouterr()
+  assert captured.out == ""
+  assert captured.err == "error: missing.keras: no such file\nerror: disk full\n"

@@ -15,7 +15,7 @@ from dkp_keras.verify import normwise_error
 from pipelines import choices
 from pipelines import conversion
 from pipelines import convert
-from helpers import randomize_doping
+from helpers import randomize_doping, run_step_file
 from pipelines import models
 from pipelines import presets
 from tflite_ops import describe
@@ -62,17 +62,6 @@ def every_structure(doped):
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
   return tmp_path_factory.mktemp("convert")
-
-
-def run_step_file(path, x, state_shapes):
-  runner = Interpreter(model_path=str(path)).get_signature_runner()
-  states = {name: np.zeros(shape, np.float32) for name, shape in state_shapes.items()}
-  outputs = []
-  for t in range(x.shape[1]):
-    result = runner(inputs=x[:, t:t + 1], **states)
-    outputs.append(result["outputs"])
-    states = {name: result[name] for name in states}
-  return np.concatenate(outputs, axis=1)
 
 
 @pytest.mark.parametrize("build", [odd_stack, lambda: every_structure(True),

@@ -21,6 +21,7 @@ from dkp_keras.verify import normwise_error
 from pipelines import conversion
 from pipelines import convert
 from tflite_ops import describe
+from helpers import run_step_file
 
 VOCAB, STEPS, UNITS = 30, 6, 32
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,17 +73,9 @@ def sparse_layouts(path):
 
 def tflite_outputs(path, x, mode):
   """The .tflite file's outputs for token ids ``x`` (one sequence, or step by step)."""
-  interpreter = Interpreter(model_path=str(path))
-  runner = interpreter.get_signature_runner()
   if mode == "sequence":
-    return runner(inputs=x)["outputs"]
-  states = {name: np.zeros((1, UNITS), np.float32) for name in ("lstm_h", "lstm_c")}
-  outputs = []
-  for t in range(x.shape[1]):
-    result = runner(inputs=x[:, t:t + 1], **states)
-    outputs.append(result["outputs"])
-    states = {name: result[name] for name in states}
-  return np.concatenate(outputs, axis=1)
+    return Interpreter(model_path=str(path)).get_signature_runner()(inputs=x)["outputs"]
+  return run_step_file(path, x, {"lstm_h": (1, UNITS), "lstm_c": (1, UNITS)})
 
 
 @pytest.mark.parametrize("mode", ["sequence", "step"])

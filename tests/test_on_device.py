@@ -1,6 +1,8 @@
 """On-device benchmark scripts: the output parser and the scripts' --dry-run (no adb)."""
 
+import ast
 import csv
+import inspect
 import json
 import os
 import re
@@ -15,6 +17,9 @@ ON_DEVICE = os.path.join(ROOT, "benchmarks", "on_device")
 sys.path.insert(0, ON_DEVICE)
 
 import parse_results  # noqa: E402  pylint: disable=wrong-import-position
+import time_tflite  # noqa: E402  pylint: disable=wrong-import-position
+
+from tflite_ops import timing  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
 
 # benchmark_model of TF 2.4-era builds: summary line, no memory monitoring.
 OLD_OUTPUT = """\
@@ -347,3 +352,45 @@ def test_run_in_root_dry_run_and_refusals(tmp_path):
   missing = _run_in_root("--root", tmp_path / "absent", "--", "/bin/true",
                          env=_env(PATH=f"{fake}{os.pathsep}{os.environ['PATH']}"))
   assert missing.returncode == 2 and "no finished arm64 root" in missing.stderr
+
+
+def test_time_tflite_is_standalone_and_builds_its_interpreter_as_tflite_ops_timing_does():
+  """time_tflite.py runs alone on a board, so it carries a copy of timing's interpreter set-up."""
+  assert (inspect.getsource(time_tflite.zero_input_interpreter)
+          == inspect.getsource(timing.zero_input_interpreter)), \
+      "edit tflite_ops.timing.zero_input_interpreter and copy it into time_tflite.py"
+  with open(time_tflite.__file__, encoding="utf-8") as f:
+    tree = ast.parse(f.read())
+  imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+              if isinstance(node, ast.Import) for alias in node.names}
+  imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom)}
+  assert imported <= set(sys.stdlib_module_names) | {"numpy", "ai_edge_litert"}, imported
+
+
+def test_private_apt_state_reads_only_its_own_directory(tmp_path):
+  """common.sh's apt options (build_plugins.sh, fetch_qemu.sh): lists, cache and sources in DIR."""
+  state = tmp_path / "apt state"
+  script = (f'die() {{ exit 9; }}; source {shlex.quote(os.path.join(ON_DEVICE, "common.sh"))}; '
+            f'private_apt_state {shlex.quote(str(state))}; printf "%s\\n" "${{APT[@]}}"')
+  result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
+                          check=False)
+  assert result.returncode == 0, result.stderr
+  assert (state / "lists" / "partial").is_dir()
+  assert (state / "cache" / "archives" / "partial").is_dir()
+  options = [o for o in result.stdout.splitlines() if o != "-o"]
+  assert options == [f"Dir::Etc::SourceList={state}/sources.list",
+                     "Dir::Etc::SourceParts=/dev/null", f"Dir::State::Lists={state}/lists",
+                     f"Dir::Cache={state}/cache", "Debug::NoLocking=1", "APT::Sandbox::User=root"]
+
+
+def test_one_argument_command_lines(tmp_path):
+  """build_root.sh and build_plugins.sh take -h and one argument (common.sh's parser)."""
+  for script in ("build_root.sh", "build_plugins.sh"):
+    two = subprocess.run(["bash", os.path.join(EMULATED, script), str(tmp_path / "a"),
+                          str(tmp_path / "b")], capture_output=True, text=True, timeout=60,
+                         check=False)
+    name = "ROOT" if script == "build_root.sh" else "DEST"
+    assert two.returncode == 2, two.stderr
+    assert f"one {name} only (got '{tmp_path / 'a'}' and '{tmp_path / 'b'}')" in two.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

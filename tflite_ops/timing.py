@@ -10,11 +10,13 @@ import time
 import numpy as np
 
 
-def step_invoker(path, num_threads=1, xnnpack=True):
-  """A zero-argument callable that runs one step of a step-mode .tflite model.
+def zero_input_interpreter(path, num_threads=1, xnnpack=True):
+  """A LiteRT ``Interpreter`` of the .tflite file at ``path``, allocated, every input zeros.
 
-  Inputs are set once (token 0 / zeros, states zero); each call is one
-  ``invoke()``, which is what a streaming app pays per token.
+  Args:
+    path: the .tflite file.
+    num_threads: the interpreter's CPU threads.
+    xnnpack: False runs the builtin kernels only (no default XNNPack delegate).
   """
   # pylint: disable=import-outside-toplevel
   from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -24,7 +26,16 @@ def step_invoker(path, num_threads=1, xnnpack=True):
   interpreter.allocate_tensors()
   for detail in interpreter.get_input_details():
     interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-  return interpreter.invoke
+  return interpreter
+
+
+def step_invoker(path, num_threads=1, xnnpack=True):
+  """A zero-argument callable that runs one step of a step-mode .tflite model.
+
+  Inputs are set once (token 0 / zeros, states zero); each call is one
+  ``invoke()``, which is what a streaming app pays per token.
+  """
+  return zero_input_interpreter(path, num_threads, xnnpack).invoke
 
 
 def interleaved_medians(callables, repeats=7, number=50, warmup=10):

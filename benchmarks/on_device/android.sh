@@ -56,22 +56,11 @@ DRY_RUN=0
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
-    --threads) THREADS="${2:?--threads needs a value}"; shift 2 ;;
-    --xnnpack) XNNPACK="${2:?--xnnpack needs a value}"; shift 2 ;;
     --cores) CORES="${2:?--cores needs a value}"; shift 2 ;;
     --mask) MASK="${2:?--mask needs a value}"; shift 2 ;;
-    --runs) RUNS="${2:?--runs needs a value}"; shift 2 ;;
-    --out) OUT="${2:?--out needs a value}"; shift 2 ;;
-    --raw-dir) RAW_DIR="${2:?--raw-dir needs a value}"; shift 2 ;;
     --benchmark-model) BENCHMARK_MODEL="${2:?--benchmark-model needs a value}"; shift 2 ;;
-    --device) DEVICE="${2:?--device needs a value}"; shift 2 ;;
     --serial) SERIAL="${2:?--serial needs a value}"; shift 2 ;;
-    --dry-run) DRY_RUN=1; shift ;;
-    -*) usage >&2; die "unknown option: $1" ;;
-    *)
-      [[ -z "$MODEL_DIR" ]] || die "one MODEL_DIR only (got '$MODEL_DIR' and '$1')"
-      MODEL_DIR="$1"; shift ;;
+    *) parse_common_option "$@"; shift "$SHIFT_BY" ;;
   esac
 done
 
@@ -86,11 +75,7 @@ if [[ -z "$MASK" ]]; then
 fi
 [[ -z "$MASK" || "$MASK" =~ ^(0x)?[0-9a-fA-F]+$ ]] || die "--mask must be hex, got '$MASK'"
 
-shopt -s nullglob
-MODELS=("$MODEL_DIR"/*.tflite)
-shopt -u nullglob
-[[ ${#MODELS[@]} -gt 0 ]] || die "no *.tflite files in '$MODEL_DIR'"
-[[ -n "$RAW_DIR" ]] || RAW_DIR="${OUT%.csv}_raw"
+find_models
 
 ADB=(adb)
 [[ -z "$SERIAL" ]] || ADB=(adb -s "$SERIAL")
@@ -102,16 +87,6 @@ if [[ "$DRY_RUN" -eq 0 ]]; then
   command -v python3 >/dev/null 2>&1 || die "python3 not found (needed to parse the results)"
 fi
 [[ -n "$BENCHMARK_MODEL" ]] || BENCHMARK_MODEL="benchmark_model"
-
-# Prints a command (shell-quoted); runs it unless --dry-run.
-run() {
-  printf '+'
-  printf ' %q' "$@"
-  printf '\n'
-  if [[ "$DRY_RUN" -eq 0 ]]; then
-    "$@"
-  fi
-}
 
 if [[ "$DRY_RUN" -eq 0 ]]; then
   mkdir -p "$RAW_DIR"

@@ -65,22 +65,11 @@ EMULATED_ROOT=""
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
-    --threads) THREADS="${2:?--threads needs a value}"; shift 2 ;;
-    --xnnpack) XNNPACK="${2:?--xnnpack needs a value}"; shift 2 ;;
-    --runs) RUNS="${2:?--runs needs a value}"; shift 2 ;;
-    --out) OUT="${2:?--out needs a value}"; shift 2 ;;
-    --raw-dir) RAW_DIR="${2:?--raw-dir needs a value}"; shift 2 ;;
     --timer) TIMER="${2:?--timer needs a value}"; shift 2 ;;
     --taskset) TASKSET="${2:?--taskset needs a value}"; shift 2 ;;
-    --device) DEVICE="${2:?--device needs a value}"; shift 2 ;;
     --target) TARGET="${2:?--target needs a value}"; shift 2 ;;
     --root) EMULATED_ROOT="${2:?--root needs a value}"; shift 2 ;;
-    --dry-run) DRY_RUN=1; shift ;;
-    -*) usage >&2; die "unknown option: $1" ;;
-    *)
-      [[ -z "$MODEL_DIR" ]] || die "one MODEL_DIR only (got '$MODEL_DIR' and '$1')"
-      MODEL_DIR="$1"; shift ;;
+    *) parse_common_option "$@"; shift "$SHIFT_BY" ;;
   esac
 done
 
@@ -88,11 +77,7 @@ check_common_args
 case "$TIMER" in auto|litert|python) ;; *) die "--timer must be auto, litert or python" ;; esac
 [[ -z "$TASKSET" || "$TASKSET" =~ ^[0-9,-]+$ ]] || die "--taskset takes a CPU list like 3 or 2-3"
 
-shopt -s nullglob
-MODELS=("$MODEL_DIR"/*.tflite)
-shopt -u nullglob
-[[ ${#MODELS[@]} -gt 0 ]] || die "no *.tflite files in '$MODEL_DIR'"
-[[ -n "$RAW_DIR" ]] || RAW_DIR="${OUT%.csv}_raw"
+find_models
 [[ "$TARGET" != board || -z "$EMULATED_ROOT" ]] || die "--root applies to emulated targets only (add --target emulated-a72)"
 
 # The transport: on a board every command runs here as it is; on an emulated target it runs
@@ -173,16 +158,6 @@ fi
 
 PIN=()
 [[ -z "$TASKSET" ]] || PIN=(taskset -c "$TASKSET")
-
-# Prints a command (shell-quoted); runs it unless --dry-run.
-run() {
-  printf '+'
-  printf ' %q' "$@"
-  printf '\n'
-  if [[ "$DRY_RUN" -eq 0 ]]; then
-    "$@"
-  fi
-}
 
 # The paths the commands see: the board's own, or the copies staged in the root.
 if [[ -z "$STAGE" ]]; then

@@ -19,8 +19,16 @@ def percentile(values, q):
   return float(np.percentile(values, q))
 
 
-def time_model(path, num_threads=1, xnnpack=True, num_runs=300, warmup_runs=10):
-  """Per-invoke times in µs of ``path`` with zero inputs; a dict."""
+# A copy of tflite_ops.timing.zero_input_interpreter (this file runs alone on a board);
+# tests/test_on_device.py keeps the two equal.
+def zero_input_interpreter(path, num_threads=1, xnnpack=True):
+  """A LiteRT ``Interpreter`` of the .tflite file at ``path``, allocated, every input zeros.
+
+  Args:
+    path: the .tflite file.
+    num_threads: the interpreter's CPU threads.
+    xnnpack: False runs the builtin kernels only (no default XNNPack delegate).
+  """
   # pylint: disable=import-outside-toplevel
   from ai_edge_litert.interpreter import Interpreter, OpResolverType
   options = {} if xnnpack else {
@@ -29,6 +37,12 @@ def time_model(path, num_threads=1, xnnpack=True, num_runs=300, warmup_runs=10):
   interpreter.allocate_tensors()
   for detail in interpreter.get_input_details():
     interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+  return interpreter
+
+
+def time_model(path, num_threads=1, xnnpack=True, num_runs=300, warmup_runs=10):
+  """Per-invoke times in µs of ``path`` with zero inputs; a dict."""
+  interpreter = zero_input_interpreter(path, num_threads, xnnpack)
   for _ in range(warmup_runs):
     interpreter.invoke()
   samples = []

@@ -4,6 +4,11 @@
 # package of the same version (downloaded with apt into a private state; nothing is vendored).
 set -euo pipefail
 
+# By bash alone (no dirname): the check for missing tools must be reached without coreutils.
+SCRIPT_DIR="$(cd "${BASH_SOURCE[0]%/*}" 2>/dev/null && pwd || pwd)"
+# shellcheck source-path=SCRIPTDIR source=../common.sh
+source "$SCRIPT_DIR/../common.sh"
+
 usage() {
   cat <<USAGE
 Usage: build_plugins.sh [DEST]     (default: ~/.cache/dkp-keras/qemu-plugins-<qemu version>)
@@ -22,13 +27,7 @@ USAGE
 die() { echo "build_plugins.sh: error: $*" >&2; exit 2; }
 
 DEST=""
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    -h|--help) usage; exit 0 ;;
-    -*) usage >&2; die "unknown option: $1" ;;
-    *) [[ -z "$DEST" ]] || die "one DEST only (got '$DEST' and '$1')"; DEST="$1"; shift ;;
-  esac
-done
+parse_one_positional DEST "$@"
 
 missing=()
 for tool in apt-get dpkg-query gcc pkg-config tar qemu-aarch64; do
@@ -53,9 +52,7 @@ if [[ -f "$DEST/.built-from" ]] && [[ "$(cat "$DEST/.built-from")" == "qemu $SOU
   echo "$DEST"
   exit 0
 fi
-if [[ -e "$DEST" && -n "$(ls -A "$DEST" 2>/dev/null)" ]]; then
-  die "'$DEST' exists and holds no plugins of this script for qemu $SOURCE_VERSION; move it away or give another DEST"
-fi
+refuse_foreign_dest "$DEST" "plugins of this script for qemu $SOURCE_VERSION"
 
 mkdir -p "$(dirname "$DEST")"
 WORK="$(mktemp -d "$DEST.work.XXXXXX")"
@@ -67,10 +64,7 @@ MIRROR="${DKP_QEMU_SRC_MIRROR:-http://deb.debian.org/debian}"
   echo "deb-src $MIRROR $VERSION_CODENAME-updates main"
   echo "deb-src http://deb.debian.org/debian-security $VERSION_CODENAME-security main"
 } > "$WORK/sources.list"
-mkdir -p "$WORK/lists/partial" "$WORK/cache/archives/partial"
-APT=(-o "Dir::Etc::SourceList=$WORK/sources.list" -o Dir::Etc::SourceParts=/dev/null
-     -o "Dir::State::Lists=$WORK/lists" -o "Dir::Cache=$WORK/cache" -o Debug::NoLocking=1
-     -o APT::Sandbox::User=root)
+private_apt_state "$WORK"
 echo "downloading Debian's qemu $SOURCE_VERSION source (private apt state)" >&2
 apt-get "${APT[@]}" update -qq >&2 || die "apt-get update of the deb-src lists failed"
 (cd "$WORK" && apt-get "${APT[@]}" source --download-only "qemu=$SOURCE_VERSION" >&2) ||

@@ -5,6 +5,8 @@ set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$SCRIPT_DIR/../../.." && pwd)"
+# shellcheck source-path=SCRIPTDIR source=../common.sh
+source "$SCRIPT_DIR/../common.sh"
 # shellcheck source-path=SCRIPTDIR source=root.sh
 source "$SCRIPT_DIR/root.sh"
 
@@ -32,13 +34,7 @@ USAGE
 die() { echo "build_root.sh: error: $*" >&2; exit 2; }
 
 ROOT=""
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    -h|--help) usage; exit 0 ;;
-    -*) usage >&2; die "unknown option: $1" ;;
-    *) [[ -z "$ROOT" ]] || die "one ROOT only (got '$ROOT' and '$1')"; ROOT="$1"; shift ;;
-  esac
-done
+parse_one_positional ROOT "$@"
 ROOT="$(realpath -m "${ROOT:-$DKP_ARM64_ROOT_DEFAULT}")"
 MIRROR="${DKP_ARM64_MIRROR:-http://deb.debian.org/debian}"
 

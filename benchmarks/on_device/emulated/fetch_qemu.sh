@@ -4,6 +4,11 @@
 # host's apt configuration is untouched. Debian 12's qemu 7.2 miscomputes SME (issue 22).
 set -euo pipefail
 
+# By bash alone (no dirname): the check for missing tools must be reached without coreutils.
+SCRIPT_DIR="$(cd "${BASH_SOURCE[0]%/*}" 2>/dev/null && pwd || pwd)"
+# shellcheck source-path=SCRIPTDIR source=../common.sh
+source "$SCRIPT_DIR/../common.sh"
+
 DEST="${1:-${XDG_CACHE_HOME:-$HOME/.cache}/dkp-keras/qemu-trixie}"
 SUITE="${DKP_QEMU_SUITE:-trixie}"
 MIRROR="${DKP_ARM64_MIRROR:-http://deb.debian.org/debian}"
@@ -18,17 +23,12 @@ if [[ -x "$BINARY" ]]; then
   echo "$BINARY"
   exit 0
 fi
-if [[ -e "$DEST" && -n "$(ls -A "$DEST" 2>/dev/null)" ]]; then
-  die "'$DEST' exists and holds no qemu-aarch64 of this script; move it away or give another DEST"
-fi
+refuse_foreign_dest "$DEST" "qemu-aarch64 of this script"
 mkdir -p "$(dirname "$DEST")"
 STATE="$(mktemp -d "$DEST.apt.XXXXXX")"
 trap 'rm -rf "$STATE"' EXIT
-mkdir -p "$STATE/lists/partial" "$STATE/cache/archives/partial"
 echo "deb $MIRROR $SUITE main" > "$STATE/sources.list"
-APT=(-o "Dir::Etc::SourceList=$STATE/sources.list" -o Dir::Etc::SourceParts=/dev/null
-     -o "Dir::State::Lists=$STATE/lists" -o "Dir::Cache=$STATE/cache" -o Debug::NoLocking=1
-     -o APT::Sandbox::User=root)
+private_apt_state "$STATE"
 apt-get "${APT[@]}" update -qq >&2 || die "apt-get update of $SUITE failed"
 (cd "$STATE" && apt-get "${APT[@]}" download qemu-user >&2) || die "could not download qemu-user"
 # dpkg -x into a temporary directory, then move: a killed run leaves no half-extracted tree
