@@ -101,6 +101,14 @@ def test_fetch_qemu_refuses_foreign_directory(tmp_path):
   assert not list(tmp_path.glob("qemu.apt.*"))
 
 
+def test_fetch_qemu_help_names_the_default_destination(tmp_path):
+  result = subprocess.run(["bash", os.path.join(EMULATED, "fetch_qemu.sh"), "--help"],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
+  assert result.returncode == 0
+  assert f"default {tmp_path}/dkp-keras/qemu-trixie;" in result.stdout
+
+
 @pytest.mark.parametrize("cpu,version,warns", [
     ("max", "7.2.22", True), ("max,sve-default-vector-length=16", "9.2.0", True),
     ("max,sme=off", "7.2.22", False), ("max,sve=off", "7.2.22", False),

@@ -9,13 +9,14 @@ SCRIPT_DIR="$(cd "${BASH_SOURCE[0]%/*}" 2>/dev/null && pwd || pwd)"
 # shellcheck source-path=SCRIPTDIR source=../common.sh
 source "$SCRIPT_DIR/../common.sh"
 
-DEST="${1:-${XDG_CACHE_HOME:-$HOME/.cache}/dkp-keras/qemu-trixie}"
+DEFAULT_DEST="${XDG_CACHE_HOME:-$HOME/.cache}/dkp-keras/qemu-trixie"
+DEST="${1:-$DEFAULT_DEST}"
 SUITE="${DKP_QEMU_SUITE:-trixie}"
 MIRROR="${DKP_ARM64_MIRROR:-http://deb.debian.org/debian}"
 
 die() { echo "fetch_qemu.sh: error: $*" >&2; exit 2; }
 [[ "${1:-}" != -h && "${1:-}" != --help ]] || {
-  echo "Usage: fetch_qemu.sh [DEST]   (default $DEST; prints the qemu-aarch64 path)"; exit 0; }
+  echo "Usage: fetch_qemu.sh [DEST]   (default $DEFAULT_DEST; prints the qemu-aarch64 path)"; exit 0; }
 command -v apt-get >/dev/null && command -v dpkg >/dev/null || die "needs apt-get and dpkg (Debian)"
 
 BINARY="$DEST/usr/bin/qemu-aarch64"
