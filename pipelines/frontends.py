@@ -23,7 +23,6 @@ from pipelines import callback_logic
 from pipelines import choices
 
 
-
 class Frontend:
   """One Keras, its DKP layers and the training pieces that differ between the two.
 

@@ -212,3 +212,12 @@ def test_load_model_says_how_to_load_a_keras3_dkp_file(keras3_dense):
                                                        r"\(import dkp_keras.keras3, which "
                                                        r"registers"):
     dkp.load_model(path)
+
+
+def test_deployed_perplexity_of_a_keras3_run_is_its_keras_perplexity(tmp_path, tiny):
+  # --deployed-perplexity converts the Keras 3 model (as its tf_keras twin) after training.
+  metrics = training.train_run(str(tmp_path / "run"), "tiny", method="dkp", compression=4.0,
+                               epochs=1, verbose=0, keras="3", deployed_exports=("float32",))
+  assert metrics["carry_state"]  # tensorflow backend: the step-mode file carries states too
+  assert metrics["deployed_test_perplexity"]["float32"] == pytest.approx(
+      metrics["test_perplexity"], rel=1e-4)

@@ -27,7 +27,8 @@ def test_quick_run_times_tf_keras_and_keras3_workers(tmp_path):
   # The Keras 3 entries ran on Keras 3 in their own process, and are the same models.
   assert entries["tensorflow:dkp"]["front"] == "keras3"
   assert entries["tensorflow:dkp"]["backend"] == "tensorflow"
-  assert entries["tensorflow:dkp"]["trainable_params"] == entries["tf_keras:dkp"]["trainable_params"]
+  assert entries["tensorflow:dkp"]["trainable_params"] == (
+      entries["tf_keras:dkp"]["trainable_params"])
   assert entries["tensorflow:dense"]["trainable_params"] == (
       entries["tf_keras:dense"]["trainable_params"])
   assert written["fastest_keras3_dkp"] == "tensorflow:dkp"
