@@ -352,6 +352,33 @@ def render_train_step(path):
                     "min / min"], table))
 
 
+# benchmarks.train_step_keras3: Keras 3 backends against the tf_keras dense LSTM.
+def render_train_step_keras3(path):
+  payload = _read_json(path)
+  config = payload["config"]
+  table = [[name, entry["backend"], f"{entry['median_s']:.3f} s", f"{entry['min_s']:.3f} s",
+            _times(entry["ratio_to_dense"]), _times(entry["median_paired_ratio"])]
+           for name, entry in payload["entries"].items()]
+  host = payload.get("host", {})
+  versions = ", ".join(f"{name} {host[name]}" for name in ("keras", "jax", "torch")
+                       if name in host)
+  lines = ["", _host_line(payload) + f" {versions}. Model: {config['layers']}x{config['units']} "
+           f"LSTM, vocab {config['vocab']}, batch {config['batch']} x {config['steps']} steps, DKP "
+           f"at {config['compression']:g}x; {config['repeats']} interleaved blocks of "
+           f"{config['block']} steps per entry.", ""]
+  lines += _table(["entry", "backend", "median step", "min step", "median / tf_keras dense",
+                   "paired ratio"], table)
+  fastest = payload.get("fastest_keras3_dkp")
+  if fastest:
+    ratio = payload["entries"][fastest]["ratio_to_dense"]
+    verdict = "meets" if ratio <= payload["goal_ratio"] else "misses"
+    lines += ["", f"Fastest Keras 3 DKP: `{fastest}`, {_times(ratio)} the tf_keras dense step: "
+              f"{verdict} the goal of at most {_times(payload['goal_ratio'])}."]
+  for backend, why in payload.get("missing_backends", {}).items():
+    lines += ["", f"Not measured: {backend} ({why})."]
+  return lines
+
+
 # benchmarks.arm64_parity / arm64_fc_probe: emulated arm64 outputs against x86.
 def render_parity(path):
   rows = _read_csv(path)
@@ -483,6 +510,12 @@ SECTIONS = (
             "train_step_preconditioned.json",
             "python -m {module} --models dense,dkp,dkp_preconditioned --out {path}", "train_step",
             "The cost of `precondition_factors` (ScaledGD).", render_train_step),
+    Section("train-step-keras3", "Training step time on Keras 3, each backend",
+            "train_step_keras3.json", "python -m {module} --out {path}", "train_step_keras3",
+            "The same LM built by `pipelines.models.build_lm` on tf_keras and on Keras 3 "
+            "(`--keras 3`) for each installed backend, each backend in its own process, blocks "
+            "interleaved across processes; every ratio is against the tf_keras dense LSTM of "
+            "the same run.", render_train_step_keras3),
     Section("sgd-probe", "Plain SGD against scaled factor gradients", "sgd_probe.json",
             "python -m {module} --data ../shared/data/ptb --out {path}", "sgd_probe",
             "A third of an epoch of Zaremba's SGD per method, plain and scaled factor gradients, "

@@ -12,6 +12,7 @@ import tf_keras as keras
 
 from dkp_keras import compat
 from dkp_keras import compression_counts
+from dkp_keras.compression_counts import missed_target_warning  # noqa: F401  pylint: disable=unused-import
 from dkp_keras.blocks import kept_blocks  # noqa: F401  pylint: disable=unused-import
 from dkp_keras.deployed_layout import (  # noqa: F401  pylint: disable=unused-import
     FLOAT_BYTES, index_bytes, is_pruned, sparse_bytes, stored_bytes)
@@ -60,16 +61,3 @@ def compression_report(model):
   (['out', 'total'], True)
   """
   return compression_counts.compression_report(model, keras.Model, "tf_keras", _layer_row)
-
-
-def missed_target_warning(report):
-  """A warning naming each layer of a `compression_report` whose S is denser than its
-  target allows, or None when every layer meets its target."""
-  rows = report[(report["layer"] != "total") & ~report["meets_target"].astype(bool)]
-  if rows.empty:
-    return None
-  layers = "; ".join(
-      f"{row.layer}: {row.compression:.1f}x of the {row.target_compression:g}x asked, S "
-      f"{100 * row.doping_density:.2f}% dense" for row in rows.itertuples())
-  return (f"S is denser than its target in {len(rows)} layer(s) ({layers}): the annealing "
-          f"did not finish; dkp_keras.finalize brings S to its target")

@@ -113,3 +113,16 @@ def _report_frame(rows):
   frame["compression"] = frame["dense_params"] / frame["params"]
   frame["byte_compression"] = frame["dense_bytes"] / frame["bytes"]
   return frame
+
+
+def missed_target_warning(report):
+  """A warning naming each layer of a `compression_report` whose S is denser than its
+  target allows, or None when every layer meets its target."""
+  rows = report[(report["layer"] != "total") & ~report["meets_target"].astype(bool)]
+  if rows.empty:
+    return None
+  layers = "; ".join(
+      f"{row.layer}: {row.compression:.1f}x of the {row.target_compression:g}x asked, S "
+      f"{100 * row.doping_density:.2f}% dense" for row in rows.itertuples())
+  return (f"S is denser than its target in {len(rows)} layer(s) ({layers}): the annealing "
+          f"did not finish; dkp_keras.finalize brings S to its target")

@@ -74,10 +74,12 @@ def _explain(path, kind, error):
   cause = f"{type(error).__name__}: {first_line}"
   version = saved_keras_version(path)
   if version and not version.startswith("2."):
-    return (f"{path} was saved by Keras {version}; dkp_keras reads tf_keras (Keras 2) files. "
-            "Save the model with tf_keras (import dkp_keras first, which makes tf.keras "
-            "tf_keras) and load that file; python -m pipelines.convert converts Keras 3 files "
-            "directly")
+    return (f"{path} was saved by Keras {version}; dkp_keras reads tf_keras (Keras 2) files "
+            "here. Load it with Keras 3 (import dkp_keras.keras3, which registers "
+            "the Keras 3 DKP layers, then keras.saving.load_model), or as a tf_keras model with "
+            "the same layers and weights: dkp_keras.keras2_twin.tf_keras_twin(dkp_keras."
+            "keras2_twin.load_keras3_model(path)); python -m pipelines.convert and "
+            "python -m pipelines.compress take Keras 3 files directly")
   if any(sign in str(error) for sign in _UNKNOWN_CLASS_SIGNS):
     return (f"{path} holds a layer class this process cannot build ({cause}); import the module "
             "that defines and registers it before loading. DKP layers need no import: "

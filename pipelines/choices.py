@@ -9,6 +9,7 @@ against the same names.
 from __future__ import annotations
 
 # pipelines.train / pipelines.training
+KERAS_VERSIONS = ("2", "3")  # --keras: tf_keras, or Keras 3 on KERAS_BACKEND's backend
 STRATEGIES = ("default", "mirrored", "multiworker")  # tf.distribute strategies
 DEFAULT_COMPRESSION = 25.0  # for the methods that reach any factor
 TEXT_SPLIT = (0.8, 0.1, 0.1)  # --text: fractions of its words for train, valid, test

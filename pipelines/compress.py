@@ -11,7 +11,9 @@ Loan–Pitsianis; truncated SVD for ``lowrank``) plus S = the largest residual
 blocks, as many as the factor allows. The model is then fine-tuned for N
 epochs with S's mask held at its target and co-matrix dropout, and the
 perplexity is reported before (dense), right after the projection, and after
-fine-tuning (``<out>.json`` beside the model). The work is
+fine-tuning (``<out>.json`` beside the model). A Keras 3 model file is read
+as its tf_keras twin (same layers and weights); the compressed model is a
+tf_keras file (`dkp_keras.load_model`). The work is
 `pipelines.post_training`'s; this module is the command line, which answers
 ``--help`` and usage errors without loading TensorFlow.
 """
@@ -29,7 +31,7 @@ def build_parser():
   parser = argparse.ArgumentParser(prog="python -m pipelines.compress",
                                    description=__doc__.splitlines()[0],
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  parser.add_argument("model", help="trained dense .keras model")
+  parser.add_argument("model", help="trained dense .keras model (tf_keras or Keras 3)")
   parser.add_argument("--compression", type=float, default=25.0,
                       help="compression factor of each compressed layer")
   parser.add_argument("--out", required=True, help="compressed .keras model to write")
@@ -69,6 +71,9 @@ def main(argv=None):
         f"{report['model_byte_compression']:.1f}x fewer bytes as stored")
   if report["target_warning"]:
     print(f"warning: {report['target_warning']}", file=sys.stderr)
+  if report.get("input_keras") == "3":
+    print("note: the Keras 3 model was read as its tf_keras twin (same layers and weights); "
+          f"{args.out} is a tf_keras file: load it with dkp_keras.load_model")
   print(f"saved {args.out}")
   return 0
 

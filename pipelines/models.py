@@ -19,6 +19,10 @@ of ``dkp`` studied by the benchmarks are data there (`benchmarks.recipes`).
 
 The compression factor applies to the LSTM layers (weights and biases) and is
 counted by `dkp_keras.compression_report` for every method.
+
+``front`` (a `pipelines.frontends.Frontend`) picks the Keras: tf_keras by
+default, Keras 3 with `dkp_keras.keras3`'s layers (every method but those
+tfmot or tf_keras quantization need: `check_frontend`).
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ import math
 
 import numpy as np
 
-import dkp_keras as dkp
 from dkp_keras import cmr
 from dkp_keras import structures
+from pipelines import frontends
 
 # The DKP knobs: arguments of the `DKPLSTM` layers ...
 LAYER_OPTIONS = ("cmr_granularity", "block_size", "structure_fraction")
@@ -168,6 +172,17 @@ def get_method(name):
   return METHODS[name]
 
 
+def check_frontend(method, front):
+  """A clear error for a method the Keras of ``front`` cannot train."""
+  method = get_method(method) if isinstance(method, str) else method
+  why = front.unsupported_methods.get(method.name)
+  if why is not None:
+    supported = [name for name in METHODS if name not in front.unsupported_methods]
+    raise ValueError(f"method {method.name} is not available with --keras {front.version}: "
+                     f"{why}; with --keras {front.version} choose one of {supported}, or "
+                     f"train it with --keras 2")
+
+
 def check_method_compression(method, compression):
   """A clear error for a factor ``method`` cannot be asked for."""
   compression = float(compression)
@@ -200,7 +215,7 @@ def small_dense_units(recipe, compression):
   return units
 
 
-def check_factor_fits(vocab_size, recipe, method, compression):
+def check_factor_fits(vocab_size, recipe, method, compression, front=None):
   """Refuses, before any training, a factor ``method`` cannot honour on ``recipe``'s model.
 
   Builds the model once (and plans prune's sparsity), so every method refuses
@@ -212,11 +227,12 @@ def check_factor_fits(vocab_size, recipe, method, compression):
     recipe: the `presets.Recipe` (after the method's and the user's changes).
     method: a `Method` or its name.
     compression: the factor asked for.
+    front: the `frontends.Frontend` to build with (default: tf_keras).
   """
   method = get_method(method) if isinstance(method, str) else method
   try:
     check_method_compression(method, compression)
-    model = build_lm(vocab_size, recipe, method, compression, stateful=False)
+    model = build_lm(vocab_size, recipe, method, compression, stateful=False, front=front)
     if method.name == "prune":
       for layer in recurrent_layers(model):
         pruning_sparsity(layer, compression)
@@ -225,16 +241,16 @@ def check_factor_fits(vocab_size, recipe, method, compression):
                      f"{float(compression):g}x: {error}") from error
 
 
-def _uniform(recipe):
+def _uniform(recipe, front):
   """A fresh U(±init_scale) initializer (one instance per weight: a reused one repeats)."""
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
-  return keras.initializers.RandomUniform(-recipe.init_scale, recipe.init_scale)
+  return front.keras.initializers.RandomUniform(-recipe.init_scale, recipe.init_scale)
 
 
-def _initializer(recipe):
+def _initializer(recipe, front):
   if recipe.init_scale is None:
     return {}
-  return {"kernel_initializer": _uniform(recipe), "recurrent_initializer": _uniform(recipe)}
+  return {"kernel_initializer": _uniform(recipe, front),
+          "recurrent_initializer": _uniform(recipe, front)}
 
 
 def dense_lstm_params(recipe):
@@ -243,35 +259,38 @@ def dense_lstm_params(recipe):
   return sum(lstm_params(recipe.units, d) for d in dims)
 
 
-def _recurrent_layer(method, recipe, compression, index, stateful):
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+def _recurrent_layer(method, recipe, compression, index, stateful, front):
   common = dict(return_sequences=True, stateful=stateful, name=f"lstm_{index}",
-                **_initializer(recipe))
+                **_initializer(recipe, front))
   if method.structure is None:
     units = recipe.units
     if method.name == "small-dense":
       units = small_dense_units(recipe, compression)
-    return keras.layers.LSTM(units, **common)
-  return dkp.DKPLSTM(recipe.units, compression=compression, structure=method.structure,
+    return front.keras.layers.LSTM(units, **common)
+  return front.dkp.DKPLSTM(recipe.units, compression=compression, structure=method.structure,
                      doped=method.doped, precondition_factors=recipe.precondition_factors,
                      **dict(method.layer_options), **common)
 
 
-def build_lm(vocab_size, recipe, method="dkp", compression=25.0, stateful=None, batch_size=None):
+def build_lm(vocab_size, recipe, method="dkp", compression=25.0, stateful=None, batch_size=None,
+             front=None):
   """Embedding -> LSTM-like layers (built by ``method``) -> Dense, for ``recipe``.
 
   ``stateful`` defaults to ``recipe.carry_state`` (then the batch size is fixed
-  to ``batch_size`` or the recipe's).
+  to ``batch_size`` or the recipe's). ``front`` (a `frontends.Frontend`,
+  default tf_keras) is the Keras the model is built with.
   """
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  front = front or frontends.get_frontend()
+  keras = front.keras
   method = get_method(method) if isinstance(method, str) else method
+  check_frontend(method, front)
   # Quantized methods train the dense model and round it afterwards.
   compression = 1.0 if method.fixed_compression else check_method_compression(
       method, compression)
   stateful = recipe.carry_state if stateful is None else stateful
   batch = (batch_size or recipe.batch_size) if stateful else None
   def init():
-    return "uniform" if recipe.init_scale is None else _uniform(recipe)
+    return "uniform" if recipe.init_scale is None else _uniform(recipe, front)
 
   inputs = keras.Input((recipe.num_steps,), batch_size=batch, dtype="int32", name="tokens")
   x = keras.layers.Embedding(vocab_size, recipe.embedding, embeddings_initializer=init(),
@@ -279,13 +298,13 @@ def build_lm(vocab_size, recipe, method="dkp", compression=25.0, stateful=None, 
   for index in range(recipe.layers):
     if recipe.dropout:
       x = keras.layers.Dropout(recipe.dropout, name=f"dropout_{index}")(x)
-    x = _recurrent_layer(method, recipe, compression, index, stateful)(x)
+    x = _recurrent_layer(method, recipe, compression, index, stateful, front)(x)
   if recipe.dropout:
     x = keras.layers.Dropout(recipe.dropout, name="dropout_out")(x)
   output_options = {"kernel_initializer": init()} if recipe.init_scale is not None else {}
   if recipe.compress_output and method.structure is not None:
     # The softmax matrix is smaller than the LSTM's: compress it less.
-    outputs = dkp.DopedDense(vocab_size, compression=max(1.0, compression / 2),
+    outputs = front.dkp.DopedDense(vocab_size, compression=max(1.0, compression / 2),
                              structure=method.structure, doped=method.doped, name="softmax",
                              precondition_factors=recipe.precondition_factors,
                              **output_options)(x)
@@ -295,8 +314,8 @@ def build_lm(vocab_size, recipe, method="dkp", compression=25.0, stateful=None, 
 
 
 def recurrent_layers(model):
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
-  return [layer for layer in model.layers if isinstance(layer, keras.layers.RNN)]
+  """The RNN layers of ``model`` (tf_keras or Keras 3)."""
+  return frontends.of_model(model).recurrent_layers(model)
 
 
 def pruning_sparsity(layer, compression):
@@ -368,8 +387,8 @@ def stateless_twin(model):
 
 
 def _twin(model, batch_size, stateful):
-  """``model`` rebuilt from its config (any chain of registered layers), weights copied."""
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  """``model`` rebuilt from its config (any chain of registered layers, either Keras),
+  weights copied."""
   config = model.get_config()
   for layer in config["layers"]:
     layer.pop("build_config", None)  # its old batch shape would build the RNN at that batch

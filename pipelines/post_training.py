@@ -9,6 +9,10 @@ blocks, as many as the factor allows. The model is then fine-tuned for
 ``finetune_epochs`` epochs with S's mask held at its target and co-matrix
 dropout, and the perplexity is reported before (dense), right after the
 projection, and after fine-tuning (``<out>.json`` beside the model).
+
+A Keras 3 model file is read as its tf_keras twin (`dkp_keras.keras2_twin`:
+the same layers, names and weights), so the compressed model is a tf_keras
+file either way.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 import dkp_keras as dkp
 from dkp_keras import annealing
 from dkp_keras import blocks
+from dkp_keras import keras2_twin
 from dkp_keras import kronecker
 from dkp_keras import traversal
 from dkp_keras.compression import missed_target_warning
@@ -148,6 +153,19 @@ def project_model(model, compression, structure="kronecker", layers=None,
   return projected
 
 
+def load_trained_model(path):
+  """The trained model at ``path`` as a tf_keras model, and whether the file is Keras 3's.
+
+  A tf_keras file loads with `dkp_keras.load_model`; a Keras 3 file loads with
+  Keras 3 and becomes its tf_keras twin (a chain of the layers
+  `keras2_twin.SUPPORTED_LAYERS` names; anything else is refused naming the
+  layer).
+  """
+  if keras2_twin.saved_by_keras3(path):
+    return keras2_twin.tf_keras_twin(keras2_twin.load_keras3_model(path)), True
+  return dkp.load_model(path), False
+
+
 def compress(model_path, out, compression=25.0, finetune_epochs=1, data_dir=None,
              preset="demo", structure="kronecker", layers=None,
              min_params=choices.DEFAULT_MIN_PARAMS, force=False, verbose=2):
@@ -161,7 +179,7 @@ def compress(model_path, out, compression=25.0, finetune_epochs=1, data_dir=None
   if finetune_epochs < 0:
     raise ValueError(f"--finetune-epochs must be >= 0, got {finetune_epochs}")
   recipe = presets.get_preset(preset)
-  dense = dkp.load_model(model_path)
+  dense, from_keras3 = load_trained_model(model_path)
   corpus = training.load_corpus(data_dir, recipe)
   vocab_size = training.vocab_size_of(dense)
   if vocab_size is not None and vocab_size != corpus.vocab_size:
@@ -178,6 +196,8 @@ def compress(model_path, out, compression=25.0, finetune_epochs=1, data_dir=None
   report = {"model": os.path.abspath(model_path), "compression": compression,
             "structure": structure, "finetune_epochs": finetune_epochs, "preset": preset,
             "perplexity": {}}
+  if from_keras3:  # absent for tf_keras inputs: earlier reports keep their keys
+    report["input_keras"] = "3"
   for stage, model in (("dense", dense), ("projected", projected)):
     report["perplexity"][stage] = {s: perplexity(model, s) for s in ("valid", "test")}
   final = projected

@@ -7,7 +7,7 @@
 [--cmr-granularity G] [--cmr-decay D] [--block-size RxC] [--structure-fraction F]
 [--anneal-end F] [--block-switch F] [--block-pooling AVG|MAX]
 [--epochs N] [--out runs/NAME] [--resume | --force] [--strategy mirrored|multiworker]
-[--quiet] [--verbose]``
+[--keras 2|3] [--quiet] [--verbose]``
 
 Without a corpus it trains on the embedded Markov corpus; ``--data DIR``
 reads Mikolov's ``ptb.{train,valid,test}.txt`` (plain or .gz); ``--corpus NAME``
@@ -20,7 +20,10 @@ validation perplexity, S sparsity per layer, CMR rate), a checkpoint per epoch
 (``backup/``, Keras `BackupAndRestore`: ``--resume`` continues a killed run to
 the same result, history included), and at the end ``model.keras`` and
 ``metrics.json``. Perplexity is per word, <eos> included, with LSTM states
-carried across batches (`training.evaluate_perplexity`). The work is
+carried across batches (`training.evaluate_perplexity`). ``--keras 3`` builds
+and trains the same model with Keras 3 (`dkp_keras.keras3`) on the backend
+``KERAS_BACKEND`` names (default tensorflow); its ``model.keras`` is a Keras 3
+file that ``pipelines.convert`` converts. The work is
 `pipelines.training`'s; this module is the command line, which answers
 ``--help`` and usage errors without loading TensorFlow.
 """
@@ -28,6 +31,7 @@ carried across batches (`training.evaluate_perplexity`). The work is
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from dkp_keras import cmr
@@ -144,6 +148,11 @@ def build_parser():
                       help="tf.distribute strategy; multiworker: run the same command on "
                            "every worker (each with its TF_CONFIG) with one --out they share; "
                            "worker 0 writes it (default: %(default)s)")
+  parser.add_argument("--keras", default="2", choices=choices.KERAS_VERSIONS,
+                      help="2: tf_keras (every method and strategy); 3: Keras 3 on the backend "
+                           "KERAS_BACKEND names (tensorflow, jax or torch; default tensorflow), "
+                           "the methods but prune, int8 and int4, one device "
+                           "(default: %(default)s)")
   parser.add_argument("--from-model", metavar="FILE",
                       help="int8/int4: quantize this trained dense model.keras (same preset "
                            "and data) instead of training one (default: train one)")
@@ -168,7 +177,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
   args = parse_args(argv)  # parses and checks, so TensorFlow loads after (as in cli's helper)
-  quiet_tensorflow.import_tensorflow(verbose=args.verbose)
+  if args.keras == "2" or os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+    quiet_tensorflow.import_tensorflow(verbose=args.verbose, legacy_keras=args.keras == "2")
   from pipelines import training  # pylint: disable=import-outside-toplevel
   try:
     compression = training.run_compression(args.method, args.compression)
@@ -181,10 +191,13 @@ def main(argv=None):
                         deployed_exports=(choices.DEPLOYED_EXPORTS if args.deployed_perplexity
                                           else ()),
                         corpus_name=args.corpus,
-                        options={name: getattr(args, name) for name in models.DKP_OPTIONS})
+                        options={name: getattr(args, name) for name in models.DKP_OPTIONS},
+                        keras=args.keras)
   except (ValueError, TypeError, OSError, UnicodeDecodeError) as error:
     return cli.fail(error, 2)
-  print(f"\n{metrics['method']} ({metrics['preset']}): LSTM {metrics['lstm_compression']:.1f}x "
+  keras = metrics.get("keras")
+  on = f", Keras 3 on {keras['backend']}" if keras else ""
+  print(f"\n{metrics['method']} ({metrics['preset']}{on}): LSTM {metrics['lstm_compression']:.1f}x "
         f"smaller ({metrics['lstm_params']:,} of {metrics['lstm_dense_params']:,} parameters); "
         f"valid perplexity {metrics['valid_perplexity']:.2f}, test "
         f"{metrics['test_perplexity']:.2f}; trained in {metrics['train_seconds']:.0f} s")

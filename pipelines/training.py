@@ -11,6 +11,11 @@ continues to the same result, history included), and at the end
 is per word, <eos> included, with LSTM states carried across batches
 (`evaluate_perplexity`). `train_small_dkp_lm` is ``python -m
 pipelines.quickstart``'s job.
+
+One training loop for both Kerases: ``keras="3"`` (``--keras 3``) builds and
+trains the model with Keras 3 on ``KERAS_BACKEND``'s backend; what differs is a
+`frontends.Frontend`. This module imports no Keras itself, so a Keras 3 run
+never imports tf_keras or tfmot.
 """
 
 from __future__ import annotations
@@ -22,17 +27,14 @@ import shutil
 
 import numpy as np
 
-import dkp_keras as dkp
-from dkp_keras import compat
-from dkp_keras.compression import missed_target_warning
-from dkp_keras import traversal
+from dkp_keras.compression_counts import missed_target_warning
+from pipelines import callback_logic
 from pipelines import choices
 from pipelines import corpora
 from pipelines import data
-from pipelines import deployed
+from pipelines import frontends
 from pipelines import models
 from pipelines import presets
-from pipelines import training_callbacks
 from tflite_ops import files
 
 # Training seconds and every finished epoch's logs so far, for resumed runs.
@@ -84,18 +86,7 @@ def load_corpus(data_dir=None, recipe=None, seed=0, text_files=None, text_file=N
 
 def make_strategy(name="default"):
   """The `tf.distribute` strategy called ``name`` (multiworker reads ``TF_CONFIG``)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  if name == "default":
-    return tf.distribute.get_strategy()
-  if name == "mirrored":
-    # Reduce through one device: with collective all-reduce, tfmot's per-layer
-    # mask-update reductions and the gradient reduction can pair up out of order
-    # between replicas ("Shape mismatch in the collective instance").
-    return tf.distribute.MirroredStrategy(
-        cross_device_ops=tf.distribute.ReductionToOneDevice())
-  if name == "multiworker":
-    return tf.distribute.MultiWorkerMirroredStrategy()
-  raise ValueError(f"unknown strategy {name!r}; choose one of {choices.STRATEGIES}")
+  return frontends.get_frontend("2").make_strategy(name)
 
 
 def evaluate_perplexity(model, ids, batch_size, num_steps):
@@ -103,14 +94,13 @@ def evaluate_perplexity(model, ids, batch_size, num_steps):
 
   The stream is cut into ``batch_size`` rows read ``num_steps`` at a time (the
   tail that fills no row is dropped, as Zaremba et al. do); every scored token
-  has the same weight.
+  has the same weight. ``model`` is a tf_keras or Keras 3 model.
   """
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
-  from tensorflow_model_optimization.sparsity import keras as tfmot_sparsity  # pylint: disable=import-outside-toplevel
+  front = frontends.of_model(model)
   x, y = data.batchify_arrays(ids, batch_size, num_steps)
-  twin = models.stateful_twin(tfmot_sparsity.strip_pruning(model), batch_size)
-  twin.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-  twin.reset_states()
+  twin = models.stateful_twin(front.strip(model), batch_size)
+  twin.compile(loss=front.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  front.reset_states(twin)
   return float(np.exp(twin.evaluate(x, y, batch_size=batch_size, verbose=0)))
 
 
@@ -137,9 +127,9 @@ def _on_mask_update(step, frequency):
   return max(1, round(step / frequency)) * frequency
 
 
-def _optimizer_class(recipe):
+def _optimizer_class(recipe, front=None):
   """The Keras optimizer ``recipe.optimizer`` names; a clear error for another name."""
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  keras = (front or frontends.get_frontend()).keras
   optimizers = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}
   if recipe.optimizer not in optimizers:
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; choose one of {list(optimizers)}")
@@ -147,13 +137,14 @@ def _optimizer_class(recipe):
 
 
 def _compile(model, recipe):
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
-  optimizer = _optimizer_class(recipe)(recipe.learning_rate_at(0),
-                                       global_clipnorm=recipe.optimizer_clip_norm)
+  front = frontends.of_model(model)
+  keras = front.keras
+  optimizer = _optimizer_class(recipe, front)(recipe.learning_rate_at(0),
+                                              global_clipnorm=recipe.optimizer_clip_norm)
   model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
 
-def check_run(corpus, recipe, method, compression):
+def check_run(corpus, recipe, method, compression, front=None):
   """Refuses what `fit_lm` would refuse later, before anything is written.
 
   The factor (`models.check_factor_fits`), the recipe's schedule and
@@ -164,10 +155,11 @@ def check_run(corpus, recipe, method, compression):
     recipe: the recipe, after the method's and the user's changes.
     method: a `models.Method`.
     compression: the factor asked for.
+    front: the `frontends.Frontend` that will train it (default: tf_keras).
   """
-  models.check_factor_fits(corpus.vocab_size, recipe, method, compression)
+  models.check_factor_fits(corpus.vocab_size, recipe, method, compression, front)
   _check_block_switch(recipe)
-  _optimizer_class(recipe)
+  _optimizer_class(recipe, front)
   for split in ("train", "valid", "test"):
     ids = getattr(corpus, split)
     if data.num_batches(ids.size, recipe.batch_size, recipe.num_steps) == 0:
@@ -179,7 +171,7 @@ def check_run(corpus, recipe, method, compression):
 
 
 def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0,
-           run_dir=None, verbose=2, callbacks=(), initial_model=None):
+           run_dir=None, verbose=2, callbacks=(), initial_model=None, front=None):
   """Builds and trains one language model; returns a dict with the finalized model.
 
   ``recipe`` is used as given: a method's recipe changes (``method.adapt``:
@@ -194,17 +186,19 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
   With ``run_dir``, checkpoints go to ``run_dir/backup`` (a later call with the
   same arguments resumes from the last finished epoch) and TensorBoard logs to
   ``run_dir/logs``. ``callbacks`` are appended (tests use them to interrupt).
+  ``front`` (a `frontends.Frontend`, default tf_keras) is the Keras to build and
+  train with.
   """
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  front = front or frontends.get_frontend()
+  keras = front.keras
   method = models.get_method(method) if isinstance(method, str) else method
-  strategy = strategy or make_strategy()
-  # Stateful RNNs cannot run under tf.distribute: several replicas train on
-  # independent windows (noted in the result).
-  carry_state = recipe.carry_state and strategy.num_replicas_in_sync == 1
-  # Generator-backed random layers: their state is checkpointed, so dropout and
-  # CMR draws continue exactly after --resume.
-  keras.backend.experimental.enable_tf_random_generator()
-  keras.utils.set_random_seed(seed)
+  models.check_frontend(method, front)
+  strategy = strategy or front.make_strategy()
+  # Stateful RNNs cannot run under tf.distribute, nor carry states on Keras 3's jax
+  # backend: there every window starts from zero states (noted in the result).
+  carry_state = (recipe.carry_state and strategy.num_replicas_in_sync == 1
+                 and front.carries_rnn_state())
+  front.seed(seed)
   x, y = data.batchify_arrays(corpus.train, recipe.batch_size, recipe.num_steps)
   steps_per_epoch = len(x) // recipe.batch_size
   frequency = max(1, steps_per_epoch // recipe.anneal_updates)
@@ -215,34 +209,29 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
   with strategy.scope():
     if initial_model is None:
       model = models.build_lm(corpus.vocab_size, recipe, method, compression,
-                              stateful=carry_state)
+                              stateful=carry_state, front=front)
     else:
       model = initial_model()
       if carry_state:
         model = models.stateful_twin(model, recipe.batch_size)
     annealed = method.doped or method.name == "prune"
+    annealing = None
     if method.doped:
-      model = dkp.prepare_for_annealing(
-          model, 0, end_step, frequency, start_at_target=initial_model is not None,
-          early_block_size=None if block_switch_step is None else (1, 1),
-          block_pooling_type=recipe.block_pooling)
-    elif method.name == "prune":
+      model, annealing = front.annealing(model, end_step, frequency, block_switch_step,
+                                         recipe.block_pooling, initial_model is not None)
+    elif method.name == "prune":  # tf_keras only (models.check_frontend)
       model = models.prepare_for_pruning(model, compression, 0, end_step, frequency)
+      annealing = front.dkp.SparsityAnnealing()
     _compile(model, recipe)
-    for layer in traversal.all_layers(model):
-      # Keras makes generators lazily; `Reseed` needs them now.
-      compat.make_random_generator(layer)
+    front.make_random_generators(model)
   fit_callbacks = [keras.callbacks.LearningRateScheduler(recipe.learning_rate_at),
-                   training_callbacks.Reseed(seed)]
-  if carry_state:
-    fit_callbacks.append(training_callbacks.ResetStates())
-  if annealed:
-    fit_callbacks.append(dkp.SparsityAnnealing(
-        block_switch_step=block_switch_step if method.doped else None))
-  cmr = co_matrix_dropout(method, recipe)
+                   *front.epoch_callbacks(seed, carry_state)]
+  if annealing is not None:
+    fit_callbacks.append(annealing)
+  cmr = co_matrix_dropout(method, recipe, front)
   if cmr is not None:
     fit_callbacks.append(cmr)
-  fit_callbacks.append(training_callbacks.Perplexity(
+  fit_callbacks.append(front.callbacks.Perplexity(
       lambda model: evaluate_perplexity(model, corpus.valid, recipe.batch_size,
                                         recipe.num_steps)))
   if run_dir:
@@ -254,7 +243,7 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
     fit_callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
                                                      update_freq="epoch"))
   # After BackupAndRestore: the seconds saved belong to a saved epoch.
-  clock = training_callbacks.TrainClock(os.path.join(run_dir, CLOCK_FILE) if run_dir else None,
+  clock = front.callbacks.TrainClock(os.path.join(run_dir, CLOCK_FILE) if run_dir else None,
                      write=strategy.extended.should_checkpoint)
   fit_callbacks.append(clock)
   fit_callbacks.extend(callbacks)
@@ -263,7 +252,7 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
   train_seconds = clock.seconds()
   if annealed:
     with strategy.scope():  # the final re-mask assigns mirrored variables
-      model = dkp.finalize(model)
+      model = front.dkp.finalize(model)
   if method.quantized:
     models.quantize_lstm_weights(model, bits=method.bits)
   _compile(model, recipe)
@@ -279,10 +268,11 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
   return result
 
 
-def co_matrix_dropout(method, recipe):
+def co_matrix_dropout(method, recipe, front=None):
   """The co-matrix dropout callback ``method`` trains with on ``recipe``, or None (rate 0)."""
   if method.cmr and recipe.cmr > 0:
-    return dkp.CoMatrixDropout(rate=recipe.cmr, decay=recipe.cmr_decay)
+    front = front or frontends.get_frontend()
+    return front.dkp.CoMatrixDropout(rate=recipe.cmr, decay=recipe.cmr_decay)
   return None
 
 
@@ -292,7 +282,7 @@ def lstm_compression(model, recipe, method):
   Every factor is against the recipe's dense LSTM stack, so a narrower
   ``small-dense`` stack counts as compressed; ``int8`` / ``int4`` count by bytes.
   """
-  report = dkp.compression_report(model)
+  report = frontends.of_model(model).dkp.compression_report(model)
   names = {layer.name for layer in models.recurrent_layers(model)}
   rows = report[report["layer"].isin(names)]
   dense_params = models.dense_lstm_params(recipe)
@@ -308,10 +298,10 @@ def lstm_compression(model, recipe, method):
 
 
 def vocab_size_of(model):
-  """The input vocabulary of an LM (its Embedding's), or None."""
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
+  """The input vocabulary of an LM (its Embedding's, either Keras), or None."""
+  embedding = frontends.of_model(model).keras.layers.Embedding
   for layer in model.layers:
-    if isinstance(layer, keras.layers.Embedding):
+    if isinstance(layer, embedding):
       return layer.input_dim
   return None
 
@@ -322,8 +312,8 @@ def load_base_model(model_path, corpus, recipe, method):
   It must be the recipe's dense LSTM stack over this corpus' vocabulary (so its
   factor is counted against the same dense stack).
   """
-  import tf_keras as keras  # pylint: disable=import-outside-toplevel
-  model = dkp.load_model(model_path)
+  keras = frontends.get_frontend("2").keras
+  model = frontends.get_frontend("2").dkp.load_model(model_path)
   if vocab_size_of(model) != corpus.vocab_size:
     raise ValueError(f"vocabulary mismatch: {model_path} has {vocab_size_of(model)} words, "
                      f"the data {corpus.vocab_size}; give the --data it was trained on")
@@ -357,7 +347,7 @@ def save_atomically(model, path):
 def _finished_metrics(out):
   """The metrics of the finished run in ``out``, or None."""
   metrics = os.path.join(out, "metrics.json")
-  return training_callbacks.read_run_file(metrics) if os.path.exists(metrics) else None
+  return callback_logic.read_run_file(metrics) if os.path.exists(metrics) else None
 
 
 def _with_recipe_defaults(settings):
@@ -405,7 +395,7 @@ def prepare_run_dir(out, settings=None, resume=False, force=False, run_files=RUN
   elif existing and resume:
     if not os.path.exists(run_json):
       raise ValueError(f"{out} holds no run to resume (no run.json)")
-    previous = _with_recipe_defaults(training_callbacks.read_run_file(run_json)["settings"])
+    previous = _with_recipe_defaults(callback_logic.read_run_file(run_json)["settings"])
     if previous != settings:
       changed = sorted(k for k in set(previous) | set(settings)
                        if previous.get(k) != settings.get(k))
@@ -436,7 +426,7 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
               epochs=None, seed=0, strategy="default", resume=False, force=False, verbose=2,
               callbacks=(), base_model=None, text_files=None, text_file=None, split=None,
               min_count=None, max_vocab=None, deployed_exports=(), corpus_name=None,
-              options=None):
+              options=None, keras="2"):
   """The CLI's work: trains into run directory ``out`` and returns the metrics dict.
 
   ``method`` is a name of `models.METHODS` or a `models.Method` (the benchmarks'
@@ -448,10 +438,14 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
   and ``corpus_name`` choose the corpus as in `load_corpus`. ``deployed_exports`` (e.g.
   `choices.DEPLOYED_EXPORTS`) adds the test perplexity of the model converted to each
   step-mode ``.tflite`` export and run through LiteRT
-  (``deployed_test_perplexity``). Everything is checked before ``out`` is
+  (``deployed_test_perplexity``). ``keras`` is ``"2"`` (tf_keras) or ``"3"``
+  (Keras 3 on ``KERAS_BACKEND``'s backend; `frontends.Keras3` says which
+  methods and strategies it takes). Everything is checked before ``out`` is
   created, so a refused run leaves nothing behind.
   """
+  front = frontends.get_frontend(keras)
   method = models.get_method(method) if isinstance(method, str) else method
+  models.check_frontend(method, front)
   options = {name: value for name, value in (options or {}).items() if value is not None}
   if cmr is not None:
     options["cmr"] = cmr
@@ -470,14 +464,16 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
     raise ValueError(f"unknown strategy {strategy!r}; choose one of {choices.STRATEGIES}")
   # Before any TensorFlow op (the checks below build a model): collective ops
   # (multiworker) can only be configured at start-up.
-  distribution = make_strategy(strategy) if base_model is None else None
+  distribution = front.make_strategy(strategy) if base_model is None else None
   corpus = load_corpus(data_dir, recipe, 0, text_files, text_file, split, min_count, max_vocab,
                        corpus_name)
-  check_run(corpus, recipe, method, compression)
+  check_run(corpus, recipe, method, compression, front)
   settings = {"preset": preset, "recipe": recipe.to_dict(), "method": method.name,
               "compression": float(compression), "seed": int(seed), "strategy": strategy,
               "data": _data_setting(data_dir, text_files, text_file, split, corpus_name),
               "vocab_size": corpus.vocab_size}
+  if front.version != "2":  # absent for tf_keras: earlier runs keep their settings
+    settings["keras"] = front.version
   if corpus.vocab_options is not None:  # absent before: earlier runs keep their settings
     settings["vocabulary"] = corpus.vocab_options
   layer_options = {name: list(value) if isinstance(value, tuple) else value
@@ -505,8 +501,9 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
     result = quantize_trained(base_model, corpus, recipe, method)
   else:
     result = fit_lm(corpus, recipe, method, compression, distribution, seed, out, verbose,
-                    callbacks)
+                    callbacks, front=front)
   model = result["model"]
+  report = front.dkp.compression_report(model)
   metrics = {"method": method.name, "preset": preset, "compression": float(compression),
              "seed": int(seed), "valid_perplexity": result["valid_perplexity"],
              "test_perplexity": result["test_perplexity"],
@@ -516,8 +513,10 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
              "epochs": recipe.epochs,
              "carry_state": result["carry_state"], "history": result["history"],
              **lstm_compression(model, recipe, method),
-             "target_warning": missed_target_warning(
-                 dkp.compression_report(model))}
+             "target_warning": missed_target_warning(report),
+             "meets_target": bool(report["meets_target"].all())}
+  if front.version != "2":
+    metrics["keras"] = {"version": front.version, "backend": front.keras.backend.backend()}
   if not chief:
     return metrics
   save_atomically(model, os.path.join(out, "model.keras"))
@@ -526,6 +525,8 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
   if os.path.exists(os.path.join(out, CLOCK_FILE)):
     os.remove(os.path.join(out, CLOCK_FILE))
   if deployed_exports:
+    # Here, not at the top: conversion imports tf_keras, which a Keras 3 run needs only now.
+    from pipelines import deployed  # pylint: disable=import-outside-toplevel
     # After the run is saved: a failing conversion never loses the trained model.
     metrics["deployed_test_perplexity"] = {
         export: result["perplexity"] for export, result in deployed.deployed_perplexities(
@@ -558,7 +559,8 @@ def train_small_dkp_lm(epochs=4, compression=10.0, tokens=120_000, batch=32, ste
   result = fit_lm(corpus, recipe, "dkp", compression, verbose=verbose)
   if out:
     save_atomically(result["model"], out)
-  return {**result, "report": dkp.compression_report(result["model"]),
+  return {**result, "report": frontends.of_model(result["model"]).dkp.compression_report(
+      result["model"]),
           "perplexity": result["valid_perplexity"],
           "unigram_perplexity": data.unigram_perplexity(corpus.train, corpus.valid,
                                                         corpus.vocab_size),

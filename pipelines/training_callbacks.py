@@ -1,4 +1,4 @@
-"""The Keras callbacks `pipelines.training.fit_lm` trains a language model with.
+"""The tf_keras callbacks `pipelines.training.fit_lm` trains a language model with.
 
 * `ResetStates`: every epoch starts from zero LSTM states (stateful training);
 * `Perplexity`: ``perplexity`` and ``val_perplexity`` in the epoch's logs;
@@ -6,34 +6,30 @@
   resumed run draws what an uninterrupted one would;
 * `TrainClock`: training seconds and per-epoch logs summed over the
   invocations of a resumed run, saved beside each epoch's checkpoint.
+
+What they compute is `pipelines.callback_logic`'s (shared with the Keras 3
+callbacks, `pipelines.keras3_callbacks`); these classes give it tf_keras.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import time
-
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from dkp_keras import compat
 from dkp_keras import traversal
-from tflite_ops import files
+from pipelines import callback_logic
+from pipelines.callback_logic import read_run_file  # noqa: F401  pylint: disable=unused-import
 
 
-class ResetStates(keras.callbacks.Callback):
+class ResetStates(callback_logic.ResetStates, keras.callbacks.Callback):
   """Starts every epoch from zero LSTM states (stateful training)."""
 
-  def on_epoch_begin(self, epoch, logs=None):
-    # Model.reset_states misses RNNs inside pruning wrappers.
-    for layer in traversal.all_layers(self.model):
-      if isinstance(layer, keras.layers.RNN) and layer.stateful:
-        layer.reset_states()
+  rnn_class = keras.layers.RNN
+  all_layers = staticmethod(traversal.all_layers)
 
 
-class Perplexity(keras.callbacks.Callback):
+class Perplexity(callback_logic.Perplexity, keras.callbacks.Callback):
   """Adds ``perplexity`` (training) and ``val_perplexity`` to the epoch's logs.
 
   Args:
@@ -42,19 +38,8 @@ class Perplexity(keras.callbacks.Callback):
       None for training perplexity only.
   """
 
-  def __init__(self, evaluate=None):
-    super().__init__()
-    self.evaluate = evaluate
-
-  def on_epoch_end(self, epoch, logs=None):
-    if logs is None:
-      return
-    if "loss" in logs:
-      logs["perplexity"] = float(np.exp(min(logs["loss"], 50.0)))
-    # Stateful evaluation cannot run inside a multi-replica fit (Keras refuses
-    # stateful RNNs there): such runs report validation perplexity at the end.
-    if self.evaluate is not None and tf.distribute.get_strategy().num_replicas_in_sync == 1:
-      logs["val_perplexity"] = self.evaluate(self.model)
+  def single_replica(self):
+    return tf.distribute.get_strategy().num_replicas_in_sync == 1
 
 
 def random_generators(model):
@@ -88,56 +73,10 @@ class Reseed(keras.callbacks.Callback):
       generator.reset_from_seed(self.seed * 1_000_003 + epoch * 10_007 + index)
 
 
-class TrainClock(keras.callbacks.Callback):
+class TrainClock(callback_logic.TrainClock, keras.callbacks.Callback):
   """Training seconds and per-epoch logs summed over the invocations of a resumed run.
-
-  Both are saved after every epoch (beside the epoch's checkpoint: put this
-  callback after `BackupAndRestore`), so a killed run's metrics report what
-  training cost in all and the history of every epoch, not only the last leg's.
 
   Args:
     path: the JSON file that carries them across invocations (None: none).
     write: False where another worker (the chief) keeps the file.
   """
-
-  def __init__(self, path, write=True):
-    super().__init__()
-    self.path, self.earlier_seconds, self._start = path, 0.0, None
-    self.write = write
-    self.epoch_logs = {}  # epoch (0-based) -> its logs
-
-  def on_train_begin(self, logs=None):
-    if self.path and os.path.exists(self.path):
-      saved = read_run_file(self.path)
-      self.earlier_seconds = float(saved["train_seconds"])
-      # A file written before the logs were kept here has none.
-      self.epoch_logs = {int(epoch): values
-                         for epoch, values in saved.get("epoch_logs", {}).items()}
-    self._start = time.perf_counter()
-
-  def seconds(self):
-    """Training seconds so far, earlier invocations included."""
-    return self.earlier_seconds + time.perf_counter() - self._start
-
-  def on_epoch_end(self, epoch, logs=None):
-    # A rerun epoch (killed before its checkpoint) replaces its first try.
-    self.epoch_logs[epoch] = {key: float(value) for key, value in (logs or {}).items()}
-    if self.path and self.write:
-      files.write_json_atomic(self.path, {"train_seconds": self.seconds(),
-                                          "epochs_done": epoch + 1,
-                                          "epoch_logs": self.epoch_logs})
-
-  def history(self):
-    """Every epoch's logs, laid out as `History.history` (key -> one value per epoch)."""
-    epochs = sorted(self.epoch_logs)
-    keys = dict.fromkeys(key for epoch in epochs for key in self.epoch_logs[epoch])
-    return {key: [self.epoch_logs[epoch].get(key) for epoch in epochs] for key in keys}
-
-
-def read_run_file(path):
-  """A run directory's JSON file; a clear error for an unreadable one."""
-  try:
-    with open(path, encoding="utf-8") as handle:
-      return json.load(handle)
-  except (OSError, ValueError) as error:
-    raise ValueError(f"{path} is not a readable run file: {error}") from error

@@ -59,18 +59,21 @@ def stderr_hidden():
       os.close(saved)
 
 
-def import_tensorflow(verbose=False):
+def import_tensorflow(verbose=False, legacy_keras=True):
   """Imports TensorFlow (with the project's Keras 2) and returns the module.
 
   Args:
     verbose: show TensorFlow's start-up log and leave its log level as the
       environment sets it (what the command lines' ``--verbose`` passes).
+    legacy_keras: set ``TF_USE_LEGACY_KERAS`` (``tf.keras`` is tf_keras) unless
+      the environment sets it; False for a Keras 3 run (``pipelines.train --keras 3``).
 
   Returns:
     The ``tensorflow`` module, its devices listed (so the device query's log
     has been printed, or hidden, already).
   """
-  os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # as dkp_keras sets it
+  if legacy_keras:
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # as dkp_keras sets it
   if verbose:
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     tf.config.list_physical_devices()

@@ -6,7 +6,10 @@ mask updated every ``frequency`` steps and always at ``end_step``, as
 `dkp_keras.annealing.AnnealingDecay` does. Each S has its own mask: its
 highest-scored ``block_size`` blocks (mean or largest |value|), as many as the
 scheduled sparsity keeps; at ``end_step`` that is the block count its plan
-budgets. Steps count training batches as tfmot does: the n-th batch trained
+budgets. With ``early_block_size`` (e.g. ``(1, 1)``) the masks are computed in
+those blocks until ``block_switch_step`` (a mask update), then in the layers'
+own, as `dkp_keras.prepare_for_annealing`'s option of that name does. Steps
+count training batches as tfmot does: the n-th batch trained
 (the optimizer's ``iterations`` + 1) is step n. `SparsityAnnealing`
 (`dkp_keras.keras3.callbacks`) owns the masks; `finalize` checks the result.
 
@@ -24,6 +27,7 @@ import keras
 from dkp_keras import blocks
 from dkp_keras import doping_budget
 from dkp_keras.keras3.doped_matrix import find_doped_owners
+from dkp_keras.structures import check_block_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +37,9 @@ class AnnealingSchedule:
   >>> schedule = AnnealingSchedule(begin_step=2, end_step=7, frequency=4)
   >>> [step for step in range(12) if schedule.updates_mask(step)]
   [2, 6, 7]
+  >>> early = AnnealingSchedule(0, 10, 4, early_block_size=(1, 1), block_switch_step=5)
+  >>> [step for step in range(12) if early.updates_mask(step)], early.block_size_at(4, (4, 1))
+  ([0, 4, 5, 8, 10], (1, 1))
   """
   begin_step: int = 0
   end_step: int = 1000
@@ -40,6 +47,8 @@ class AnnealingSchedule:
   power: int = 3
   block_pooling_type: str = "AVG"
   start_at_target: bool = False
+  early_block_size: tuple | None = None
+  block_switch_step: int | None = None
 
   def __post_init__(self):
     if not 0 <= self.begin_step < self.end_step:
@@ -50,12 +59,29 @@ class AnnealingSchedule:
     if self.block_pooling_type not in blocks.POOLINGS:
       raise ValueError(f"block_pooling_type must be 'AVG' or 'MAX', got "
                        f"{self.block_pooling_type!r}")
+    if (self.early_block_size is None) != (self.block_switch_step is None):
+      raise ValueError("early_block_size and block_switch_step go together: S anneals in "
+                       "the early blocks until block_switch_step, then in its layer's own")
+    if self.early_block_size is not None:
+      object.__setattr__(self, "early_block_size", check_block_size(self.early_block_size))
+      if not self.begin_step <= self.block_switch_step <= self.end_step:
+        raise ValueError(
+            f"block_switch_step {self.block_switch_step} must be within the annealing "
+            f"window [{self.begin_step}, {self.end_step}]: after it no mask update would put "
+            f"S in its layers' blocks")
 
   def updates_mask(self, step):
     """Whether the masks are recomputed at ``step`` (tfmot's rule, plus ``end_step``)."""
     if not self.begin_step <= step <= self.end_step:
       return False
-    return (step - self.begin_step) % self.frequency == 0 or step == self.end_step
+    return ((step - self.begin_step) % self.frequency == 0 or step == self.end_step
+            or step == self.block_switch_step)
+
+  def block_size_at(self, step, layer_block_size):
+    """The blocks a mask computed at ``step`` is made of: the early ones before the switch."""
+    if self.early_block_size is not None and step < self.block_switch_step:
+      return self.early_block_size
+    return tuple(layer_block_size)
 
   def sparsity(self, step, target):
     """The sparsity S of final sparsity ``target`` has at ``step`` (tfmot's `PolynomialDecay`)."""

@@ -13,7 +13,7 @@ import numpy as np
 from dkp_keras import blocks
 from dkp_keras import cmr
 from dkp_keras.keras3.annealing import (AnnealingSchedule, annealing_window, completed_steps,
-                                        register_schedule)
+                                        doped_layers, register_schedule)
 from dkp_keras.keras3.doped_matrix import find_doped_owners
 
 
@@ -38,15 +38,25 @@ class SparsityAnnealing(keras.callbacks.Callback):
     start_at_target: hold every S at its target sparsity from the first step
       (fine-tuning an S that is already sparse); the window then only paces
       `CoMatrixDropout`.
+    early_block_size, block_switch_step: anneal S in ``early_block_size``
+      blocks (e.g. ``(1, 1)``: entry by entry) until step ``block_switch_step``
+      (within the window; a mask update), then in its layer's own blocks; both
+      or neither.
+
+  The sparsities reach the logs, so a `keras.callbacks.TensorBoard` placed
+  after this callback in the list records them (the tf_keras callback's
+  ``log_dir`` has no equivalent here).
 
   >>> model.fit(x, y, callbacks=[SparsityAnnealing(0, 1000), CoMatrixDropout()])  # doctest: +SKIP
   """
 
   def __init__(self, begin_step=0, end_step=1000, frequency=100, power=3,
-               block_pooling_type="AVG", start_at_target=False):
+               block_pooling_type="AVG", start_at_target=False, early_block_size=None,
+               block_switch_step=None):
     super().__init__()
     self.schedule = AnnealingSchedule(begin_step, end_step, frequency, power,
-                                                block_pooling_type, start_at_target)
+                                      block_pooling_type, start_at_target,
+                                      early_block_size, block_switch_step)
     self._masks = {}  # id(S variable) -> mask tensor
     self._matrices = []
 
@@ -57,8 +67,11 @@ class SparsityAnnealing(keras.callbacks.Callback):
       raise ValueError("SparsityAnnealing found no doped layer (dkp_keras.keras3 DopedDense / "
                        "DKPLSTM with doped=True) in the model")
     register_schedule(model, self.schedule)
-    self._matrices = [(owner, matrix) for owner in owners
-                      for matrix in owner.doped_matrices.values() if matrix.doping is not None]
+    # (the model's layer holding S, S): sparsities are logged by the model's layer names, as
+    # on the tf_keras path (an RNN's, not its cell's).
+    self._matrices = [(layer.name, matrix) for layer, layer_owners in doped_layers(model)
+                      for owner in layer_owners for matrix in owner.doped_matrices.values()
+                      if matrix.doping is not None]
     step = completed_steps(model)
     if not self._masks and step >= self.schedule.begin_step and step > 0:
       self._update_masks(min(step, self.schedule.end_step))  # resumed with a new callback
@@ -66,11 +79,10 @@ class SparsityAnnealing(keras.callbacks.Callback):
   def _update_masks(self, step):
     for _, matrix in self._matrices:
       values = matrix.doping_values()
+      block_size = self.schedule.block_size_at(step, matrix.plan.block_size)
       keep = blocks.kept_block_count(
-          values.shape, matrix.plan.block_size,
-          self.schedule.sparsity(step, matrix.plan.doping_sparsity))
-      mask = blocks.top_blocks_mask(values, keep, matrix.plan.block_size,
-                                    self.schedule.block_pooling_type)
+          values.shape, block_size, self.schedule.sparsity(step, matrix.plan.doping_sparsity))
+      mask = blocks.top_blocks_mask(values, keep, block_size, self.schedule.block_pooling_type)
       self._masks[id(matrix.doping)] = keras.ops.convert_to_tensor(mask.astype(values.dtype))
 
   def _apply_masks(self):
@@ -90,10 +102,10 @@ class SparsityAnnealing(keras.callbacks.Callback):
     self._apply_masks()
     if logs is not None:
       zeros, sizes = {}, {}
-      for owner, matrix in self._matrices:
+      for name, matrix in self._matrices:
         values = matrix.doping_values()
-        zeros[owner.name] = zeros.get(owner.name, 0) + int(np.sum(values == 0))
-        sizes[owner.name] = sizes.get(owner.name, 0) + values.size
+        zeros[name] = zeros.get(name, 0) + int(np.sum(values == 0))
+        sizes[name] = sizes.get(name, 0) + values.size
       logs.update({f"sparsity/{name}": zeros[name] / sizes[name] for name in zeros})
 
   def on_train_end(self, logs=None):
