@@ -24,11 +24,14 @@ board's timing) and every time *estimated*.
 
     python -m benchmarks.arm64_insns                       # the whole table (< 30 min)
     python -m benchmarks.arm64_insns --compressions 25 --structures dense,dkp --no-int8
+    python -m benchmarks.arm64_insns --profile --compressions 25 --structures dkp,kp \\
+        --no-int8 --invokes 200 --out benchmarks/results/arm64_emulated_profile.csv
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import os
 import re
 import shutil
@@ -66,11 +69,12 @@ MODELS = {
     "kp": ("kp", "none", "auto", {}),
     "dense-int8": ("baseline", "dynamic-int8", "auto", {}),
     "dkp-int8": ("dkp", "dynamic-int8", "block", {}),
-    # lowering tries (the CSV's variant column): model name -> (row's model, variant)
+    # lowering tries: rows of the model VARIANTS names, with a variant
     "dkp-fused-s": ("dkp", "none", "block", {"fuse_doping": True}),
     "dkp-csr-fused-s": ("dkp-1x1", "none", "csr", {"fuse_doping": True}),
     "dkp-int8-fused-s": ("dkp", "dynamic-int8", "block", {"fuse_doping": True}),
 }
+# lowering try -> (the row's model, its variant column)
 VARIANTS = {"dkp-fused-s": ("dkp", "fused-s"), "dkp-csr-fused-s": ("dkp-csr", "fused-s"),
             "dkp-int8-fused-s": ("dkp-int8", "fused-s")}
 STRUCTURES = ("dense", "dkp", "dkp-csr", "lmf", "hmd", "kp", "dkp-fused-s", "dkp-csr-fused-s")
@@ -90,6 +94,12 @@ DEFAULTS = {"units": 650, "layers": 2, "compressions": (10.0, 25.0, 50.0),
 QUICK = {"units": 64, "layers": 1, "compressions": (4.0,), "structures": ("dense", "dkp"),
          "int8_compressions": (), "invokes": 5}
 DEFAULT_OUT = os.path.join("benchmarks", "results", "arm64_emulated.csv")
+# --profile: the library whose functions the hot blocks are attributed to (LiteRT's kernels,
+# XNNPack's included), relative to the root venv's site-packages.
+PROFILE_LIBRARY = "ai_edge_litert/libpywrap_litert_common.so"
+OUTSIDE = "(outside LiteRT)"
+PROFILE_COLUMNS = ["model", "variant", "compression", "cpu", "xnnpack", "function",
+                   "insns_per_step", "step_insns_per_step", "share_of_step", "invokes", "emulated"]
 
 # --------------------------------------------------------------------------- pure parts
 
@@ -186,6 +196,37 @@ def weight_bytes(path):
   return info.weights_bytes + sum(t.sparsity.indices_bytes for t in info.sparse_tensors)
 
 
+def library_base(maps_text, suffix):
+  """The load address of the library whose path ends with ``suffix`` in a /proc/self/maps
+  text (its lowest mapping); None when it is not mapped."""
+  starts = [int(line.split("-", 1)[0], 16) for line in maps_text.splitlines()
+            if line.rstrip().endswith(suffix)]
+  return min(starts) if starts else None
+
+
+def parse_symbols(nm_text):
+  """``nm -C`` output as a sorted [(address, function name)] of the code symbols."""
+  symbols = []
+  for line in nm_text.splitlines():
+    fields = line.split(None, 2)
+    if len(fields) == 3 and fields[1] in "tTwW":
+      symbols.append((int(fields[0], 16), fields[2].split("(", 1)[0]))
+  return sorted(symbols)
+
+
+def attribute(blocks, base, symbols):
+  """{function: instructions} of hotblocks' blocks (pc, translations, insns, executions),
+  by the library symbol at or below each pc; blocks outside the library are ``outside``."""
+  addresses = [address for address, _ in symbols]
+  totals = {}
+  for pc, _, insns, executions in blocks:
+    index = bisect.bisect_right(addresses, pc - base) - 1 if base is not None and pc >= base \
+        else -1
+    name = symbols[index][1] if index >= 0 else OUTSIDE
+    totals[name] = totals.get(name, 0) + insns * executions
+  return totals
+
+
 # --------------------------------------------------------------------------- the emulated runs
 
 
@@ -227,20 +268,41 @@ def guest_env():
           "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def count_instructions(view, cpu, plugin_dir, model, xnnpack, invokes, work):
-  """Guest instructions of one guest_insns.py run (``invokes`` counted invokes)."""
-  log = os.path.join(work, "insn.log")
+def run_guest_insns(view, cpu, plugin, model, xnnpack, invokes, work, maps=None):
+  """One guest_insns.py run under ``plugin`` (a path with its options); the plugin's log."""
+  log = os.path.join(work, "plugin.log")
   if os.path.exists(log):
     os.remove(log)
-  command = qemu_command(view, cpu, os.path.join(plugin_dir, "libinsn.so") + ",inline=on", log)
+  command = qemu_command(view, cpu, plugin, log)
   command += [GUEST_INSNS, "--model", model, "--xnnpack", "on" if xnnpack else "off",
-              "--invokes", str(invokes)]
+              "--invokes", str(invokes)] + (["--maps", maps] if maps else [])
   result = subprocess.run(["nice", "-n", "10"] + command, capture_output=True, text=True,
                           env=guest_env(), check=False)
   if result.returncode != 0:
     raise RuntimeError(f"exit {result.returncode}: {result.stderr.strip()[-300:]}")
   with open(log, encoding="utf-8") as handle:
-    return parse_insn_count(handle.read())
+    return handle.read()
+
+
+def count_instructions(view, cpu, plugin_dir, model, xnnpack, invokes, work):
+  """Guest instructions of one guest_insns.py run (``invokes`` counted invokes)."""
+  plugin = os.path.join(plugin_dir, "libinsn.so") + ",inline=on"
+  return parse_insn_count(run_guest_insns(view, cpu, plugin, model, xnnpack, invokes, work))
+
+
+def profile_step(view, cpu, plugin_dir, model, xnnpack, invokes, work, symbols):
+  """{function: instructions per step} of the hottest blocks (qemu's hotblocks plugin lists
+  its top 20 by executions), the difference of ``invokes`` invokes and none, as counts are."""
+  plugin = os.path.join(plugin_dir, "libhotblocks.so")
+  maps = os.path.join(work, "maps.txt")
+  totals = []
+  for n in (invokes, 0):
+    log = run_guest_insns(view, cpu, plugin, model, xnnpack, n, work, maps)
+    with open(maps, encoding="utf-8") as handle:
+      base = library_base(handle.read(), PROFILE_LIBRARY)
+    totals.append(attribute(parse_hotblocks(log), base, symbols))
+  return {name: per_step(totals[0].get(name, 0), totals[1].get(name, 0), invokes)
+          for name in set(totals[0]) | set(totals[1])}
 
 
 def run_outputs(view, cpu, work, out):
@@ -360,6 +422,43 @@ def run_benchmark(config, root, plugins, work, log=print):
   return add_ratios(add_errors(rows, entries, runs, config["cpu"]))
 
 
+def symbol_table(root):
+  """The code symbols of `PROFILE_LIBRARY` in ``root`` (the host's ``nm`` reads aarch64)."""
+  path = os.path.join(root, GUEST_VENV_SITE.lstrip("/"), PROFILE_LIBRARY)
+  result = subprocess.run(["nm", "-C", path], capture_output=True, text=True, check=False)
+  symbols = parse_symbols(result.stdout)
+  if not symbols:
+    raise RuntimeError(f"nm read no symbols from {path} ({result.stderr.strip()[:200]}): "
+                       "install binutils, or the library is stripped")
+  return symbols
+
+
+def run_profile(config, root, plugins, work, log=print):
+  """--profile: per model and XNNPack setting, the step's instructions (insn plugin) and
+  those of its hottest functions (hotblocks plugin); one row per function."""
+  entries = [e for e in convert_models(config, work, log) if "convert_error" not in e]
+  view = guest_view(root, config["cpu"], os.path.join(work, "view"))
+  symbols = symbol_table(root)
+  rows = []
+  for entry in entries:
+    model, variant = VARIANTS.get(entry["model"], (entry["model"], ""))
+    path = os.path.join(work, entry["file"])
+    for xnnpack in (True, False):
+      step = per_step(*(count_instructions(view, config["cpu"], plugins, path, xnnpack, n, work)
+                        for n in (config["invokes"], 0)), config["invokes"])
+      functions = profile_step(view, config["cpu"], plugins, path, xnnpack, config["invokes"],
+                               work, symbols)
+      for name, insns in sorted(functions.items(), key=lambda item: -item[1]):
+        if insns > 0:
+          rows.append({"model": model, "variant": variant, "compression": entry["compression"],
+                       "cpu": config["cpu"], "xnnpack": xnnpack, "function": name,
+                       "insns_per_step": insns, "step_insns_per_step": step,
+                       "share_of_step": insns / step, "invokes": config["invokes"],
+                       "emulated": True})
+      log(f"  profiled {entry['name']} xnnpack {'on' if xnnpack else 'off'}")
+  return rows
+
+
 def format_table(rows):
   lines = [f"{'model':<12}{'variant':<12}{'x':>5}{'xnn':>5}{'M insns':>10}{'insn x':>8}"
            f"{'KiB':>9}{'est us':>9}{'est x':>7}{'error':>10}  status"]
@@ -442,7 +541,13 @@ def build_parser():
   parser.add_argument("--plugins", help="build_plugins.sh's directory (default: found in "
                       f"{CACHE})")
   parser.add_argument("--keep", help="keep the models, inputs and outputs in this new directory")
-  parser.add_argument("--out", default=DEFAULT_OUT, help="the CSV to write (JSON beside it)")
+  parser.add_argument("--profile", action="store_true",
+                      help="instead of the table, profile each model: the instructions per step "
+                      "of its hottest LiteRT / XNNPack functions (qemu's hotblocks plugin, top "
+                      "20 blocks: give --invokes 200 so that the step's blocks outnumber Python's "
+                      "start-up), one CSV row per function")
+  parser.add_argument("--out", help=f"the CSV to write, JSON beside it (default {DEFAULT_OUT}; "
+                      "needed with --profile)")
   common.add_quick_flag(parser, QUICK)
   return parser
 
@@ -454,6 +559,12 @@ def parse_args(argv=None):
                                  positive=("units", "layers", "invokes", "samples", "steps"))
   if args.no_int8:
     config["int8_compressions"] = ()
+  if args.profile and not args.out:
+    parser.error("--profile writes another table: give its --out, e.g. "
+                 "benchmarks/results/arm64_emulated_profile.csv")
+  args.out = args.out or DEFAULT_OUT
+  if os.path.abspath(args.out) == os.path.abspath(DEFAULT_OUT) and args.profile:
+    parser.error(f"--profile must not overwrite {DEFAULT_OUT}: give another --out")
   if not config["structures"] or not config["compressions"]:
     parser.error("--structures and --compressions need at least one value")
   if min(config["compressions"]) < 1:
@@ -466,6 +577,9 @@ def parse_args(argv=None):
   root = os.path.abspath(args.root or DEFAULT_ROOT)
   plugins = find_plugins(args.plugins)
   problems = missing_requirements(root, plugins)
+  if args.profile and plugins and not os.path.isfile(os.path.join(plugins, "libhotblocks.so")):
+    problems.append(f"no libhotblocks.so in {plugins}: rebuild the plugins with "
+                    "bash benchmarks/on_device/emulated/build_plugins.sh")
   if problems:
     parser.error("; ".join(problems))
   return config, args, root, plugins
@@ -479,10 +593,29 @@ def main(argv=None):
   work = os.path.abspath(args.keep) if args.keep else tempfile.mkdtemp(prefix="dkp-insns.")
   os.makedirs(work, exist_ok=True)
   try:
-    rows = run_benchmark(config, root, plugins, work)
+    if args.profile:
+      rows = run_profile(config, root, plugins, work)
+    else:
+      rows = run_benchmark(config, root, plugins, work)
   finally:
     if not args.keep:
       shutil.rmtree(work, ignore_errors=True)
+  if args.profile:
+    arm64_parity.write_csv(rows, args.out, PROFILE_COLUMNS)
+    common.write_json_atomic(os.path.splitext(args.out)[0] + ".json", {
+        "config": config, "host": common.host_info(), "commit": common.git_commit(),
+        "qemu": arm64_parity.qemu_version(shutil.which("qemu-aarch64")),
+        "profile": "qemu's hotblocks plugin (its top 20 blocks by executions) with N invokes "
+                   f"minus none, attributed to the functions of {PROFILE_LIBRARY}; "
+                   "step_insns_per_step from the insn plugin",
+        "emulated": "aarch64 instructions counted under qemu-user, not on a board",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    for row in rows:
+      print(f"{row['model']:<10}{row['variant']:<9}{row['compression']:>4g}x xnnpack "
+            f"{'on ' if row['xnnpack'] else 'off'} {row['insns_per_step'] / 1e3:9.1f} K "
+            f"{row['share_of_step']:6.1%}  {row['function'][:80]}")
+    print(f"wrote {len(rows)} rows to {args.out}")
+    return rows
   arm64_parity.write_csv(rows, args.out, COLUMNS)
   common.write_json_atomic(os.path.splitext(args.out)[0] + ".json", {
       "config": config, "host": common.host_info(), "commit": common.git_commit(),

@@ -32,6 +32,37 @@ def test_parse_hotblocks():
                                                         (0x5502833f0c, 1, 2, 1050)]
 
 
+# Recorded: a guest's /proc/self/maps lines and `nm -C` lines of LiteRT's library (shortened).
+MAPS = ("5506100000-55063ee000 r--p 00000000 fe:00 16082041   /r/site-packages/ai_edge_litert/"
+        "libpywrap_litert_common.so\n"
+        "55063fd000-5506c2d000 r-xp 002ed000 fe:00 16082041   /r/site-packages/ai_edge_litert/"
+        "libpywrap_litert_common.so\n"
+        "400000-916000 r-xp 00000000 fe:00 1   /r/usr/bin/python3.11\n")
+NM = ("000000000062fe00 t tflite::ops::builtin::fully_connected::VerifySparsity(tflite::"
+      "RuntimeShape const&, TfLiteSparsity const*)\n"
+      "000000000075ee00 T tflite::tensor_utils::NeonSparseMatrixBatchVectorMultiplyAccumulate1x4"
+      "(float const*, int const*, int const*, int, int, float const*, int, float*)\n"
+      "0000000000c72000 d some_data\n                 U memcpy\n")
+
+
+def test_profile_attributes_hot_blocks_to_functions():
+  base = arm64_insns.library_base(MAPS, arm64_insns.PROFILE_LIBRARY)
+  assert base == 0x5506100000
+  assert arm64_insns.library_base(MAPS, "libmissing.so") is None
+  symbols = arm64_insns.parse_symbols(NM)
+  assert [name for _, name in symbols] == [
+      "tflite::ops::builtin::fully_connected::VerifySparsity",
+      "tflite::tensor_utils::NeonSparseMatrixBatchVectorMultiplyAccumulate1x4"]
+  blocks = [(0x550672ff70, 1, 3, 100), (0x550672ff60, 1, 4, 100),  # VerifySparsity
+            (0x550685ef10, 1, 6, 10),                               # the 1x4 kernel
+            (0x4998b0, 1, 2, 1000)]                                 # python3.11
+  totals = arm64_insns.attribute(blocks, base, symbols)
+  assert totals == {"tflite::ops::builtin::fully_connected::VerifySparsity": 700,
+                    "tflite::tensor_utils::NeonSparseMatrixBatchVectorMultiplyAccumulate1x4": 60,
+                    arm64_insns.OUTSIDE: 2000}
+  assert arm64_insns.attribute(blocks[:1], None, symbols) == {arm64_insns.OUTSIDE: 300}
+
+
 def test_per_step_is_the_difference_over_the_invokes():
   assert arm64_insns.per_step(364_206_861 + 20 * 1_464_830, 364_206_861, 20) == 1_464_830
   with pytest.raises(ValueError, match="invokes"):
@@ -95,6 +126,8 @@ def test_plan():
     (["--invokes", "0"], "must be >= 1"),
     (["--compressions", "0.5"], "must be >= 1"),
     (["--root", "/nonexistent/root", "--plugins", "/nonexistent"], "build_root.sh"),
+    (["--profile"], "give its --out"),
+    (["--profile", "--out", arm64_insns.DEFAULT_OUT], "must not overwrite"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys):
   with pytest.raises(SystemExit):
