@@ -210,8 +210,22 @@ def parse_symbols(nm_text):
   for line in nm_text.splitlines():
     fields = line.split(None, 2)
     if len(fields) == 3 and fields[1] in "tTwW":
-      symbols.append((int(fields[0], 16), fields[2].split("(", 1)[0]))
+      symbols.append((int(fields[0], 16), _without_arguments(fields[2])))
   return sorted(symbols)
+
+
+def _without_arguments(name):
+  """A demangled name without its trailing argument list and qualifiers (template arguments
+  may hold parentheses too: the list is the last balanced one)."""
+  name = re.sub(r"(\s+(const|volatile)|\s*&{1,2})+$", "", name)
+  if not name.endswith(")"):
+    return name
+  depth = 0
+  for index in range(len(name) - 1, -1, -1):
+    depth += {")": 1, "(": -1}.get(name[index], 0)
+    if depth == 0:
+      return name[:index]
+  return name
 
 
 def attribute(blocks, base, symbols):

@@ -42,6 +42,8 @@ NM = ("000000000062fe00 t tflite::ops::builtin::fully_connected::VerifySparsity(
       "RuntimeShape const&, TfLiteSparsity const*)\n"
       "000000000075ee00 T tflite::tensor_utils::NeonSparseMatrixBatchVectorMultiplyAccumulate1x4"
       "(float const*, int const*, int const*, int, int, float const*, int, float*)\n"
+      "0000000000800000 t bool tflite::detail::CustomGemv<float, (tflite::Flavor)0>(int const&)"
+      " const\n"
       "0000000000c72000 d some_data\n                 U memcpy\n")
 
 
@@ -52,7 +54,8 @@ def test_profile_attributes_hot_blocks_to_functions():
   symbols = arm64_insns.parse_symbols(NM)
   assert [name for _, name in symbols] == [
       "tflite::ops::builtin::fully_connected::VerifySparsity",
-      "tflite::tensor_utils::NeonSparseMatrixBatchVectorMultiplyAccumulate1x4"]
+      "tflite::tensor_utils::NeonSparseMatrixBatchVectorMultiplyAccumulate1x4",
+      "bool tflite::detail::CustomGemv<float, (tflite::Flavor)0>"]
   blocks = [(0x550672ff70, 1, 3, 100), (0x550672ff60, 1, 4, 100),  # VerifySparsity
             (0x550685ef10, 1, 6, 10),                               # the 1x4 kernel
             (0x4998b0, 1, 2, 1000)]                                 # python3.11
