@@ -42,7 +42,6 @@ import time
 
 from benchmarks import arm64_parity
 from benchmarks import common  # imports dkp_keras first
-from benchmarks import latency
 
 from pipelines import figures  # noqa: E402  pylint: disable=wrong-import-order
 from tflite_ops import describe  # noqa: E402
