@@ -78,14 +78,19 @@ DEFAULT_OUT = os.path.join("benchmarks", "results", "arm64_parity_emulated.csv")
 # --------------------------------------------------------------------------- models
 
 
-def build_and_convert(config, work, log=print):
-  """Converts every model x mode into ``work``; writes its inputs; returns manifest entries."""
+def build_and_convert(config, work, log=print, models=MODELS):
+  """Converts every model x mode into ``work``; writes its inputs; returns manifest entries.
+
+  ``models`` maps ``config["models"]``' names to (structure, quantize, kernel) and
+  optionally a dict of further `conversion.convert` options.
+  """
   for sub in ("models", "inputs"):
     os.makedirs(os.path.join(work, sub), exist_ok=True)
   rng = np.random.default_rng(config["seed"])
   entries, built = [], {}
   for name in config["models"]:
-    structure, quantize, kernel = MODELS[name]
+    structure, quantize, kernel = models[name][:3]
+    options = models[name][3] if len(models[name]) > 3 else {}
     compression = 1.0 if structure == "baseline" else config["compression"]
     if structure not in built:
       model = latency.build_model(structure, config["units"], config["layers"], compression,
@@ -104,7 +109,7 @@ def build_and_convert(config, work, log=print):
       try:
         conversion.convert(built[structure], path, mode=mode, seq_len=config["steps"],
                                  sparse_kernel=kernel, quantize=quantize, verify_samples=2,
-                                 force=True)
+                                 force=True, **options)
       except (ValueError, conversion.ConversionError) as error:
         entry["convert_error"] = str(error).splitlines()[0][:200]
         log(f"  {stem}: conversion failed: {entry['convert_error']}")

@@ -407,6 +407,67 @@ def render_parity(path):
   return lines
 
 
+# benchmarks.arm64_insns: emulated instructions per step and the estimated Pi 4 step.
+def render_insns(path):
+  rows = _read_csv(path)
+  sidecar = _read_json(os.path.splitext(path)[0] + ".json")
+  board = sidecar["estimate"]
+  lines = ["", _host_line(sidecar) + f" qemu {sidecar.get('qemu')}, `-cpu "
+           f"{sidecar['config']['cpu']}`, 1 thread, {sidecar['config']['invokes']} counted "
+           "invokes. Estimate: instructions at IPC "
+           f"{board['ipc']:g} and {board['clock_hz'] / 1e9:g} GHz, plus the weight bytes beyond "
+           f"{board['l2_bytes'] / 2**20:g} MiB of L2 at {board['dram_bytes_per_s'] / 1e9:g} GB/s "
+           "(benchmarks/README.md).", ""]
+  on = {(r["model"], r["variant"]): r for r in rows
+        if r["xnnpack"] == "True" and r["insns_per_step"] and r["compression"] in ("1.0", "25.0")}
+  for key in (("dkp", ""), ("dkp", "fused-s"), ("dkp-int8", ""), ("dkp-int8", "fused-s")):
+    if key not in on or ("dense", "") not in on:
+      continue
+    r = on[key]
+    label = ("DKP 25x (1x4 S)" if key[0] == "dkp" else "DKP 25x dynamic-int8") + (
+        f", {key[1]}" if key[1] else "")
+    line = (f"- {label}, XNNPack on: dense / DKP instructions "
+            f"{_times(float(r['insn_speedup_vs_dense']))} (target >= 3x), estimated Pi 4 step "
+            f"{_times(float(r['est_pi4_speedup_vs_dense']))} (target >= 5x)")
+    if key[0] == "dkp-int8" and ("dense-int8", "") in on:
+      ratio = float(on[("dense-int8", "")]["insns_per_step"]) / float(r["insns_per_step"])
+      line += f", against the dense dynamic-int8 export's instructions {_times(ratio)}"
+    lines.append(line + ".")
+
+  def number(value, scale=1.0, digits=2):
+    return "" if value in ("", "nan") else f"{float(value) / scale:.{digits}f}"
+
+  table = [[r["model"], r["variant"], f"{float(r['compression']):g}x", r["kernel"],
+            {"True": "on", "False": "off"}.get(r["xnnpack"], ""),
+            number(r["insns_per_step"], 1e6, 3), _times(float(r["insn_speedup_vs_dense"]))
+            if r["insn_speedup_vs_dense"] else "", _kib(int(r["weight_bytes"]))
+            if r["weight_bytes"] else "", _us(float(r["est_pi4_step_us"]))
+            if r["est_pi4_step_us"] else "", _times(float(r["est_pi4_speedup_vs_dense"]))
+            if r["est_pi4_speedup_vs_dense"] else "",
+            f"{float(r['max_error_vs_x86']):.1e}" if r["max_error_vs_x86"] else "", r["status"]]
+           for r in rows]
+  return lines + [""] + _table(
+      ["model", "variant", "compression", "kernel", "XNNPack", "M insns / step (emulated)",
+       "dense / model", "weights", "Pi 4 step (estimated)", "dense / model (estimated)",
+       "max error vs x86", "status"], table)
+
+
+# benchmarks.arm64_insns --profile: where a step's instructions go, per function.
+def render_insns_profile(path):
+  rows = _read_csv(path)
+  sidecar = _read_json(os.path.splitext(path)[0] + ".json")
+  table = [[r["model"], r["variant"], f"{float(r['compression']):g}x",
+            {"True": "on", "False": "off"}[r["xnnpack"]], f"`{r['function']}`",
+            f"{float(r['insns_per_step']) / 1e3:,.1f}", f"{float(r['share_of_step']):.1%}",
+            f"{float(r['step_insns_per_step']) / 1e6:.3f}"] for r in rows]
+  return (["", _host_line(sidecar) + f" qemu {sidecar.get('qemu')}, `-cpu "
+           f"{sidecar['config']['cpu']}`, {sidecar['config']['invokes']} counted invokes. "
+           "qemu's hotblocks plugin lists only its 20 most executed blocks, so the functions "
+           "do not add up to the step.", ""]
+          + _table(["model", "variant", "compression", "XNNPack", "function",
+                    "K insns / step (emulated)", "share of the step", "step, M insns"], table))
+
+
 # benchmarks.doping_share: the trained models with S zeroed.
 def render_doping_share(path):
   payload = _read_json(path)
@@ -550,6 +611,20 @@ SECTIONS = (
             "sudo python -m {module} --units 650 --models dkp-int8,dense-int8,dkp --qemu "
             + _QEMU10 + " --out {path}",
             "arm64_parity", "The same under qemu 10.", render_parity),
+    Section("arm64-insns", "Instructions per LSTM step on emulated arm64, estimated Pi 4 step",
+            "arm64_emulated.csv", "python -m {module} --out {path}", "arm64_insns",
+            "The 2x650 LSTM stack's step-mode models (every structure at 10x / 25x / 50x, the "
+            "dynamic-int8 exports of dense and DKP 25x, and the lowering tries as variants): "
+            "aarch64 instructions per step counted by qemu's insn plugin under a Cortex-A72 "
+            "(emulated), a Raspberry Pi 4 step time estimated from them (a model, not a "
+            "measurement), and the outputs' error against x86.", render_insns),
+    Section("arm64-insns-profile", "Where an LSTM step's instructions go on emulated arm64",
+            "arm64_emulated_profile.csv",
+            "python -m {module} --profile --compressions 25 --structures dense,dkp,dkp-fused-s,kp "
+            "--no-int8 --invokes 200 --out {path}", "arm64_insns",
+            "The hottest LiteRT / XNNPack functions of the 2x650 step (dense, DKP 25x with 1x4 "
+            "S, its fused-S lowering try, and `kp`: the factors without S), under a Cortex-A72 "
+            "(emulated).", render_insns_profile),
     Section("arm64-fc-probe", "One dynamic-int8 FULLY_CONNECTED on emulated arm64",
             "arm64_fc_probe_emulated.csv", "sudo python -m {module} --out {path}", "arm64_fc_probe",
             "Single-FC models by input rows and shape: which FULLY_CONNECTED shapes the emulated "

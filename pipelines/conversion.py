@@ -305,7 +305,7 @@ class ConversionResult:
 
 def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
             sparse_kernel="auto", quantize="none", verify_samples=8, verify_data=None,
-            report_path=None, force=False, tolerance=None):
+            report_path=None, force=False, tolerance=None, fuse_doping=False):
   """Converts, writes, inspects and verifies; returns the path and the report dict.
 
   Args:
@@ -325,6 +325,8 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
     tolerance: max normwise error accepted (>= 0; default per quantization,
       `choices.TOLERANCES`).
     mode, seq_len, batch_size, sparse_kernel, quantize: as the CLI flags.
+    fuse_doping: step mode: one S per DKPLSTM layer over its input and state
+      (`lowering.lower_model`); an experiment, off by default.
 
   Raises:
     FileNotFoundError, ConversionError, lowering.UnsupportedModelError,
@@ -361,7 +363,7 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
     seq_len = lowering.fixed_seq_len(reference) or choices.DEFAULT_SEQ_LEN
   lowered = lowering.lower_model(reference, mode=mode, seq_len=seq_len,
                                  batch_size=batch_size, sparse_kernel=sparse_kernel,
-                                 csr=quantize != "dynamic-int8")
+                                 csr=quantize != "dynamic-int8", fuse_doping=fuse_doping)
   if verify_data is not None:
     _check_data_shape(verify_data, model, lowered)
   try:

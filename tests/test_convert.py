@@ -150,6 +150,27 @@ def test_unstructured_s_is_stored_as_csr_beside_block_sparse_s(mode, workdir):
   assert result.report["bytes"]["file"] < dense_s.report["bytes"]["file"]
 
 
+@pytest.mark.parametrize("kernel, block_size", [("block", (4, 1)), ("csr", (1, 1))])
+def test_fused_doping_is_stored_sparse_and_verifies(kernel, block_size, workdir):
+  """fuse_doping: one S per DKPLSTM over [x, h] (37 inputs: S_in padded to whole blocks),
+  stored in the kernel's sparse layout, one FULLY_CONNECTED fewer than unfused."""
+  inputs = keras.Input((STEPS, 37))
+  model = keras.Model(inputs, dkp.DKPLSTM(32, compression=6, block_size=block_size,
+                                          return_sequences=True)(inputs))
+  x = np.random.default_rng(4).normal(size=(2, STEPS, 37)).astype(np.float32)
+  model = anneal_now(model, x, np.zeros((2, STEPS, 32), np.float32))
+  results = {fuse: conversion.convert(model, workdir / f"fused_{kernel}_{fuse}.tflite",
+                                      mode="step", sparse_kernel=kernel, verify_samples=2,
+                                      fuse_doping=fuse) for fuse in (False, True)}
+  fused = results[True].report
+  assert list(fused["kernels"].values()) == [kernel]
+  assert fused["verification"]["max_error"] < 1e-4
+  stored = "fast_block_sparse" if kernel == "block" else "csr_stored"
+  assert fused["sparsity"][stored] == 1 and fused["sparsity"]["densify_ops"] == 0
+  assert (fused["op_counts"]["FULLY_CONNECTED"] ==
+          results[False].report["op_counts"]["FULLY_CONNECTED"] - 1)
+
+
 def test_int8_weights_never_get_the_csr_kernel(workdir):
   model = unstructured_lstm()
   with pytest.raises(ValueError, match="csr kernel needs float weights"):

@@ -50,6 +50,22 @@ def test_both_modes_equal_keras(structure, doped):
   assert_normwise_close(run_steps(step, x), reference)
 
 
+@pytest.mark.parametrize("kernel", ["block", "csr", "dense"])
+def test_fused_doping_equals_keras_in_step_mode(kernel):
+  """One S over [x, h] per DKPLSTM (features 7: S_in's rows padded to whole blocks)."""
+  model = lstm_stack()
+  x = np.random.default_rng(2).normal(size=(2, 5, 7)).astype(np.float32)
+  step = lowering.lower_model(model, "step", batch_size=2, sparse_kernel=kernel,
+                              fuse_doping=True)
+  fused = [m for m in step.matrices() if m.name.endswith("fused_doping")]
+  assert len(fused) == 1 and fused[0].doping.shape == (8 + 12, 48)
+  assert fused[0].doping_kernel == kernel
+  assert all(m.doping is None for m in step.steps[0].matrices()[:2])
+  assert_normwise_close(run_steps(step, x), model(x).numpy())
+  with pytest.raises(ValueError, match="step mode"):
+    lowering.lower_model(model, "sequence", seq_len=5, fuse_doping=True)
+
+
 def test_go_backwards_and_dynamic_batch():
   model = lstm_stack(go_backwards=True)
   x = np.random.default_rng(1).normal(size=(3, 5, 7)).astype(np.float32)

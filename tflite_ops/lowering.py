@@ -36,7 +36,8 @@ import tf_keras as keras
 
 import dkp_keras as dkp
 from dkp_keras import traversal
-from dkp_keras.deployed_layout import is_pruned
+from dkp_keras import blocks
+from dkp_keras.deployed_layout import FAST_BLOCK, is_pruned
 from tflite_ops import sparse_matmul
 from tflite_ops.lowering_options import MODES
 
@@ -129,10 +130,30 @@ class _LoweredDense:
     return self.layer.activation(y)
 
 
-class _LoweredLSTM:
-  """A DKPLSTM or Keras LSTM at inference, unrolled over time, states explicit."""
+def _fused_doping(name, input_matrix, recurrent_matrix):
+  """One S over ``[x, h]`` in place of the input and the recurrent S (both keep their
+  structure): ``vstack(S_in, S_rec)``, S_in's rows padded to whole (4, 1) blocks so that
+  S_rec's blocks stay aligned. None unless both have S with one kernel."""
+  kernel = input_matrix.doping_kernel
+  if kernel == "none" or kernel != recurrent_matrix.doping_kernel or kernel == "gather":
+    return None
+  if input_matrix.structure is None or recurrent_matrix.structure is None:
+    return None  # a pruned plain kernel is all S: nothing left to fuse away
+  doping = np.concatenate([blocks.pad_to_blocks(input_matrix.doping, FAST_BLOCK),
+                           recurrent_matrix.doping])
+  input_matrix.doping = recurrent_matrix.doping = None
+  input_matrix.doping_kernel = recurrent_matrix.doping_kernel = "none"
+  return LoweredMatrix(f"{name}/fused_doping", None, {}, doping, kernel)
 
-  def __init__(self, layer, choose):
+
+class _LoweredLSTM:
+  """A DKPLSTM or Keras LSTM at inference, unrolled over time, states explicit.
+
+  With ``fuse_doping`` (step mode), the input and recurrent S of a DKPLSTM run as one
+  sparse FULLY_CONNECTED over the concatenated input and state (`_fused_doping`).
+  """
+
+  def __init__(self, layer, choose, fuse_doping=False):
     cell = layer.cell
     self.layer, self.units = layer, cell.units
     if isinstance(layer, dkp.DKPLSTM):
@@ -144,11 +165,13 @@ class _LoweredLSTM:
       self.input_matrix = _plain_matrix(f"{layer.name}/input", cell.kernel.numpy(), choose)
       self.recurrent_matrix = _plain_matrix(f"{layer.name}/recurrent",
                                             cell.recurrent_kernel.numpy(), choose)
+    self.fused = _fused_doping(layer.name, self.input_matrix, self.recurrent_matrix) if (
+        fuse_doping) else None
     self.bias = None if cell.bias is None else np.asarray(cell.bias.numpy(), np.float32)
     self.activation, self.recurrent_activation = cell.activation, cell.recurrent_activation
 
   def matrices(self):
-    return [self.input_matrix, self.recurrent_matrix]
+    return [self.input_matrix, self.recurrent_matrix] + ([self.fused] if self.fused else [])
 
   @property
   def state_names(self):
@@ -166,11 +189,15 @@ class _LoweredLSTM:
     else:
       h = c = tf.zeros((batch, self.units))
     per_step = tf.unstack(projected, axis=1)
+    inputs_per_step = tf.unstack(x, axis=1) if self.fused else per_step
     if self.layer.go_backwards:
-      per_step = per_step[::-1]
+      per_step, inputs_per_step = per_step[::-1], inputs_per_step[::-1]
+    in_pad = (-features) % FAST_BLOCK[0]  # S_in's rows were padded to whole blocks
     outputs = []
-    for z in per_step:
+    for z, x_t in zip(per_step, inputs_per_step):
       z = z + self.recurrent_matrix(h)
+      if self.fused:
+        z = z + self.fused(tf.concat([tf.pad(x_t, [[0, 0], [0, in_pad]]), h], axis=-1))
       z_i, z_f, z_c, z_o = tf.split(z, 4, axis=-1)
       c = self.recurrent_activation(z_f) * c + self.recurrent_activation(z_i) * self.activation(
           z_c)
@@ -275,7 +302,7 @@ class LoweredModel:
 
 
 def lower_model(model, mode="sequence", seq_len=None, batch_size=1, sparse_kernel="auto",
-                csr=True):
+                csr=True, fuse_doping=False):
   """Builds the TFLite-ready inference function of ``model`` (see the module doc).
 
   ``seq_len`` (the time steps of sequence mode) defaults to the model's fixed
@@ -283,9 +310,14 @@ def lower_model(model, mode="sequence", seq_len=None, batch_size=1, sparse_kerne
   sequence length is the caller's choice (its data's), not the lowering's.
   ``batch_size=None`` gives a dynamic batch. ``csr=False``
   keeps ``auto`` from choosing the CSR kernel (int8 weights have none).
+  ``fuse_doping`` (step mode only) runs each DKPLSTM's input and recurrent S as
+  one sparse product over ``[x, h]``: one op fewer per layer and step.
   """
   if mode not in MODES:
     raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+  if fuse_doping and mode != "step":
+    raise ValueError("fuse_doping is for step mode: in sequence mode the input S runs once "
+                     "over all time steps, which fusing would move into the recurrence")
   if sparse_kernel not in sparse_matmul.KERNELS:
     raise ValueError(f"unknown sparse kernel {sparse_kernel!r}; choose one of "
                      f"{sparse_matmul.KERNELS}")
@@ -300,7 +332,7 @@ def lower_model(model, mode="sequence", seq_len=None, batch_size=1, sparse_kerne
     if isinstance(layer, dkp.DopedDense):
       steps.append(_LoweredDense(layer, choose))
     elif (isinstance(layer, keras.layers.LSTM) and mode == "step") or _lowered_lstm(layer):
-      steps.append(_LoweredLSTM(layer, choose))
+      steps.append(_LoweredLSTM(layer, choose, fuse_doping))
     elif isinstance(layer, keras.layers.Bidirectional) and _lowered_lstm(layer.forward_layer):
       steps.append(_LoweredBidirectional(layer, choose))
     elif isinstance(layer, keras.layers.TimeDistributed) and isinstance(layer.layer,
