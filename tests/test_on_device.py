@@ -356,9 +356,9 @@ def test_run_in_root_dry_run_and_refusals(tmp_path):
 
 def test_time_tflite_is_standalone_and_builds_its_interpreter_as_tflite_ops_timing_does():
   """time_tflite.py runs alone on a board, so it carries a copy of timing's interpreter set-up."""
-  assert (inspect.getsource(time_tflite.zero_input_interpreter)
-          == inspect.getsource(timing.zero_input_interpreter)), \
-      "edit tflite_ops.timing.zero_input_interpreter and copy it into time_tflite.py"
+  assert (inspect.getsource(time_tflite.timing_interpreter)
+          == inspect.getsource(timing.timing_interpreter)), \
+      "edit tflite_ops.timing.timing_interpreter and copy it into time_tflite.py"
   with open(time_tflite.__file__, encoding="utf-8") as f:
     tree = ast.parse(f.read())
   imported = {alias.name.split(".")[0] for node in ast.walk(tree)

@@ -16,7 +16,7 @@ Usage: rpi.sh MODEL_DIR [options]        (run on the board itself)
 Times each model x threads x XNNPack setting with
 `python3 -m ai_edge_litert.tools.benchmark_litert_model` when it is installed
 (XNNPack on only: that tool cannot turn XNNPack off, and it rounds to 10 µs),
-else with time_tflite.py (LiteRT Interpreter, zero inputs, 10 warm-up runs,
+else with time_tflite.py (LiteRT Interpreter, float inputs random, 10 warm-up runs,
 median / p10 / p90 in µs); collects the JSON outputs into a CSV.
 
 Options:

@@ -19,15 +19,20 @@ def percentile(values, q):
   return float(np.percentile(values, q))
 
 
-# A copy of tflite_ops.timing.zero_input_interpreter (this file runs alone on a board);
+# A copy of tflite_ops.timing.timing_interpreter (this file runs alone on a board);
 # tests/test_on_device.py keeps the two equal.
-def zero_input_interpreter(path, num_threads=1, xnnpack=True):
-  """A LiteRT ``Interpreter`` of the .tflite file at ``path``, allocated, every input zeros.
+def timing_interpreter(path, num_threads=1, xnnpack=True, seed=0):
+  """A LiteRT ``Interpreter`` of the .tflite file at ``path``, allocated, its inputs set once.
+
+  Float inputs get seeded standard-normal values, integer inputs (token ids) zeros.
+  Not zeros everywhere: dynamic-int8 (hybrid) kernels skip an all-zero input vector,
+  so zero inputs and states would time an int8 model's matmuls as free.
 
   Args:
     path: the .tflite file.
     num_threads: the interpreter's CPU threads.
     xnnpack: False runs the builtin kernels only (no default XNNPack delegate).
+    seed: the seed of the float inputs' values.
   """
   # pylint: disable=import-outside-toplevel
   from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -35,14 +40,18 @@ def zero_input_interpreter(path, num_threads=1, xnnpack=True):
       "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
   interpreter = Interpreter(model_path=str(path), num_threads=num_threads, **options)
   interpreter.allocate_tensors()
+  rng = np.random.default_rng(seed)
   for detail in interpreter.get_input_details():
-    interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    shape, dtype = detail["shape"], detail["dtype"]
+    values = (rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating)
+              else np.zeros(shape, dtype))
+    interpreter.set_tensor(detail["index"], values)
   return interpreter
 
 
 def time_model(path, num_threads=1, xnnpack=True, num_runs=300, warmup_runs=10):
-  """Per-invoke times in µs of ``path`` with zero inputs; a dict."""
-  interpreter = zero_input_interpreter(path, num_threads, xnnpack)
+  """Per-invoke times in µs of ``path`` with inputs set once (`timing_interpreter`); a dict."""
+  interpreter = timing_interpreter(path, num_threads, xnnpack)
   for _ in range(warmup_runs):
     interpreter.invoke()
   samples = []
