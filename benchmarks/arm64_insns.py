@@ -522,27 +522,17 @@ def plot(rows, path):
 # --------------------------------------------------------------------------- command line
 
 
-def _list(kind, choices=None):
-  def parse(text):
-    items = tuple(kind(item.strip()) for item in text.split(",") if item.strip())
-    bad = [item for item in items if choices is not None and item not in choices]
-    if bad:
-      raise argparse.ArgumentTypeError(f"unknown {list(bad)}; choose from {', '.join(choices)}")
-    return items
-  return parse
-
-
 def build_parser():
   parser = argparse.ArgumentParser(prog="python -m benchmarks.arm64_insns",
                                    description=__doc__.split("\n\n", maxsplit=1)[0])
   parser.add_argument("--units", type=int, help=f"LSTM units (default {DEFAULTS['units']})")
   parser.add_argument("--layers", type=int, help=f"LSTM layers (default {DEFAULTS['layers']})")
-  parser.add_argument("--compressions", type=_list(float), help="default 10,25,50")
-  parser.add_argument("--structures", type=_list(str, STRUCTURES),
+  parser.add_argument("--compressions", type=common.comma_list(float), help="default 10,25,50")
+  parser.add_argument("--structures", type=common.comma_list(str, STRUCTURES),
                       help=f"default {','.join(DEFAULTS['structures'])}; kp (the factors without "
                       f"S, for profiling) and the lowering tries ({', '.join(VARIANTS)}) at "
                       f"{PROFILE_AT:g}x only")
-  parser.add_argument("--int8-compressions", type=_list(float),
+  parser.add_argument("--int8-compressions", type=common.comma_list(float),
                       help="compressions with dynamic-int8 exports of dense and dkp (default 25)")
   parser.add_argument("--no-int8", action="store_true", help="no dynamic-int8 exports")
   parser.add_argument("--cpu", choices=tuple(MIDR), help="the emulated core (default cortex-a72)")
@@ -550,9 +540,11 @@ def build_parser():
   parser.add_argument("--samples", type=int, help="random sequences for the output check")
   parser.add_argument("--steps", type=int, help="time steps per sequence for the output check")
   parser.add_argument("--seed", type=int)
-  parser.add_argument("--root", help=f"the arm64 root (default {DEFAULT_ROOT})")
+  # The defaults as build_root.sh / build_plugins.sh word them, not this user's expansion.
+  parser.add_argument("--root", help="the arm64 root (default $DKP_ARM64_ROOT, else "
+                      "${XDG_CACHE_HOME:-~/.cache}/dkp-keras/arm64-root)")
   parser.add_argument("--plugins", help="build_plugins.sh's directory (default: found in "
-                      f"{CACHE})")
+                      "${XDG_CACHE_HOME:-~/.cache}/dkp-keras)")
   parser.add_argument("--keep", help="keep the models, inputs and outputs in this new directory")
   parser.add_argument("--profile", action="store_true",
                       help="instead of the table, profile each model: the instructions per step "

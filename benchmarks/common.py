@@ -120,6 +120,28 @@ def add_quick_flag(parser, quick):
                       ", ".join(f"{k} {v}" for k, v in quick.items()))
 
 
+def comma_list(kind=str, choices=None, what=""):
+  """An argparse ``type``: a comma-separated list of ``kind`` values, each among ``choices``.
+
+  >>> comma_list(float)("10, 25,50")
+  (10.0, 25.0, 50.0)
+  >>> comma_list(str, ("jax", "torch"), "backends")("jax,mxnet")
+  Traceback (most recent call last):
+  ...
+  argparse.ArgumentTypeError: unknown backends ['mxnet']; choose from jax, torch
+  """
+  def parse(text):
+    items = tuple(kind(item.strip()) for item in text.split(",") if item.strip())
+    if not items:
+      raise argparse.ArgumentTypeError("expected a comma-separated list")
+    bad = [item for item in items if choices is not None and item not in choices]
+    if bad:
+      raise argparse.ArgumentTypeError(
+          f"unknown {what + ' ' if what else ''}{bad}; choose from {', '.join(choices)}")
+    return items
+  return parse
+
+
 def resolve_config(parser, args, defaults, quick, positive=()):
   """Defaults, then the --quick overrides, then explicit options; checks positive ones."""
   config = dict(defaults)

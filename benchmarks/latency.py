@@ -340,29 +340,20 @@ def headline(frame, config):
 # --------------------------------------------------------------------------- command line
 
 
-def _list(kind, choices=None):
-  def parse(text):
-    items = [kind(item.strip()) for item in text.split(",") if item.strip()]
-    if not items:
-      raise argparse.ArgumentTypeError("expected a comma-separated list")
-    bad = [item for item in items if choices is not None and item not in choices]
-    if bad:
-      raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(choices)}")
-    return tuple(items)
-  return parse
-
-
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(prog="python -m benchmarks.latency",
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("--units", type=int, help=f"LSTM units (default {DEFAULTS['units']})")
   parser.add_argument("--layers", type=int, help=f"LSTM layers (default {DEFAULTS['layers']})")
-  parser.add_argument("--compressions", type=_list(float), help="compression factors "
+  parser.add_argument("--compressions", type=common.comma_list(float),
+                      help="compression factors "
                       "(default 10,25,50)")
-  parser.add_argument("--threads", type=_list(int), help="LiteRT threads (default 1,2)")
-  parser.add_argument("--structures", type=_list(str, STRUCTURES),
+  parser.add_argument("--threads", type=common.comma_list(int),
+                      help="LiteRT threads (default 1,2)")
+  parser.add_argument("--structures", type=common.comma_list(str, STRUCTURES),
                       help=f"default {','.join(STRUCTURES)}")
-  parser.add_argument("--modes", type=_list(str, MODES), help="default step,sequence")
+  parser.add_argument("--modes", type=common.comma_list(str, MODES),
+                      help="default step,sequence")
   parser.add_argument("--seq-len", type=int,
                       help=f"sequence-mode length (default {DEFAULTS['seq_len']})")
   parser.add_argument("--repeats", type=int,

@@ -286,6 +286,7 @@ def parse_args(argv=None):
                       help="TF intra-op threads (inter-op 1 when given); default: TF's choice")
   parser.add_argument("--models",
                       default=",".join(MODELS),
+                      type=common.comma_list(str, MODELS, "models"),
                       help="comma-separated subset of " + ",".join(MODELS))
   parser.add_argument("--out", default=DEFAULT_OUT, help="JSON result path")
   common.add_quick_flag(parser, QUICK)
@@ -294,10 +295,7 @@ def parse_args(argv=None):
                                  positive=("units", "layers", "vocab", "batch", "steps", "repeats", "block"))
   if config["warmup"] < 0:
     parser.error("--warmup must be >= 0")
-  models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-  unknown = sorted(set(models) - set(MODELS))
-  if unknown or not models:
-    parser.error(f"unknown models {unknown}; choose from {','.join(MODELS)}")
+  models = args.models
   config["quick"] = args.quick
   config["method"] = "train_on_batch"
   return config, args, models

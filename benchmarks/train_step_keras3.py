@@ -196,6 +196,7 @@ def build_parser():
   parser.add_argument("--compression", type=float,
                       help=f"DKP compression factor (default {DEFAULTS['compression']:g})")
   parser.add_argument("--backends", default=",".join(BACKENDS),
+                      type=common.comma_list(str, BACKENDS, "backends"),
                       help="Keras 3 backends to time, those installed (default: %(default)s)")
   parser.add_argument("--out", default=DEFAULT_OUT, help="JSON result path")
   common.add_quick_flag(parser, QUICK)
@@ -210,10 +211,7 @@ def parse_args(argv=None):
                                            "repeats", "block"))
   if config["warmup"] < 0:
     parser.error("--warmup must be >= 0")
-  backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
-  unknown = sorted(set(backends) - set(BACKENDS))
-  if unknown or not backends:
-    parser.error(f"unknown backends {unknown}; choose from {','.join(BACKENDS)}")
+  backends = args.backends
   config["quick"] = args.quick
   return config, backends, args.out
 
