@@ -8,7 +8,9 @@ storage that keeps an annealed S sparse. Each front end's subclass names its
 Keras module (``keras``) and how to read a variable (``to_numpy``), and adds
 the forward pass in its own ops. `DopedDenseBase`, `DKPLSTMCellBase` and
 `DKPLSTMBase` likewise hold what the two `DopedDense`, `DKPLSTMCell` and
-`DKPLSTM` share: building the matrices, the config, the LSTM state update.
+`DKPLSTM` share: building the matrices, the config, the LSTM state update, and
+`CellArgument`, the read-only attributes through which a `DKPLSTM` shows its
+cell's arguments.
 """
 
 from __future__ import annotations
@@ -351,6 +353,22 @@ class DKPLSTMBase:
     for key in self.cell_arguments:
       config[key] = cell_config[key]
     return config
+
+
+class CellArgument:
+  """A `DKPLSTM` attribute that reads its cell's argument of the same name (read only), as
+  `LSTM`'s properties read its `LSTMCell`'s."""
+
+  def __set_name__(self, owner, name):
+    self.name = name
+    self.__doc__ = f"The cell's ``{name}`` (read only)."
+
+  def __get__(self, layer, owner=None):
+    return self if layer is None else getattr(layer.cell, self.name)
+
+  def __set__(self, layer, value):
+    raise AttributeError(f"{type(layer).__name__}.{self.name} is its cell's argument and "
+                         f"read only; build a new layer to change it")
 
 
 def doped_owners(layers):
