@@ -15,6 +15,8 @@ cell's arguments.
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 
 from dkp_keras import cmr
@@ -274,6 +276,23 @@ DOPING_ARGS = ("compression", "structure", "doped", "structure_options", "struct
 # The `DKPLSTMCell` arguments a `DKPLSTM` takes and shows (beside the doping arguments).
 LSTM_CELL_ARGS = ("units", "use_bias", "unit_forget_bias", "dropout", "recurrent_dropout"
                   ) + LSTM_KERAS_ARGS
+
+
+class ProjectedInputs(collections.namedtuple("ProjectedInputs", ["gates"])):
+  """What a `DKPLSTM` hands its RNN loop instead of the raw inputs: all time steps' input
+  projections (``gates``), made at once before the recurrence.
+
+  The RNN slices it per step like any nested input; `DKPLSTMCell.call` then adds only the
+  recurrent part (given a plain tensor, the cell projects it itself).
+  """
+
+  __slots__ = ()
+
+  @property
+  def shape(self):
+    """The shape of ``gates``: Keras 3's `RNN.inner_loop` reads the number of time steps from
+    its sequences' shape."""
+    return self.gates.shape
 
 
 class DKPLSTMCellBase:

@@ -9,19 +9,13 @@ recurrence (as Keras' own LSTM does), so only the recurrent matrix runs per step
 
 from __future__ import annotations
 
-import collections
-
 import tensorflow as tf
 import tf_keras as keras
 
 from dkp_keras import compat
-from dkp_keras.doped_layer_base import CellArgument, DKPLSTMBase, DKPLSTMCellBase, check_units
+from dkp_keras.doped_layer_base import (CellArgument, DKPLSTMBase, DKPLSTMCellBase,
+                                        ProjectedInputs, check_units)
 from dkp_keras.doped_matrix import DopedLayerMixin
-
-# What `DKPLSTM` hands its RNN loop instead of the raw inputs: all time steps'
-# input projections, made at once before the recurrence. `DKPLSTMCell.call`
-# then adds only the recurrent part; given a plain tensor it projects it itself.
-ProjectedInputs = collections.namedtuple("ProjectedInputs", ["gates"])
 
 
 def _replica_id():

@@ -12,7 +12,7 @@ import tf_keras
 
 import dkp_keras as dkp
 from dkp_keras import keras3 as k3
-from dkp_keras.doped_layer_base import CellArgument
+from dkp_keras.doped_layer_base import CellArgument, ProjectedInputs
 from dkp_keras.verify import assert_normwise_close
 from helpers import randomize_doping
 
@@ -92,6 +92,17 @@ def test_cell_in_a_plain_rnn_matches_the_layer():
   rnn.set_weights(twin.get_weights())
   x = inputs()
   assert_normwise_close(keras.ops.convert_to_numpy(rnn(x)), keras.ops.convert_to_numpy(twin(x)))
+
+
+def test_cell_takes_inputs_raw_or_projected():
+  # The layer's loop hands the cell ProjectedInputs; no flag on the cell says which it gets.
+  _, twin = twins(compression=3)
+  cell, x = twin.cell, inputs()[:, 0]
+  states = [keras.ops.ones((BATCH, UNITS)), keras.ops.zeros((BATCH, UNITS))]
+  raw, _ = cell(x, states)
+  from_projection, _ = cell(ProjectedInputs(cell.project_inputs(x)), states)
+  assert_normwise_close(keras.ops.convert_to_numpy(from_projection),
+                        keras.ops.convert_to_numpy(raw))
 
 
 def test_recurrent_s_is_dropped_by_rows_for_the_whole_sequence():

@@ -19,7 +19,7 @@ from keras import ops
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 from dkp_keras.doped_layer_base import (DOPING_ARGS, LSTM_CELL_ARGS, CellArgument, DKPLSTMBase,
-                                        DKPLSTMCellBase, check_units)
+                                        DKPLSTMCellBase, ProjectedInputs, check_units)
 from dkp_keras.keras3.doped_matrix import DopedLayerMixin
 
 @keras.saving.register_keras_serializable(package="dkp_keras")
@@ -61,13 +61,11 @@ class DKPLSTMCell(DopedLayerMixin, DKPLSTMCellBase, DropoutRNNCell, keras.layers
         kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
         bias_constraint=bias_constraint)
     self._init_dropout(dropout, recurrent_dropout)
-    # Per thread, untracked: `projected` (set by DKPLSTM while its loop runs: inputs arrive
-    # already projected) and `operands` (this sequence's, formed before the loop).
+    # This sequence's `operands`, formed before the loop: the RNN hands its steps only the
+    # step's inputs and states, and the masked S must be one CMR draw for all steps, drawn
+    # outside the loop (a jax scan body cannot advance a seed generator). Per thread and
+    # untracked, as the dropout masks' state would be.
     self._sequence = threading.local()
-
-  @property
-  def _inputs_projected(self):
-    return getattr(self._sequence, "projected", False)
 
   @property
   def _sequence_operands(self):
@@ -131,9 +129,10 @@ class DKPLSTMCell(DopedLayerMixin, DKPLSTMCellBase, DropoutRNNCell, keras.layers
     return ops.reshape(z, tuple(leading) + (4 * self.units,))
 
   def call(self, inputs, states, training=False):
+    """One time step; ``inputs`` is this step's input, or its `ProjectedInputs`."""
     h_tm1, c_tm1 = states[0], states[1]
-    if self._inputs_projected:
-      z = inputs
+    if isinstance(inputs, ProjectedInputs):
+      z = inputs.gates
     else:
       mask = self.get_dropout_mask(inputs) if training and self.dropout > 0 else None
       z = self.project_inputs(inputs, training, mask)
@@ -244,12 +243,8 @@ class DKPLSTM(DKPLSTMBase, keras.layers.RNN):
     dropout_mask = cell.get_dropout_mask(sequences[:, 0, :]) if training else None
     if dropout_mask is not None:
       dropout_mask = ops.expand_dims(dropout_mask, 1)
-    projected = cell.project_inputs(sequences, training, dropout_mask)
-    cell._sequence.projected = True  # pylint: disable=protected-access
-    try:
-      return super().inner_loop(projected, initial_state, mask, training)
-    finally:
-      cell._sequence.projected = False  # pylint: disable=protected-access
+    projected = ProjectedInputs(cell.project_inputs(sequences, training, dropout_mask))
+    return super().inner_loop(projected, initial_state, mask, training)
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
