@@ -63,8 +63,8 @@ class DKPLSTMCell(DopedLayerMixin, DKPLSTMCellBase, DropoutRNNCell, keras.layers
     self._init_dropout(dropout, recurrent_dropout)
     # This sequence's `operands`, formed before the loop: the RNN hands its steps only the
     # step's inputs and states, and the masked S must be one CMR draw for all steps, drawn
-    # outside the loop (a jax scan body cannot advance a seed generator). Per thread and
-    # untracked, as the dropout masks' state would be.
+    # outside the loop (a jax scan body cannot advance a seed generator). Per thread:
+    # tf.distribute's replicas trace in threads of their own.
     self._sequence = threading.local()
 
   @property
