@@ -8,10 +8,14 @@ storage that keeps an annealed S sparse. Each front end's subclass names its
 Keras module (``keras``) and how to read a variable (``to_numpy``), and adds
 the forward pass in its own ops. `DopedDenseBase`, `DKPLSTMCellBase` and
 `DKPLSTMBase` likewise hold what the two `DopedDense`, `DKPLSTMCell` and
-`DKPLSTM` share: building the matrices, the config, the LSTM state update.
+`DKPLSTM` share: building the matrices, the config, the LSTM state update, and
+`CellArgument`, the read-only attributes through which a `DKPLSTM` shows its
+cell's arguments.
 """
 
 from __future__ import annotations
+
+import collections
 
 import numpy as np
 
@@ -274,6 +278,23 @@ LSTM_CELL_ARGS = ("units", "use_bias", "unit_forget_bias", "dropout", "recurrent
                   ) + LSTM_KERAS_ARGS
 
 
+class ProjectedInputs(collections.namedtuple("ProjectedInputs", ["gates"])):
+  """What a `DKPLSTM` hands its RNN loop instead of the raw inputs: all time steps' input
+  projections (``gates``), made at once before the recurrence.
+
+  The RNN slices it per step like any nested input; `DKPLSTMCell.call` then adds only the
+  recurrent part (given a plain tensor, the cell projects it itself).
+  """
+
+  __slots__ = ()
+
+  @property
+  def shape(self):
+    """The shape of ``gates``: Keras 3's `RNN.inner_loop` reads the number of time steps from
+    its sequences' shape."""
+    return self.gates.shape
+
+
 class DKPLSTMCellBase:
   """What the two front ends' `DKPLSTMCell` share (before their Keras `Layer` in the MRO)."""
 
@@ -351,6 +372,22 @@ class DKPLSTMBase:
     for key in self.cell_arguments:
       config[key] = cell_config[key]
     return config
+
+
+class CellArgument:
+  """A `DKPLSTM` attribute that reads its cell's argument of the same name (read only), as
+  `LSTM`'s properties read its `LSTMCell`'s."""
+
+  def __set_name__(self, owner, name):
+    self.name = name
+    self.__doc__ = f"The cell's ``{name}`` (read only)."
+
+  def __get__(self, layer, owner=None):
+    return self if layer is None else getattr(layer.cell, self.name)
+
+  def __set__(self, layer, value):
+    raise AttributeError(f"{type(layer).__name__}.{self.name} is its cell's argument and "
+                         f"read only; build a new layer to change it")
 
 
 def doped_owners(layers):

@@ -9,19 +9,13 @@ recurrence (as Keras' own LSTM does), so only the recurrent matrix runs per step
 
 from __future__ import annotations
 
-import collections
-
 import tensorflow as tf
 import tf_keras as keras
 
 from dkp_keras import compat
-from dkp_keras.doped_layer_base import DKPLSTMBase, DKPLSTMCellBase, check_units
+from dkp_keras.doped_layer_base import (CellArgument, DKPLSTMBase, DKPLSTMCellBase,
+                                        ProjectedInputs, check_units)
 from dkp_keras.doped_matrix import DopedLayerMixin
-
-# What `DKPLSTM` hands its RNN loop instead of the raw inputs: all time steps'
-# input projections, made at once before the recurrence. `DKPLSTMCell.call`
-# then adds only the recurrent part; given a plain tensor it projects it itself.
-ProjectedInputs = collections.namedtuple("ProjectedInputs", ["gates"])
 
 
 def _replica_id():
@@ -198,22 +192,6 @@ class DKPLSTMCell(DopedLayerMixin, DKPLSTMCellBase, compat.DropoutRNNCellMixin,
     return list(compat.zero_state(self, inputs, batch_size, dtype))
 
 
-class _CellArgument:
-  """A `DKPLSTM` attribute that reads its cell's argument of the same name (read only), as
-  `LSTM`'s properties read its `LSTMCell`'s."""
-
-  def __set_name__(self, owner, name):
-    self.name = name
-    self.__doc__ = f"The cell's ``{name}`` (read only)."
-
-  def __get__(self, layer, owner=None):
-    return self if layer is None else getattr(layer.cell, self.name)
-
-  def __set__(self, layer, value):
-    raise AttributeError(f"{type(layer).__name__}.{self.name} is its cell's argument and "
-                         f"read only; build a new layer to change it")
-
-
 @keras.utils.register_keras_serializable(package="dkp_keras")
 class DKPLSTM(DKPLSTMBase, keras.layers.RNN):
   """`LSTM` with structured + doped weights (a `DKPLSTMCell` in an `RNN`).
@@ -248,32 +226,32 @@ class DKPLSTM(DKPLSTMBase, keras.layers.RNN):
   TensorShape([None, None, 32])
   """
 
-  units = _CellArgument()
-  compression = _CellArgument()
-  structure = _CellArgument()
-  doped = _CellArgument()
-  structure_options = _CellArgument()
-  structure_fraction = _CellArgument()
-  block_size = _CellArgument()
-  activation = _CellArgument()
-  recurrent_activation = _CellArgument()
-  use_bias = _CellArgument()
-  kernel_initializer = _CellArgument()
-  recurrent_initializer = _CellArgument()
-  bias_initializer = _CellArgument()
-  doping_initializer = _CellArgument()
-  unit_forget_bias = _CellArgument()
-  kernel_regularizer = _CellArgument()
-  recurrent_regularizer = _CellArgument()
-  bias_regularizer = _CellArgument()
-  kernel_constraint = _CellArgument()
-  recurrent_constraint = _CellArgument()
-  bias_constraint = _CellArgument()
-  dropout = _CellArgument()
-  recurrent_dropout = _CellArgument()
-  cmr_granularity = _CellArgument()
-  cmr_scaling = _CellArgument()
-  precondition_factors = _CellArgument()
+  units = CellArgument()
+  compression = CellArgument()
+  structure = CellArgument()
+  doped = CellArgument()
+  structure_options = CellArgument()
+  structure_fraction = CellArgument()
+  block_size = CellArgument()
+  activation = CellArgument()
+  recurrent_activation = CellArgument()
+  use_bias = CellArgument()
+  kernel_initializer = CellArgument()
+  recurrent_initializer = CellArgument()
+  bias_initializer = CellArgument()
+  doping_initializer = CellArgument()
+  unit_forget_bias = CellArgument()
+  kernel_regularizer = CellArgument()
+  recurrent_regularizer = CellArgument()
+  bias_regularizer = CellArgument()
+  kernel_constraint = CellArgument()
+  recurrent_constraint = CellArgument()
+  bias_constraint = CellArgument()
+  dropout = CellArgument()
+  recurrent_dropout = CellArgument()
+  cmr_granularity = CellArgument()
+  cmr_scaling = CellArgument()
+  precondition_factors = CellArgument()
 
   def __init__(self, units, compression=10.0, return_sequences=False, return_state=False,
                go_backwards=False, stateful=False, unroll=False, time_major=False, *,

@@ -1,6 +1,9 @@
 """Keras 3 DKPLSTM / DKPLSTMCell: the tf_keras layer's twin in every mode both Kerases share,
 trains with dropout and CMR, `.keras` round trips exact."""
 
+import inspect
+import pydoc
+
 import keras
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ import tf_keras
 
 import dkp_keras as dkp
 from dkp_keras import keras3 as k3
+from dkp_keras.doped_layer_base import CellArgument, ProjectedInputs
 from dkp_keras.verify import assert_normwise_close
 from helpers import randomize_doping
 
@@ -90,6 +94,17 @@ def test_cell_in_a_plain_rnn_matches_the_layer():
   assert_normwise_close(keras.ops.convert_to_numpy(rnn(x)), keras.ops.convert_to_numpy(twin(x)))
 
 
+def test_cell_takes_inputs_raw_or_projected():
+  # The layer's loop hands the cell ProjectedInputs; no flag on the cell says which it gets.
+  _, twin = twins(compression=3)
+  cell, x = twin.cell, inputs()[:, 0]
+  states = [keras.ops.ones((BATCH, UNITS)), keras.ops.zeros((BATCH, UNITS))]
+  raw, _ = cell(x, states)
+  from_projection, _ = cell(ProjectedInputs(cell.project_inputs(x)), states)
+  assert_normwise_close(keras.ops.convert_to_numpy(from_projection),
+                        keras.ops.convert_to_numpy(raw))
+
+
 def test_recurrent_s_is_dropped_by_rows_for_the_whole_sequence():
   # Rate ~1 drops every row of both S: the outputs are those of the LSTM without S.
   _, twin = twins(compression=3, return_sequences=True)
@@ -134,6 +149,25 @@ def test_config_round_trip_and_cell_arguments_on_the_layer():
   assert (layer.units, layer.compression, layer.dropout, layer.block_size) == (8, 4.0, 0.1, (2, 1))
   with pytest.raises(ValueError, match="dropout must be in"):
     k3.DKPLSTM(8, dropout=1.0)
+
+
+def test_layer_lists_the_cell_arguments_explicitly():
+  cell_parameters = inspect.signature(k3.DKPLSTMCell.__init__).parameters
+  layer_parameters = inspect.signature(k3.DKPLSTM.__init__).parameters
+  for name, parameter in cell_parameters.items():
+    if name in ("self", "kwargs"):
+      continue
+    assert layer_parameters[name].default == parameter.default, name
+    if name not in ("units", "compression"):
+      assert layer_parameters[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+    # Each one is a read-only descriptor on the class, which IDEs and help() see.
+    assert isinstance(vars(k3.DKPLSTM)[name], CellArgument), name
+  assert set(k3.DKPLSTM.cell_arguments) == set(cell_parameters) - {"self", "kwargs"}
+  assert "recurrent_dropout" in pydoc.render_doc(k3.DKPLSTM, renderer=pydoc.plaintext)
+  layer = k3.DKPLSTM(4, compression=1.5, recurrent_dropout=0.25, structure="lowrank", seed=3)
+  assert (layer.recurrent_dropout, layer.structure, layer.seed) == (0.25, "lowrank", 3)
+  with pytest.raises(AttributeError, match="read.only"):
+    layer.dropout = 0.5
 
 
 def test_bidirectional_matches_tf_keras():

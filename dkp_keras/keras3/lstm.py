@@ -18,13 +18,9 @@ from keras import ops
 # Keras' own mixin: RNN draws its masks before the loop (stateless steps, as jax needs).
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
-from dkp_keras.doped_layer_base import (DOPING_ARGS, LSTM_CELL_ARGS, DKPLSTMBase,
-                                        DKPLSTMCellBase, check_units)
+from dkp_keras.doped_layer_base import (DOPING_ARGS, LSTM_CELL_ARGS, CellArgument, DKPLSTMBase,
+                                        DKPLSTMCellBase, ProjectedInputs, check_units)
 from dkp_keras.keras3.doped_matrix import DopedLayerMixin
-
-# The cell's arguments a DKPLSTM takes: the tf_keras layer's and the CMR masks' seed.
-_CELL_ARGS = LSTM_CELL_ARGS + DOPING_ARGS + ("seed",)
-
 
 @keras.saving.register_keras_serializable(package="dkp_keras")
 class DKPLSTMCell(DopedLayerMixin, DKPLSTMCellBase, DropoutRNNCell, keras.layers.Layer):
@@ -65,13 +61,11 @@ class DKPLSTMCell(DopedLayerMixin, DKPLSTMCellBase, DropoutRNNCell, keras.layers
         kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
         bias_constraint=bias_constraint)
     self._init_dropout(dropout, recurrent_dropout)
-    # Per thread, untracked: `projected` (set by DKPLSTM while its loop runs: inputs arrive
-    # already projected) and `operands` (this sequence's, formed before the loop).
+    # This sequence's `operands`, formed before the loop: the RNN hands its steps only the
+    # step's inputs and states, and the masked S must be one CMR draw for all steps, drawn
+    # outside the loop (a jax scan body cannot advance a seed generator). Per thread:
+    # tf.distribute's replicas trace in threads of their own.
     self._sequence = threading.local()
-
-  @property
-  def _inputs_projected(self):
-    return getattr(self._sequence, "projected", False)
 
   @property
   def _sequence_operands(self):
@@ -135,9 +129,10 @@ class DKPLSTMCell(DopedLayerMixin, DKPLSTMCellBase, DropoutRNNCell, keras.layers
     return ops.reshape(z, tuple(leading) + (4 * self.units,))
 
   def call(self, inputs, states, training=False):
+    """One time step; ``inputs`` is this step's input, or its `ProjectedInputs`."""
     h_tm1, c_tm1 = states[0], states[1]
-    if self._inputs_projected:
-      z = inputs
+    if isinstance(inputs, ProjectedInputs):
+      z = inputs.gates
     else:
       mask = self.get_dropout_mask(inputs) if training and self.dropout > 0 else None
       z = self.project_inputs(inputs, training, mask)
@@ -155,24 +150,89 @@ class DKPLSTMCell(DopedLayerMixin, DKPLSTMCellBase, DropoutRNNCell, keras.layers
 class DKPLSTM(DKPLSTMBase, keras.layers.RNN):
   """`LSTM` with structured + doped weights (a `DKPLSTMCell` in an `RNN`), Keras 3.
 
-  Takes the Keras 3 `LSTM` arguments (``return_sequences``, ``return_state``,
-  ``go_backwards``, ``stateful``, ``unroll``, ``zero_output_for_mask``,
-  ``dropout``, ``recurrent_dropout``, masking) and the compression arguments of
-  `DopedDense`. Keras 3 has no ``time_major``: inputs are (batch, time, features).
-  The input projection of all time steps runs as one product before the loop.
+  Keras 3 has no ``time_major``: inputs are (batch, time, features). The input
+  projection of all time steps runs as one product before the loop. Masking
+  works as for `LSTM`.
+
+  Args:
+    units: the number of hidden units.
+    compression: factor >= 1 by which the layer is smaller than the `LSTM` it
+      replaces (see `DKPLSTMCell`).
+    return_sequences: return the output of every time step, not just the last.
+    return_state: also return the last states (h, c).
+    go_backwards: read the input sequence backwards.
+    stateful: carry the last states of each batch into the next.
+    unroll: unroll the recurrence (short sequences only).
+    structure, doped, structure_options, structure_fraction, block_size,
+      activation, recurrent_activation, use_bias, kernel_initializer,
+      recurrent_initializer, bias_initializer, doping_initializer,
+      unit_forget_bias, kernel_regularizer, recurrent_regularizer,
+      bias_regularizer, kernel_constraint, recurrent_constraint,
+      bias_constraint, dropout, recurrent_dropout, cmr_granularity,
+      cmr_scaling, precondition_factors, seed: the `DKPLSTMCell` arguments
+      (keyword only), also readable on the layer (``layer.dropout``).
+    **kwargs: `RNN` / base layer arguments (``name``, ``dtype``,
+      ``zero_output_for_mask``, ``activity_regularizer``, ...).
 
   >>> DKPLSTM(32, compression=4, return_sequences=True)(keras.Input((None, 16))).shape
   (None, None, 32)
   """
 
-  cell_arguments = _CELL_ARGS
+  cell_arguments = LSTM_CELL_ARGS + DOPING_ARGS + ("seed",)
+
+  units = CellArgument()
+  compression = CellArgument()
+  structure = CellArgument()
+  doped = CellArgument()
+  structure_options = CellArgument()
+  structure_fraction = CellArgument()
+  block_size = CellArgument()
+  activation = CellArgument()
+  recurrent_activation = CellArgument()
+  use_bias = CellArgument()
+  kernel_initializer = CellArgument()
+  recurrent_initializer = CellArgument()
+  bias_initializer = CellArgument()
+  doping_initializer = CellArgument()
+  unit_forget_bias = CellArgument()
+  kernel_regularizer = CellArgument()
+  recurrent_regularizer = CellArgument()
+  bias_regularizer = CellArgument()
+  kernel_constraint = CellArgument()
+  recurrent_constraint = CellArgument()
+  bias_constraint = CellArgument()
+  dropout = CellArgument()
+  recurrent_dropout = CellArgument()
+  cmr_granularity = CellArgument()
+  cmr_scaling = CellArgument()
+  precondition_factors = CellArgument()
+  seed = CellArgument()
 
   def __init__(self, units, compression=10.0, return_sequences=False, return_state=False,
-               go_backwards=False, stateful=False, unroll=False, **kwargs):
-    cell_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _CELL_ARGS}
-    cell = DKPLSTMCell(units, compression=compression, dtype=kwargs.get("dtype"),
-                       trainable=kwargs.get("trainable", True), name="dkplstm_cell",
-                       **cell_kwargs)
+               go_backwards=False, stateful=False, unroll=False, *,
+               structure="kronecker", doped=True, structure_options=None,
+               structure_fraction=0.5, block_size=(4, 1), activation="tanh",
+               recurrent_activation="sigmoid", use_bias=True,
+               kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
+               bias_initializer="zeros", doping_initializer="zeros", unit_forget_bias=True,
+               kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
+               kernel_constraint=None, recurrent_constraint=None, bias_constraint=None,
+               dropout=0.0, recurrent_dropout=0.0, cmr_granularity="row", cmr_scaling="none",
+               precondition_factors=False, seed=None, **kwargs):
+    cell = DKPLSTMCell(
+        units, compression=compression, structure=structure, doped=doped,
+        structure_options=structure_options, structure_fraction=structure_fraction,
+        block_size=block_size, activation=activation,
+        recurrent_activation=recurrent_activation, use_bias=use_bias,
+        kernel_initializer=kernel_initializer, recurrent_initializer=recurrent_initializer,
+        bias_initializer=bias_initializer, doping_initializer=doping_initializer,
+        unit_forget_bias=unit_forget_bias, kernel_regularizer=kernel_regularizer,
+        recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
+        kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
+        bias_constraint=bias_constraint, dropout=dropout, recurrent_dropout=recurrent_dropout,
+        cmr_granularity=cmr_granularity, cmr_scaling=cmr_scaling,
+        precondition_factors=precondition_factors, seed=seed, dtype=kwargs.get("dtype"),
+        trainable=kwargs.get("trainable", True), name="dkplstm_cell")
     super().__init__(cell, return_sequences=return_sequences, return_state=return_state,
                      go_backwards=go_backwards, stateful=stateful, unroll=unroll, **kwargs)
     self.input_spec = keras.layers.InputSpec(ndim=3)
@@ -183,18 +243,10 @@ class DKPLSTM(DKPLSTMBase, keras.layers.RNN):
     dropout_mask = cell.get_dropout_mask(sequences[:, 0, :]) if training else None
     if dropout_mask is not None:
       dropout_mask = ops.expand_dims(dropout_mask, 1)
-    projected = cell.project_inputs(sequences, training, dropout_mask)
-    cell._sequence.projected = True  # pylint: disable=protected-access
-    try:
-      return super().inner_loop(projected, initial_state, mask, training)
-    finally:
-      cell._sequence.projected = False  # pylint: disable=protected-access
+    projected = ProjectedInputs(cell.project_inputs(sequences, training, dropout_mask))
+    return super().inner_loop(projected, initial_state, mask, training)
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
     return cls(**config)
 
-
-# Expose the cell's arguments (units, compression, dropout...) on the layer, as LSTM does.
-for _name in _CELL_ARGS:
-  setattr(DKPLSTM, _name, property(lambda self, _name=_name: getattr(self.cell, _name)))
