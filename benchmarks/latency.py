@@ -15,7 +15,9 @@ latency ratio isolates the LSTM layers. Structures (``--structures``):
   target sparsity (as in `benchmarks.convert_time`);
 - ``dkp-1x1``: ``dkp`` with S in 1x1 blocks (unstructured, ``block_size=(1, 1)``):
   what the accuracy table's 1x1 rows deploy as;
-- ``lmf`` / ``hmd``: `dkp.DKPLSTM(..., structure='lowrank' | 'hmd', doped=False)`.
+- ``lmf`` / ``hmd``: `dkp.DKPLSTM(..., structure='lowrank' | 'hmd', doped=False)`;
+- lowering tries, only when named: ``dkp-fused-s``, the ``dkp`` model lowered with
+  one S per layer over its input and state (``fuse_doping=True``, step mode).
 
 A structure / compression the package rejects (ValueError) is skipped with a
 note. Each model is converted with `pipelines.conversion.convert` in ``step`` mode
@@ -54,6 +56,9 @@ from tflite_ops import files  # noqa: E402
 from tflite_ops import timing  # noqa: E402
 
 STRUCTURES = ("dense", "fused-lstm", "kp", "dkp", "dkp-1x1", "lmf", "hmd")
+# Lowering tries, timed only when asked for (--structures): structure -> (the model
+# it lowers, `conversion.convert` options, the modes that lowering has).
+LOWERING_TRIES = {"dkp-fused-s": ("dkp", {"fuse_doping": True}, ("step",))}
 BASELINES = ("dense", "fused-lstm")
 BASELINE = {"step": "dense", "sequence": "fused-lstm"}  # the baseline's name per mode
 MODES = ("step", "sequence")
@@ -100,8 +105,9 @@ def build_model(structure, units, layers, compression, seed=0):
     if structure == "baseline" or structure in BASELINES:
       x = keras.layers.LSTM(units, return_sequences=True, name=f"lstm_{i}")(x)
     else:
+      kwargs = DKP_KWARGS[LOWERING_TRIES.get(structure, (structure,))[0]]
       x = dkp.DKPLSTM(units, compression=compression, return_sequences=True, name=f"lstm_{i}",
-                      **DKP_KWARGS[structure])(x)
+                      **kwargs)(x)
   return keras.Model(inputs, x, name=structure.replace("-", "_"))
 
 
@@ -127,7 +133,7 @@ def variants(config, log=print):
   out = []
   if any(s in wanted for s in BASELINES):
     out.append(("baseline", 1.0))
-  for structure in STRUCTURES:
+  for structure in STRUCTURES + tuple(LOWERING_TRIES):
     if structure in BASELINES or structure not in wanted:
       continue
     out.extend((structure, c) for c in config["compressions"])
@@ -147,7 +153,7 @@ def build_models(config, log=print):
     except ValueError as error:
       log(f"  skipped {structure} at {compression:g}x: {str(error).splitlines()[0]}")
       continue
-    if DKP_KWARGS.get(structure, {}).get("doped"):
+    if DKP_KWARGS.get(LOWERING_TRIES.get(structure, (structure,))[0], {}).get("doped"):
       model = anneal_cheaply(model, config["units"], config["seed"])
     models[(structure, compression)] = model
     log(f"  built {structure:<8} {compression:>5g}x in {time.perf_counter() - start:5.1f} s")
@@ -209,10 +215,14 @@ def convert_all(models, mode, config, directory, log=print):
   for (structure, compression), model in models.items():
     name = BASELINE[mode] if structure == "baseline" else structure
     key = (name, compression)
+    _, options, modes = LOWERING_TRIES.get(structure, (None, {}, MODES))
+    if mode not in modes:
+      log(f"  {name} has no {mode} mode lowering; not converted")
+      continue
     out = os.path.join(directory, f"{name}_{compression:g}_{mode}.tflite")
     start = time.perf_counter()
     result = conversion.convert(model, out, mode=mode, seq_len=config["seq_len"],
-                                      verify_samples=1, force=True)
+                                verify_samples=1, force=True, **options)
     paths[key], reports[key] = result.path, result.report
     log(f"  converted {name:<10} {compression:>5g}x {mode:<8} in "
         f"{time.perf_counter() - start:5.1f} s: {result.report['bytes']['file'] / 1024:8.1f} KiB")
@@ -350,8 +360,10 @@ def parse_args(argv=None):
                       "(default 10,25,50)")
   parser.add_argument("--threads", type=common.comma_list(int),
                       help="LiteRT threads (default 1,2)")
-  parser.add_argument("--structures", type=common.comma_list(str, STRUCTURES),
-                      help=f"default {','.join(STRUCTURES)}")
+  parser.add_argument("--structures",
+                      type=common.comma_list(str, STRUCTURES + tuple(LOWERING_TRIES)),
+                      help=f"default {','.join(STRUCTURES)}; lowering tries, only when named: "
+                      f"{','.join(LOWERING_TRIES)} (step mode)")
   parser.add_argument("--modes", type=common.comma_list(str, MODES),
                       help="default step,sequence")
   parser.add_argument("--seq-len", type=int,

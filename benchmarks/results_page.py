@@ -544,6 +544,12 @@ SECTIONS = (
             "python -m {module} --units 200 --structures dense,dkp,dkp-1x1 --compressions 25,50 "
             "--modes step --threads 1 --out {path}", "latency",
             "The same at the 2x200 size the accuracy table trains.", render_latency),
+    Section("latency-fused-s", "Latency of the fused-S lowering try", "latency_fused_s.csv",
+            "python -m {module} --structures dense,dkp,dkp-fused-s --compressions 10,25,50 "
+            "--modes step --threads 1 --out {path}", "latency",
+            "One S per layer over the concatenated input and state (`fuse_doping=True`, step "
+            "mode) against the default lowering of the same DKP models, 2x650 stack.",
+            render_latency),
     Section("sparse-kernels", "Kernels for S against a dense FULLY_CONNECTED",
             "sparse_kernels.json",
             "python -m {module} --out-json {path}", "sparse_kernels",

@@ -29,3 +29,17 @@ def test_latency_quick(tmp_path):
   assert (dense["speedup_vs_dense"] == 1.0).all()
   sidecar = json.loads((tmp_path / "results" / "latency.json").read_text())
   assert sidecar["config"]["quick"] and sidecar["host"]["device"]
+
+
+def test_a_lowering_try_is_timed_in_its_modes_only(tmp_path):
+  out = tmp_path / "latency.csv"
+  frame = latency.main(["--quick", "--structures", "dense,dkp,dkp-fused-s", "--modes",
+                        "step,sequence", "--out", str(out)])
+  fused = frame[frame["structure"] == "dkp-fused-s"]
+  assert set(fused["mode"]) == {"step"} and len(fused) == 2  # XNNPack off and on
+  assert (fused["speedup_vs_dense"] > 0).all()
+  assert (fused["verify_max_error"] < 1e-4).all()
+  plain = frame[(frame["structure"] == "dkp") & (frame["mode"] == "step")]
+  # Same model, same S: the fused lowering stores the same weights.
+  assert fused["weights_bytes"].max() <= plain["weights_bytes"].max() * 1.05
+
