@@ -52,7 +52,7 @@ GUEST_CPUINFO = os.path.join(arm64_parity.EMULATED_DIR, "guest_cpuinfo.py")
 CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
                      "dkp-keras")
 DEFAULT_ROOT = os.environ.get("DKP_ARM64_ROOT", os.path.join(CACHE, "arm64-root"))
-GUEST_VENV_SITE = "/opt/dkp-venv/lib/python3.11/site-packages"
+GUEST_VENV_SITE = f"{arm64_parity.GUEST_VENV}/lib/python3.11/site-packages"
 GUEST_PYTHON = "/usr/bin/python3.11"
 # qemu's MIDR per -cpu model, as emulated/root.sh's emulated_midr gives them.
 MIDR = {"cortex-a72": 0x410fd083, "cortex-a76": 0x414fd0b1}

@@ -49,8 +49,21 @@ from tflite_ops import files  # noqa: E402
 EMULATED_DIR = os.path.join(common.PROJECT_ROOT, "benchmarks", "on_device", "emulated")
 GUEST_OUTPUTS = os.path.join(EMULATED_DIR, "guest_outputs.py")
 RUN_IN_ROOT = os.path.join(EMULATED_DIR, "run_in_root.sh")
-SHARE_AT = "/mnt/dkp-share"  # where run_in_root.sh --share mounts the work directory
-GUEST_PYTHON = "/opt/dkp-venv/bin/python"
+
+
+def _script_setting(script, name):
+  """A ``NAME=value`` line of an emulated/ script: the scripts' setting, written there once."""
+  with open(os.path.join(EMULATED_DIR, script), encoding="utf-8") as handle:
+    match = re.search(rf"^{name}=(\S+)$", handle.read(), re.MULTILINE)
+  if match is None:
+    raise RuntimeError(f"emulated/{script} sets no {name}")
+  return match.group(1)
+
+
+# Where run_in_root.sh --share mounts the work directory in the root.
+SHARE_AT = _script_setting("run_in_root.sh", "SHARE_AT")
+GUEST_VENV = _script_setting("root.sh", "DKP_ARM64_VENV")  # the root's venv, as the guest sees it
+GUEST_PYTHON = f"{GUEST_VENV}/bin/python"
 BINFMT_QEMU = "/usr/libexec/qemu-binfmt/aarch64-binfmt-P"  # a link to qemu-aarch64-static
 HOST = "x86"
 CPUS = ("cortex-a72", "cortex-a76", "max")

@@ -214,8 +214,7 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
       model = initial_model()
       if carry_state:
         model = models.stateful_twin(model, recipe.batch_size)
-    annealed = method.doped or method.name == "prune"
-    annealing = None
+    annealing = None  # the callback that anneals S (or prune's masks), if any
     if method.doped:
       model, annealing = front.annealing(model, end_step, frequency, block_switch_step,
                                          recipe.block_pooling, initial_model is not None)
@@ -250,7 +249,7 @@ def fit_lm(corpus, recipe, method="dkp", compression=25.0, strategy=None, seed=0
   model.fit(x, y, batch_size=recipe.batch_size, epochs=recipe.epochs, shuffle=False,
             verbose=verbose, callbacks=fit_callbacks)
   train_seconds = clock.seconds()
-  if annealed:
+  if annealing is not None:
     with strategy.scope():  # the final re-mask assigns mirrored variables
       model = front.dkp.finalize(model)
   if method.quantized:
@@ -276,13 +275,15 @@ def co_matrix_dropout(method, recipe, front=None):
   return None
 
 
-def lstm_compression(model, recipe, method):
+def lstm_compression(model, recipe, method, report=None):
   """Parameters, bytes and compression of the recurrent layers (`compression_report`).
 
   Every factor is against the recipe's dense LSTM stack, so a narrower
   ``small-dense`` stack counts as compressed; ``int8`` / ``int4`` count by bytes.
+  ``report`` is the model's `compression_report` when the caller has it already.
   """
-  report = frontends.of_model(model).dkp.compression_report(model)
+  if report is None:
+    report = frontends.of_model(model).dkp.compression_report(model)
   names = {layer.name for layer in models.recurrent_layers(model)}
   rows = report[report["layer"].isin(names)]
   dense_params = models.dense_lstm_params(recipe)
@@ -312,8 +313,9 @@ def load_base_model(model_path, corpus, recipe, method):
   It must be the recipe's dense LSTM stack over this corpus' vocabulary (so its
   factor is counted against the same dense stack).
   """
-  keras = frontends.get_frontend("2").keras
-  model = frontends.get_frontend("2").dkp.load_model(model_path)
+  tf_keras_front = frontends.get_frontend("2")
+  keras = tf_keras_front.keras
+  model = tf_keras_front.dkp.load_model(model_path)
   if vocab_size_of(model) != corpus.vocab_size:
     raise ValueError(f"vocabulary mismatch: {model_path} has {vocab_size_of(model)} words, "
                      f"the data {corpus.vocab_size}; give the --data it was trained on")
@@ -512,7 +514,7 @@ def train_run(out, preset="demo", data_dir=None, method="dkp", compression=None,
              "earlier_train_seconds": result.get("earlier_train_seconds", 0.0),
              "epochs": recipe.epochs,
              "carry_state": result["carry_state"], "history": result["history"],
-             **lstm_compression(model, recipe, method),
+             **lstm_compression(model, recipe, method, report),
              "target_warning": missed_target_warning(report),
              "meets_target": bool(report["meets_target"].all())}
   if front.version != "2":

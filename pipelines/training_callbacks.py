@@ -19,7 +19,6 @@ import tf_keras as keras
 from dkp_keras import compat
 from dkp_keras import traversal
 from pipelines import callback_logic
-from pipelines.callback_logic import read_run_file  # noqa: F401  pylint: disable=unused-import
 
 
 class ResetStates(callback_logic.ResetStates, keras.callbacks.Callback):
