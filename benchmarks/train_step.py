@@ -41,6 +41,8 @@ import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-order
 import tf_keras as keras  # noqa: E402  pylint: disable=wrong-import-order
 
 from benchmarks import common  # noqa: E402
+# The batch, timing loop and parameter count the Keras 3 benchmark uses (imports no Keras).
+from benchmarks import keras3_step_worker as step_worker  # noqa: E402
 
 MODELS = ("dense", "dkp", "dkp_all", "dkp_annealing", "dkp_preconditioned")
 
@@ -165,21 +167,9 @@ def _float(value):
 # --------------------------------------------------------------------------- timing
 
 
-def time_block(model, x, y, block):
-  """Seconds for ``block`` consecutive `train_on_batch` steps (each synchronous)."""
-  start = time.perf_counter()
-  for _ in range(block):
-    model.train_on_batch(x, y)
-  return time.perf_counter() - start
-
-
 def run_benchmark(config, models=MODELS, log=print):
   """Builds, warms up and times ``models``; returns the result dict (no I/O)."""
-  rng = np.random.default_rng(config["seed"])
-  shape = (config["batch"], config["steps"])
-  x = rng.integers(0, config["vocab"], shape, dtype=np.int32)
-  y = rng.integers(0, config["vocab"], shape, dtype=np.int32)
-
+  x, y = step_worker.batch(config)
   built = {}
   for kind in models:
     start = time.perf_counter()
@@ -201,7 +191,7 @@ def run_benchmark(config, models=MODELS, log=print):
   samples = {kind: [] for kind in models}
   for rep in range(config["repeats"]):
     for kind in models:
-      seconds = time_block(built[kind], x, y, config["block"])
+      seconds = step_worker.time_block(built[kind], x, y, config["block"])
       samples[kind].append(seconds / config["block"])
     log(f"  repeat {rep + 1}/{config['repeats']}: " +
         "  ".join(f"{kind} {samples[kind][-1] * 1e3:.1f} ms" for kind in models))
@@ -216,7 +206,7 @@ def run_benchmark(config, models=MODELS, log=print):
         "min_s": min(times),
         "mean_s": statistics.fmean(times),
         "samples_s": times,
-        "trainable_params": _trainable(built[kind])
+        "trainable_params": step_worker.trainable_params(built[kind])
     }
     if base:
       entry["ratio_to_dense"] = median / base
@@ -227,10 +217,6 @@ def run_benchmark(config, models=MODELS, log=print):
     entry["lstm_layers"] = lstm_report(built[kind])
     results[kind] = entry
   return results
-
-
-def _trainable(model):
-  return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
 
 
 # --------------------------------------------------------------------------- host / output
