@@ -5,7 +5,9 @@
 --compressions 10,25,50 --out benchmarks/results/ptb_small.csv [--resume] [--seeds 0]``
 (``--corpus python-docs`` instead of ``--data``: a packaged corpus, `pipelines.corpora`).
 ``--methods`` takes the product methods (`pipelines.models.METHODS`) and the
-named variants of `benchmarks.recipes`.
+named variants of `benchmarks.recipes`. ``--keras 3`` trains them on Keras 3
+(backend from ``KERAS_BACKEND``): those rows record it in ``frontend`` and the
+table sets them against the tf_keras rows of the same method.
 
 Each (method, compression, seed) trains with `pipelines.train` (same recipe
 and budget for all) in its own run directory under ``--runs`` (so a killed
@@ -38,18 +40,23 @@ import pandas as pd
 
 from benchmarks import common
 from benchmarks import recipes
+from pipelines import choices
 from pipelines import corpora
 from pipelines import figures
+from pipelines import frontends
+from pipelines import models
 from pipelines import presets
 from pipelines import training
 from tflite_ops import files
 
 COLUMNS = ["method", "compression", "seed", "valid_ppl", "test_ppl", "params", "model_bytes",
            "lstm_compression", "epochs", "preset", "recipe", "commit", "wall_s",
-           "tflite_ppl", "tflite_int8_ppl", "corpus"]
+           "tflite_ppl", "tflite_int8_ppl", "corpus", "frontend"]
 # Measured on rows written since: the test perplexity of the step-mode .tflite (float32,
 # dynamic-int8) run through LiteRT. Earlier rows leave them empty.
 DEPLOYED_COLUMNS = {"tflite_ppl": "float32", "tflite_int8_ppl": "dynamic-int8"}
+# The Keras a row trained with: tf_keras, or Keras 3 and its backend (``keras3-jax``).
+TF_KERAS = "tf_keras"
 # Rows written before the recipe was recorded; they are taken as the current recipe's.
 UNRECORDED = "unrecorded"
 # Test perplexity of the 2x650 PTB LSTM in the doping papers: method ->
@@ -99,18 +106,20 @@ def read_results(path):
       frame[column] = float("nan")
   if "corpus" not in frame.columns:  # rows from before it was recorded were all on PTB
     frame["corpus"] = "ptb"
+  # Rows from before Keras 3 training were all tf_keras.
+  frame["frontend"] = frame["frontend"].fillna(TF_KERAS) if "frontend" in frame else TF_KERAS
   missing = [c for c in COLUMNS if c not in frame.columns]
   if missing:
     raise ValueError(f"{path} lacks the columns {missing}; not an accuracy results file")
   return frame
 
 
-def _done(frame, method, compression, seed, preset, epochs, corpus):
+def _done(frame, method, compression, seed, preset, epochs, corpus, frontend):
   if frame.empty:
     return False
   match = ((frame["method"] == method) & (frame["compression"] == compression) &
            (frame["seed"] == seed) & (frame["preset"] == preset) & (frame["epochs"] == epochs) &
-           (frame["corpus"] == corpus))
+           (frame["corpus"] == corpus) & (frame["frontend"] == frontend))
   return bool(match.any())
 
 
@@ -124,17 +133,31 @@ def check_recipe(frame, path, preset, epochs, recipe):
                      f"since; write to a new --out")
 
 
-def _run_dir(runs_dir, method, compression, seed, epochs):
-  return os.path.join(runs_dir, f"{method}-{compression:g}x-seed{seed}-{epochs}ep")
+def _run_dir(runs_dir, method, compression, seed, epochs, frontend=TF_KERAS):
+  suffix = "" if frontend == TF_KERAS else f"-{frontend}"
+  return os.path.join(runs_dir, f"{method}-{compression:g}x-seed{seed}-{epochs}ep{suffix}")
+
+
+def frontend_name(keras):
+  """The ``frontend`` column of rows trained with ``--keras`` ``keras`` ("2" or "3")."""
+  if keras == "2":
+    return TF_KERAS
+  return "keras3-" + os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
 def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,),
-        resume=False, epochs=None, runs_dir=None, verbose=1, corpus_name=None):
+        resume=False, epochs=None, runs_dir=None, verbose=1, corpus_name=None, keras="2"):
   """Runs every missing row, appending each to the CSV ``out``; returns the results frame.
 
   ``corpus_name`` (`training.load_corpus`) trains on a packaged corpus instead of
   ``data_dir``; its run directories default to ``runs/accuracy/<corpus>-<preset>``.
+  ``keras`` "3" trains on Keras 3 (`training.train_run`'s ``keras``): its rows record
+  the backend in ``frontend`` and sit beside the tf_keras rows of the same method.
   """
+  front = frontends.get_frontend(keras)
+  for method in methods:  # before any training: a refused method leaves nothing behind
+    models.check_frontend(recipes.get_method(method), front)
+  frontend = frontend_name(keras)
   recipe = presets.get_preset(preset)
   epochs = int(epochs or recipe.epochs)
   recipe_key = recipe_id(recipe.replace(epochs=epochs))
@@ -148,12 +171,13 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
   commit = common.git_commit()
   corpus = corpus_name or ("ptb" if data_dir else "embedded")
   for method, compression, seed in plan_rows(methods, compressions, seeds):
-    if _done(frame, method, compression, seed, preset, epochs, corpus):
+    if _done(frame, method, compression, seed, preset, epochs, corpus, frontend):
       continue
-    run_dir = _run_dir(runs_dir, method, compression, seed, epochs)
+    run_dir = _run_dir(runs_dir, method, compression, seed, epochs, frontend)
     resuming = os.path.exists(os.path.join(run_dir, "run.json"))
     if verbose:
       print(f"== {method} at {compression:g}x, seed {seed}"
+            f"{'' if frontend == TF_KERAS else ' on ' + frontend}"
             f"{' (resuming)' if resuming else ''}", flush=True)
     start = time.perf_counter()
     base_model = None
@@ -171,7 +195,7 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
                               compression, seed=seed,
                               epochs=epochs, resume=resuming, verbose=2 if verbose else 0,
                               base_model=base_model, corpus_name=corpus_name,
-                              deployed_exports=tuple(DEPLOYED_COLUMNS.values()))
+                              deployed_exports=tuple(DEPLOYED_COLUMNS.values()), keras=keras)
     wall_s = time.perf_counter() - start
     if finished:  # trained by an earlier invocation: its training time is all we know
       wall_s = metrics["train_seconds"]
@@ -184,7 +208,7 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
            "recipe": recipe_key, "commit": commit, "wall_s": round(wall_s, 1),
            **{column: metrics.get("deployed_test_perplexity", {}).get(export, float("nan"))
               for column, export in DEPLOYED_COLUMNS.items()},
-           "corpus": corpus}
+           "corpus": corpus, "frontend": frontend}
     frame = pd.concat([frame, pd.DataFrame([row])], ignore_index=True)
     buffer = io.StringIO()
     frame[COLUMNS].to_csv(buffer, index=False, float_format="%.6g")
@@ -200,7 +224,7 @@ def render(csv_path):
     return
   stem = os.path.splitext(csv_path)[0]
   # Rows of different budgets (epochs) are never averaged together.
-  summary = frame.groupby(["method", "compression", "epochs"], sort=False).agg(
+  summary = frame.groupby(["method", "compression", "epochs", "frontend"], sort=False).agg(
       test_ppl=("test_ppl", "mean"), test_min=("test_ppl", "min"),
       test_max=("test_ppl", "max"), valid_ppl=("valid_ppl", "mean"),
       lstm_compression=("lstm_compression", "mean"), seeds=("seed", "count"),
@@ -208,8 +232,10 @@ def render(csv_path):
       tflite_ppl=("tflite_ppl", "mean"), tflite_int8_ppl=("tflite_int8_ppl", "mean"),
       tflite_seeds=("tflite_ppl", "count")
   ).reset_index()
-  dense_by_epochs = summary[summary["method"] == "dense"].groupby("epochs")["test_ppl"].first()
-  dense_rows = frame[frame["method"] == "dense"]
+  # Every row is set against the tf_keras dense model: the reference of all the targets.
+  reference = summary[summary["frontend"] == TF_KERAS]
+  dense_by_epochs = reference[reference["method"] == "dense"].groupby("epochs")["test_ppl"].first()
+  dense_rows = frame[(frame["method"] == "dense") & (frame["frontend"] == TF_KERAS)]
   corpora = ", ".join(sorted(set(frame["corpus"].astype(str))))
   lines = [f"# Accuracy at equal compression: {frame['preset'].iloc[0]} on {corpora}", "",
            "LSTM layers compressed by each method; test/valid perplexity per word (<eos> "
@@ -238,17 +264,42 @@ def render(csv_path):
     spread = f" ({row.test_min:.2f}–{row.test_max:.2f})" if row.seeds > 1 else ""
     deployed = [f"{value:.2f} ({row.tflite_seeds})" if row.tflite_seeds else ""
                 for value in (row.tflite_ppl, row.tflite_int8_ppl)]
-    lines.append(f"| {row.method} | {row.compression:g}x | {row.lstm_compression:.1f}x | "
+    lines.append(f"| {method_label(row)} | {row.compression:g}x | {row.lstm_compression:.1f}x | "
                  f"{row.valid_ppl:.2f} | {row.test_ppl:.2f}{spread} | {change} | {paper} | "
                  f"{deployed[0]} | {deployed[1]} | {row.seeds} | {row.epochs} | "
                  f"{row.wall_s / 60:.1f} |")
-  lines += target_lines(summary)
+  lines += target_lines(reference) + frontend_lines(summary)
   commits = sorted(set(frame["commit"].astype(str)))
   fingerprints = sorted(set(frame["recipe"].astype(str)))
   lines += ["", f"Commits: {', '.join(commits)}. Recipes (`accuracy.recipe_id` of the preset at "
             f"each budget): {', '.join(fingerprints)}. Source: `{os.path.basename(csv_path)}`.", ""]
   files.write_atomic(stem + ".md", "\n".join(lines))
   _plot(stem + ".png", summary, dense_by_epochs)
+
+
+def method_label(row):
+  """A summary row's method, with its Keras when that is not tf_keras."""
+  return row.method if row.frontend == TF_KERAS else f"{row.method} [{row.frontend}]"
+
+
+def frontend_lines(summary):
+  """Rows trained on Keras 3 against the tf_keras rows of the same method and budget: met
+  when their mean is at most the tf_keras seeds' worst (within or below their spread)."""
+  lines = []
+  reference = {(r.method, r.compression, r.epochs): r for r in summary.itertuples()
+               if r.frontend == TF_KERAS}
+  for row in summary.itertuples():
+    theirs = reference.get((row.method, row.compression, row.epochs))
+    if row.frontend == TF_KERAS or theirs is None:
+      continue
+    verdict = "met" if row.test_ppl <= theirs.test_max else "**missed**"
+    lines.append(f"- {row.method} {row.compression:g}x on {row.frontend} ({row.seeds} seeds) "
+                 f"vs tf_keras ({theirs.seeds} seeds, {row.epochs} epochs): test perplexity "
+                 f"{row.test_ppl:.2f} vs {theirs.test_ppl:.2f} "
+                 f"({theirs.test_min:.2f}–{theirs.test_max:.2f}), "
+                 f"{100 * (row.test_ppl / theirs.test_ppl - 1):+.1f}%; within or below the "
+                 f"tf_keras seeds' spread: {verdict}")
+  return ["", "Keras 3 against tf_keras (issue 21).", ""] + lines if lines else []
 
 
 # The issue's targets: (DKP's factor, against, its factor, bound on the test ratio).
@@ -294,10 +345,11 @@ def _plot(path, summary, dense_by_epochs):
   # A dozen methods outrun matplotlib's 10 default colours: 20 colours and 5 markers keep
   # every series distinct.
   colors = plt.get_cmap("tab20").colors
-  groups = summary.groupby(["method", "epochs"], sort=False)
-  for index, ((method, epochs), group) in enumerate(groups):
+  groups = summary.groupby(["method", "epochs", "frontend"], sort=False)
+  for index, ((method, epochs, frontend), group) in enumerate(groups):
     group = group.sort_values("lstm_compression")
-    label = f"{method} ({epochs} ep)" if several else method
+    label = method if frontend == TF_KERAS else f"{method} [{frontend}]"
+    label = f"{label} ({epochs} ep)" if several else label
     ax.plot(group["lstm_compression"], group["test_ppl"], marker="os^Dv"[index % 5],
             color=colors[index % len(colors)], label=label)
   for dense_ppl in dense_by_epochs:
@@ -327,6 +379,9 @@ def main(argv=None):
   parser.add_argument("--runs", help="run directories (default runs/accuracy/<preset>, "
                       "runs/accuracy/<corpus>-<preset> with --corpus)")
   parser.add_argument("--resume", action="store_true", help="skip rows already in --out")
+  parser.add_argument("--keras", default="2", choices=choices.KERAS_VERSIONS,
+                      help="2: tf_keras; 3: Keras 3 on KERAS_BACKEND's backend (rows beside "
+                      "the tf_keras ones, their frontend column says which)")
   parser.add_argument("--quiet", action="store_true")
   args = parser.parse_args(argv)
   try:
@@ -334,7 +389,8 @@ def main(argv=None):
     compressions = [float(c) for c in args.compressions.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     frame = run(args.out, methods, compressions, args.data, args.preset, seeds, args.resume,
-                args.epochs, args.runs, verbose=0 if args.quiet else 1, corpus_name=args.corpus)
+                args.epochs, args.runs, verbose=0 if args.quiet else 1, corpus_name=args.corpus,
+                keras=args.keras)
   except (ValueError, OSError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2

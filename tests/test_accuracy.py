@@ -214,3 +214,53 @@ def test_target_lines():
       "- DKP (whole-matrix CMR from 0.5) 25x vs LMF 25x (6 epochs): test perplexity -8.6% "
       "(target -8% or lower): met"]
   assert accuracy.target_lines(summary[summary["method"] != "dense"].iloc[:1]) == []
+
+
+def _fake_metrics(test_ppl):
+  return {"valid_perplexity": test_ppl, "test_perplexity": test_ppl, "lstm_params": 396,
+          "model_bytes": 1000, "lstm_compression": 4.0, "train_seconds": 1.0}
+
+
+def test_keras3_rows_sit_beside_the_tf_keras_rows(tiny, tmp_path, monkeypatch):
+  monkeypatch.setenv("KERAS_BACKEND", "jax")
+  calls = []
+
+  def fake_train_run(out, *args, **kwargs):
+    calls.append((out, kwargs["keras"]))
+    return _fake_metrics({"2": 50.0, "3": 49.0}[kwargs["keras"]] + kwargs["seed"])
+
+  monkeypatch.setattr(training, "train_run", fake_train_run)
+  out = str(tmp_path / "r.csv")
+  options = dict(preset="tiny", runs_dir=str(tmp_path / "runs"), verbose=0, seeds=(0, 1))
+  accuracy.run(out, ["dkp"], [4], **options)
+  frame = accuracy.run(out, ["dkp"], [4], resume=True, keras="3", **options)
+  # The same method, factor and seed is another row on Keras 3, in its own run directory.
+  assert frame["frontend"].tolist() == ["tf_keras"] * 2 + ["keras3-jax"] * 2
+  assert [call[1] for call in calls] == ["2", "2", "3", "3"]
+  assert calls[2][0].endswith("dkp-4x-seed0-1ep-keras3-jax")
+  text = (tmp_path / "r.md").read_text()
+  assert "| dkp [keras3-jax] | 4x |" in text
+  # Mean 49.5 against tf_keras' 50.0 (50.0-51.0): within the spread.
+  assert "dkp 4x on keras3-jax (2 seeds) vs tf_keras (2 seeds, 1 epochs): test perplexity " \
+         "49.50 vs 50.50 (50.00–51.00), -2.0%; within or below the tf_keras seeds' spread: met" \
+         in text
+  calls.clear()
+  accuracy.run(out, ["dkp"], [4], resume=True, keras="3", **options)
+  assert not calls  # both Keras 3 rows are done
+
+
+def test_keras3_refuses_a_method_it_cannot_train_before_any_training(tiny, tmp_path,
+                                                                     monkeypatch):
+  calls = []
+  monkeypatch.setattr(training, "train_run", lambda *a, **k: calls.append(a))
+  with pytest.raises(ValueError, match="method prune is not available with --keras 3"):
+    accuracy.run(str(tmp_path / "r.csv"), ["dkp", "prune"], [4], preset="tiny",
+                 runs_dir=str(tmp_path / "runs"), verbose=0, keras="3")
+  assert not calls and not (tmp_path / "r.csv").exists()
+
+
+def test_rows_from_before_the_frontend_column_are_tf_keras(tmp_path):
+  out = tmp_path / "old.csv"
+  columns = [c for c in accuracy.COLUMNS if c != "frontend"]
+  pd.DataFrame([{c: 1 for c in columns}]).to_csv(out, index=False)
+  assert accuracy.read_results(str(out))["frontend"].tolist() == ["tf_keras"]
