@@ -326,7 +326,9 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
       `choices.TOLERANCES`).
     mode, seq_len, batch_size, sparse_kernel, quantize: as the CLI flags.
     fuse_doping: step mode: one S per DKPLSTM layer over its input and state
-      (`lowering.lower_model`); an experiment, off by default.
+      (`lowering.lower_model`): faster, but padding S's input part to whole
+      blocks makes the file larger than the asked compression, so it is off
+      by default.
 
   Raises:
     FileNotFoundError, ConversionError, lowering.UnsupportedModelError,
@@ -391,7 +393,7 @@ def convert(model_or_path, out, mode="sequence", seq_len=None, batch_size=1,
         "source": source if isinstance(source, str) else model.name, "output": out,
         "mode": mode, "seq_len": lowered.seq_len if mode == "sequence" else 1,
         "batch": batch_size,
-        "sparse_kernel": sparse_kernel, "quantize": quantize,
+        "sparse_kernel": sparse_kernel, "quantize": quantize, "fuse_doping": fuse_doping,
         "kernels": {m.name: m.doping_kernel for m in lowered.matrices()
                     if m.doping is not None},
         "inputs": lowered.input_names, "outputs": lowered.output_names,

@@ -72,6 +72,10 @@ def build_parser():
                            "dense per matrix")
   parser.add_argument("--quantize", choices=choices.QUANTIZATIONS, default="none",
                       help="weight quantization of the file")
+  parser.add_argument("--fuse-doping", action="store_true",
+                      help="step mode: one S per DKP LSTM layer over its input and state "
+                           "(faster; S's input part is padded to whole blocks, so the file "
+                           "is a little larger than the asked compression)")
   parser.add_argument("--verify", type=_whole_number, default=8, metavar="N",
                       help="random inputs to verify on (0: none)")
   parser.add_argument("--verify-data", help=".npy array of inputs (examples, steps, ...)")
@@ -93,7 +97,8 @@ def main(argv=None):
                                 batch_size=args.batch or None, sparse_kernel=args.sparse_kernel,
                                 quantize=args.quantize, verify_samples=args.verify,
                                 verify_data=args.verify_data, report_path=args.report,
-                                force=args.force, tolerance=args.tolerance)
+                                force=args.force, tolerance=args.tolerance,
+                                fuse_doping=args.fuse_doping)
   except (FileNotFoundError, ValueError, conversion.ConversionError, OSError) as error:
     return cli.fail(error)
   print(conversion.format_report(result.report))

@@ -225,6 +225,24 @@ def test_cli_converts_and_writes_a_json_report(saved_model_file, workdir, capsys
   assert code == 0
 
 
+def test_cli_fuse_doping_converts_step_mode_and_refuses_sequence_mode(workdir, capsys):
+  inputs = keras.Input((STEPS, 8))
+  model = keras.Model(inputs, dkp.DKPLSTM(16, compression=3, return_sequences=True)(inputs))
+  x = np.random.default_rng(5).normal(size=(2, STEPS, 8)).astype(np.float32)
+  model = anneal_now(model, x, np.zeros((2, STEPS, 16), np.float32))
+  saved = workdir / "annealed.keras"
+  model.save(saved)
+  out = workdir / "fused_cli.tflite"
+  code, captured = cli([saved, "--out", out, "--fuse-doping", "--seq-len", STEPS], capsys)
+  assert code == 1 and "fuse_doping is for step mode" in captured.err and not out.exists()
+  report = workdir / "fused_cli.json"
+  code, captured = cli([saved, "--out", out, "--fuse-doping", "--mode", "step",
+                        "--verify", 2, "--report", report], capsys)
+  assert code == 0 and out.exists() and "verification: 2 inputs" in captured.out
+  written = json.loads(report.read_text())
+  assert written["fuse_doping"] is True and len(written["kernels"]) == 1  # one S, not two
+
+
 def test_cli_failed_verification_keeps_unverified_file(saved_model_file, workdir, capsys):
   out = workdir / "strict.tflite"
   code, captured = cli([saved_model_file, "--out", out, "--seq-len", STEPS, "--verify", 1,
