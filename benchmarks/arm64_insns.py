@@ -246,8 +246,8 @@ def file_kernel(info):
 
 def vocabulary(info):
   """The rows of the embedding table a GATHER of subgraph 0 reads (token ids must stay below
-  them); None when the model has none."""
-  tables = {t.index: t for t in info.constant_tensors if t.subgraph == 0}
+  them; the table may be a constant or a DEQUANTIZE of one); None when the model has none."""
+  tables = {t.index: t for t in info.tensors if t.subgraph == 0}
   for op in info.ops:
     if op.subgraph == 0 and op.name == "GATHER" and op.inputs and op.inputs[0] in tables:
       return tables[op.inputs[0]].shape[0]

@@ -178,8 +178,8 @@ VOCAB = 23
 
 def _tiny_lm():
   model = keras.Sequential([keras.Input((None,), dtype="int32"),
-                            keras.layers.Embedding(VOCAB, 8),
-                            keras.layers.LSTM(12, return_sequences=True),
+                            keras.layers.Embedding(VOCAB, 32),
+                            keras.layers.LSTM(32, return_sequences=True),
                             keras.layers.Dense(VOCAB)])
   model.build()
   return model
@@ -187,13 +187,16 @@ def _tiny_lm():
 
 @pytest.fixture(scope="module")
 def lm_files(tmp_path_factory):
-  """A tiny LM (token ids in) converted in step and in sequence mode."""
+  """A tiny LM (token ids in) converted in step and in sequence mode, and its step-mode
+  dynamic-int8 export."""
   directory = tmp_path_factory.mktemp("lm")
   model = _tiny_lm()
   paths = {}
-  for mode in ("step", "sequence"):
-    paths[mode] = str(directory / f"lm_{mode}.tflite")
-    conversion.convert(model, paths[mode], mode=mode, seq_len=4, verify_samples=1)
+  for key, mode, quantize in (("step", "step", "none"), ("sequence", "sequence", "none"),
+                              ("int8", "step", "dynamic-int8")):
+    paths[key] = str(directory / f"lm_{key}.tflite")
+    conversion.convert(model, paths[key], mode=mode, seq_len=4, quantize=quantize,
+                       verify_samples=1)
   return paths
 
 
@@ -205,7 +208,7 @@ def run_dir(tmp_path, lm_files):
   for name in arm64_insns.RUN_FILES:
     shutil.copyfile(lm_files["step"], run / name)
   (run / "report.json").write_text(json.dumps({
-      "settings": {"units": 12, "compression": 25.0, "recipe": {"name": "demo"}},
+      "settings": {"units": 32, "compression": 25.0, "recipe": {"name": "demo"}},
       "models": [{"model": "dense", "compression": 1.0, "step_latency_us": 50.0,
                   "speedup_vs_dense": 1.0},
                  {"model": "dkp", "compression": 17.5, "step_latency_us": 10.0,
@@ -276,6 +279,8 @@ def test_a_step_file_is_read_for_its_inputs_and_kernel(lm_files):
   assert model["inputs_shape"] == (1, 1) and model["inputs_dtype"] == "int32"
   assert model["vocab"] == VOCAB and model["kernel"] == "dense" and model["quantize"] == "none"
   assert model["path"] == os.path.abspath(lm_files["step"])
+  int8 = arm64_insns.given_model("lm-int8", lm_files["int8"])
+  assert (int8["kernel"], int8["quantize"], int8["vocab"]) == ("int8", "dynamic-int8", VOCAB)
 
 
 def test_run_dir_takes_structure_and_compression_from_the_report(run_dir):
