@@ -16,6 +16,13 @@ after one warm-up invoke, `emulated/guest_insns.py`); instructions per step =
 (count with N - count with 0) / N. The same models' outputs on random inputs
 are compared with x86's (`arm64_parity`'s machinery): max normwise error.
 
+``--tflite NAME=PATH,...`` counts given step-mode ``.tflite`` files instead
+(the ratios against the one named ``dense``), and ``--run-dir DIR`` those of a
+``python -m pipelines.run`` directory (the main job's ``dense_step.tflite`` and
+``dkp_step.tflite``, structure and compression as its ``report.json`` gives
+them); the kernel column is read from each file, the inputs of the output
+check follow its signature (token ids below its embedding's rows).
+
 The estimated Pi 4 step time is a model, not a measurement:
 ``insns / (IPC * clock) + max(0, weight_bytes - L2) / DRAM bandwidth``, with
 the constants of `PI4` (sources in benchmarks/README.md). Every count is
@@ -26,12 +33,15 @@ board's timing) and every time *estimated*.
     python -m benchmarks.arm64_insns --compressions 25 --structures dense,dkp --no-int8
     python -m benchmarks.arm64_insns --profile --compressions 25 --structures dkp,kp \\
         --no-int8 --invokes 200 --out benchmarks/results/arm64_emulated_profile.csv
+    python -m benchmarks.arm64_insns --run-dir runs/demo \\
+        --out benchmarks/results/arm64_emulated_main_job.csv
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import json
 import os
 import re
 import shutil
@@ -43,7 +53,12 @@ import time
 from benchmarks import arm64_parity
 from benchmarks import common  # imports dkp_keras first
 
-from pipelines import figures  # noqa: E402  pylint: disable=wrong-import-order
+import numpy as np  # noqa: E402  pylint: disable=wrong-import-order
+from ai_edge_litert.interpreter import Interpreter  # noqa: E402
+
+from pipelines import choices  # noqa: E402
+from pipelines import dense_vs_dkp  # noqa: E402
+from pipelines import figures  # noqa: E402
 from tflite_ops import describe  # noqa: E402
 from tflite_ops import files  # noqa: E402
 
@@ -97,6 +112,14 @@ DEFAULT_OUT = os.path.join("benchmarks", "results", "arm64_emulated.csv")
 # XNNPack's included), relative to the root venv's site-packages.
 PROFILE_LIBRARY = "ai_edge_litert/libpywrap_litert_common.so"
 OUTSIDE = "(outside LiteRT)"
+# --run-dir: the main job's step-mode files (pipelines.run writes them as <kind>_step.tflite);
+# its kinds (dense, dkp) are the `MODELS` of the same names, whose structure the rows take.
+STEP_SUFFIX = "_step.tflite"
+RUN_FILES = tuple(name for name in dense_vs_dkp.REPORT_FILES if name.endswith(STEP_SUFFIX))
+RUN_REPORT = "report.json"
+# Options that shape the built models: meaningless with --tflite / --run-dir.
+BUILD_OPTIONS = ("units", "layers", "compressions", "structures", "int8_compressions", "no_int8",
+                 "quick")
 PROFILE_COLUMNS = ["model", "variant", "compression", "cpu", "xnnpack", "function",
                    "insns_per_step", "step_insns_per_step", "share_of_step", "invokes", "emulated"]
 
@@ -193,6 +216,59 @@ def weight_bytes(path):
   counts them): what one step reads."""
   info = describe.inspect_model(path)
   return info.weights_bytes + sum(t.sparsity.indices_bytes for t in info.sparse_tensors)
+
+
+def given_list(text):
+  """An argparse ``type``: ``--tflite``'s ``NAME=PATH,...`` as ((name, path), ...)."""
+  specs = []
+  for item in (item.strip() for item in text.split(",")):
+    name, separator, path = (part.strip() for part in item.partition("="))
+    if not separator or not path or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+      raise argparse.ArgumentTypeError(
+          f"expected NAME=PATH,... (NAME of letters, digits, '_', '.', '-'), got {item!r}")
+    specs.append((name, path))
+  return tuple(specs)
+
+
+def file_kernel(info):
+  """(kernel, quantization) of a `describe.ModelInfo`, as `kernel_label` and the built
+  models' ``quantize`` word them: int8 FULLY_CONNECTED weights are a dynamic-int8 export;
+  otherwise the sparse layout S runs in (block: 1x4, csr), else dense."""
+  if any(t.dtype == "int8" and "FULLY_CONNECTED" in t.consumers for t in info.constant_tensors):
+    return "int8", "dynamic-int8"
+  quantize = "float16" if any(t.dtype == "float16" for t in info.constant_tensors) else "none"
+  if any(describe.is_fast_block_sparse(t) for t in info.sparse_tensors):
+    return "block", quantize
+  if any(describe.is_csr_sparse(t) for t in info.sparse_tensors):
+    return "csr", quantize
+  return "dense", quantize
+
+
+def vocabulary(info):
+  """The rows of the embedding table a GATHER of subgraph 0 reads (token ids must stay below
+  them; the table may be a constant or a DEQUANTIZE of one); None when the model has none."""
+  tables = {t.index: t for t in info.tensors if t.subgraph == 0}
+  for op in info.ops:
+    if op.subgraph == 0 and op.name == "GATHER" and op.inputs and op.inputs[0] in tables:
+      return tables[op.inputs[0]].shape[0]
+  return None
+
+
+def step_inputs(shape, dtype, vocab, samples, steps, rng):
+  """guest_outputs.py's inputs (samples, batch, steps, features...) for a step-mode model
+  whose ``inputs`` are ``shape`` (batch, 1, features...): normals, or for integer inputs
+  token ids below ``vocab``."""
+  size = (samples, shape[0], steps) + tuple(shape[2:])
+  if np.issubdtype(dtype, np.integer):
+    return rng.integers(0, vocab, size=size).astype(dtype)
+  return rng.normal(size=size).astype(dtype)
+
+
+def output_clashes(out, inputs):
+  """The files ``--out`` writes (the CSV, its JSON and PNG) that are one of ``inputs``."""
+  stem = os.path.splitext(os.path.abspath(out))[0]
+  written = {stem + ".csv", stem + ".json", stem + ".png"}
+  return sorted(written & {os.path.abspath(path) for path in inputs})
 
 
 def library_base(maps_text, suffix):
@@ -353,12 +429,108 @@ def missing_requirements(root, plugins):
   return problems
 
 
+# --------------------------------------------------------------------------- given files
+
+
+def given_model(name, path, structure="", compression=None):
+  """What counting the step-mode file ``path`` as row ``name`` needs: its kernel and
+  quantization (`file_kernel`), the shape and type of its ``inputs``, its vocabulary.
+
+  Raises:
+    ValueError: naming the problem: ``path`` is missing, not a TFLite file, not a step-mode
+      file (a signature taking ``inputs`` and the states, returning ``outputs`` and them), or
+      takes token ids without an embedding table to bound them.
+  """
+  if not os.path.isfile(path):
+    raise ValueError(f"{path!r} is not a file")
+  info = describe.inspect_model(path)  # TFLiteFormatError (a ValueError) names a foreign file
+  interpreter = Interpreter(model_path=path)
+  signatures = interpreter.get_signature_list()
+  signature = next(iter(signatures.values()), {"inputs": [], "outputs": []})
+  states = set(signature["inputs"]) - {"inputs"}
+  shape = ()
+  if len(signatures) == 1 and "inputs" in signature["inputs"]:
+    detail = interpreter.get_signature_runner().get_input_details()["inputs"]
+    shape, dtype = tuple(int(n) for n in detail["shape"]), np.dtype(detail["dtype"])
+  if (len(signatures) != 1 or "outputs" not in signature["outputs"] or not states or
+      not states <= set(signature["outputs"]) or len(shape) < 2 or shape[1] != 1):
+    raise ValueError(
+        f"{path!r} is not a step-mode file (signatures {signatures}; one step takes 'inputs' "
+        "of 1 time step and the states, and returns 'outputs' and the states): convert the "
+        "model with python -m pipelines.convert --mode step")
+  vocab = vocabulary(info)
+  if np.issubdtype(dtype, np.integer) and vocab is None:
+    raise ValueError(f"{path!r} takes integer inputs but reads no embedding table (GATHER): "
+                     "no valid token ids to feed it")
+  kernel, quantize = file_kernel(info)
+  return {"name": name, "path": os.path.abspath(path), "structure": structure,
+          "compression": compression, "kernel": kernel, "quantize": quantize,
+          "inputs_shape": shape, "inputs_dtype": dtype.name, "vocab": vocab}
+
+
+def read_run_report(run_dir):
+  """The ``report.json`` of a ``python -m pipelines.run`` directory; ValueError naming what
+  is wrong (no directory, no report, not the main job's report)."""
+  path = os.path.join(run_dir, RUN_REPORT)
+  if not os.path.isdir(run_dir):
+    raise ValueError(f"{run_dir!r} is not a directory")
+  if not os.path.isfile(path):
+    raise ValueError(f"{run_dir!r} holds no {RUN_REPORT}: give a directory python -m "
+                     f"pipelines.run wrote (python -m pipelines.run --out {run_dir})")
+  try:
+    with open(path, encoding="utf-8") as handle:
+      report = json.load(handle)
+  except (OSError, ValueError) as error:
+    raise ValueError(f"{path} is not readable JSON ({error})") from error
+  models = report.get("models") if isinstance(report, dict) else None
+  if not isinstance(models, list) or not all(isinstance(r, dict) and "model" in r
+                                             for r in models):
+    raise ValueError(f"{path} is not a pipelines.run report (no 'models' rows)")
+  return report
+
+
+def run_dir_models(run_dir, report):
+  """[(name, path, structure, compression)] of the main job's step files in ``run_dir``:
+  structure that of the `MODELS` entry of the same kind, compression as ``report`` gives it
+  (the whole model's, embedding included)."""
+  rows = {row["model"]: row for row in report["models"]}
+  models = []
+  for filename in RUN_FILES:
+    kind = filename[:-len(STEP_SUFFIX)]
+    models.append((kind, os.path.join(run_dir, filename), MODELS[kind][0],
+                   rows.get(kind, {}).get("compression")))
+  return models
+
+
+def given_entries(given, config, work):
+  """Manifest entries (`arm64_parity.build_and_convert`'s layout) of `given_model` dicts:
+  each file copied into ``work``'s models/, seeded inputs for the output check."""
+  for sub in ("models", "inputs"):
+    os.makedirs(os.path.join(work, sub), exist_ok=True)
+  rng = np.random.default_rng(config["seed"])
+  entries = []
+  for model in given:
+    name = model["name"]
+    entry = {"name": name, "file": f"models/{name}.tflite", "mode": "step",
+             "inputs": f"inputs/{name}.npy", "model": name, "structure": model["structure"],
+             "compression": model["compression"], "quantize": model["quantize"],
+             "kernel": model["kernel"], "tolerance": choices.TOLERANCES[model["quantize"]],
+             "row": {"model": name, "variant": "", "structure": model["structure"],
+                     "kernel": model["kernel"]}}
+    shutil.copyfile(model["path"], os.path.join(work, entry["file"]))
+    np.save(os.path.join(work, entry["inputs"]),
+            step_inputs(model["inputs_shape"], np.dtype(model["inputs_dtype"]), model["vocab"],
+                        config["samples"], config["steps"], rng))
+    entries.append(entry)
+  return entries
+
+
 # --------------------------------------------------------------------------- the benchmark
 
 
 def convert_models(config, work, log=print):
   """Every planned model converted in step mode into ``work`` (arm64_parity.build_and_convert,
-  one compression at a time); its manifest entries."""
+  one compression at a time); its manifest entries, each with its rows' ``row`` fields."""
   entries = []
   groups = {}
   for name, compression in plan(config):
@@ -367,6 +539,10 @@ def convert_models(config, work, log=print):
     group = {**config, "models": tuple(names), "compression": compression,
              "modes": ("step",)}
     entries += arm64_parity.build_and_convert(group, work, log=log, models=MODELS)
+  for entry in entries:
+    model, variant = VARIANTS.get(entry["model"], (entry["model"], ""))
+    entry["row"] = {"model": model, "variant": variant, "structure": entry["structure"],
+                    "kernel": kernel_label(entry["model"])}
   return entries
 
 
@@ -374,11 +550,8 @@ def measure(entries, config, view, plugins, work, log=print):
   """One row per converted model x XNNPack setting with its per-step count."""
   rows = []
   for entry in entries:
-    name = entry["model"]
-    model, variant = VARIANTS.get(name, (name, ""))
-    base = {"model": model, "variant": variant,
-            "structure": MODELS[name][0], "compression": entry["compression"],
-            "kernel": kernel_label(name), "quantize": entry["quantize"], "mode": entry["mode"],
+    base = {**entry["row"], "compression": entry["compression"],
+            "quantize": entry["quantize"], "mode": entry["mode"],
             "cpu": config["cpu"], "tolerance": entry["tolerance"], "emulated": True,
             "invokes": config["invokes"], "name": entry["name"]}
     if "convert_error" in entry:
@@ -421,8 +594,9 @@ def add_errors(rows, entries, runs, cpu_label):
   return rows
 
 
-def run_benchmark(config, root, plugins, work, log=print):
-  entries = convert_models(config, work, log)
+def run_benchmark(entries, config, root, plugins, work, log=print):
+  """The rows of ``entries`` (`convert_models` or `given_entries`, their files in ``work``):
+  counts, outputs against x86, ratios."""
   view = guest_view(root, config["cpu"], os.path.join(work, "view"))
   log(f"counting instructions under qemu-aarch64 -cpu {config['cpu']}")
   rows = measure(entries, config, view, plugins, work, log)
@@ -446,15 +620,15 @@ def symbol_table(root):
   return symbols
 
 
-def run_profile(config, root, plugins, work, log=print):
-  """--profile: per model and XNNPack setting, the step's instructions (insn plugin) and
-  those of its hottest functions (hotblocks plugin); one row per function."""
-  entries = [e for e in convert_models(config, work, log) if "convert_error" not in e]
+def run_profile(entries, config, root, plugins, work, log=print):
+  """--profile: per model of ``entries`` and XNNPack setting, the step's instructions (insn
+  plugin) and those of its hottest functions (hotblocks plugin); one row per function."""
+  entries = [e for e in entries if "convert_error" not in e]
   view = guest_view(root, config["cpu"], os.path.join(work, "view"))
   symbols = symbol_table(root)
   rows = []
   for entry in entries:
-    model, variant = VARIANTS.get(entry["model"], (entry["model"], ""))
+    model, variant = entry["row"]["model"], entry["row"]["variant"]
     path = os.path.join(work, entry["file"])
     for xnnpack in (True, False):
       step = per_step(*(count_instructions(view, config["cpu"], plugins, path, xnnpack, n, work)
@@ -478,7 +652,7 @@ def format_table(rows):
   for r in rows:
     def num(key, fmt):
       return format(r[key], fmt) if r.get(key) is not None else ""
-    lines.append(f"{r['model']:<12}{r.get('variant', ''):<12}{r['compression']:>5g}"
+    lines.append(f"{r['model']:<12}{r.get('variant', ''):<12}{compression_text(r):>5}"
                  f"{'' if r['xnnpack'] is None else 'on' if r['xnnpack'] else 'off':>5}"
                  f"{(r['insns_per_step'] / 1e6) if r.get('insns_per_step') else 0:>10.3f}"
                  f"{num('insn_speedup_vs_dense', '>7.2f')}x"
@@ -488,9 +662,15 @@ def format_table(rows):
   return "\n".join(lines)
 
 
+def compression_text(row):
+  """A row's compression, 3 significant digits (a given file's may be unknown: empty)."""
+  return "" if row["compression"] is None else f"{row['compression']:.3g}"
+
+
 def row_label(row):
   """A row's short name in the plot: model, compression, variant."""
-  name = row["model"] if row["compression"] == 1 else f"{row['model']} {row['compression']:g}x"
+  name = row["model"] if row["compression"] in (1, None) else (
+      f"{row['model']} {compression_text(row)}x")
   return name + (f" ({row['variant']})" if row.get("variant") else "")
 
 
@@ -504,7 +684,7 @@ def plot(rows, path):
     labels = [row_label(r) for r in subset]
     positions = range(len(subset))
     ax.barh([p - 0.2 for p in positions], [r["insns_per_step"] / 1e6 for r in subset],
-            height=0.4, label="emulated M insns / step (cortex-a72)")
+            height=0.4, label=f"emulated M insns / step ({rows[0]['cpu']})")
     ax.barh([p + 0.2 for p in positions], [r["est_pi4_step_us"] / 1e3 for r in subset],
             height=0.4, label="estimated Pi 4 ms / step")
     ax.set_yticks(list(positions), labels, fontsize=7)
@@ -551,10 +731,52 @@ def build_parser():
                       "of its hottest LiteRT / XNNPack functions (qemu's hotblocks plugin, top "
                       "20 blocks: give --invokes 200 so that the step's blocks outnumber Python's "
                       "start-up), one CSV row per function")
-  parser.add_argument("--out", help=f"the CSV to write, JSON beside it (default {DEFAULT_OUT}; "
-                      "needed with --profile)")
+  parser.add_argument("--tflite", type=given_list, metavar="NAME=PATH,...",
+                      help="count these step-mode .tflite files instead of building models "
+                      "(rows named NAME; ratios against the one named dense)")
+  parser.add_argument("--run-dir", help="count the step-mode files of this python -m "
+                      f"pipelines.run directory ({', '.join(RUN_FILES)}; structure and "
+                      f"compression from its {RUN_REPORT}); with --tflite, both")
+  parser.add_argument("--out", help=f"the CSV to write, JSON and PNG beside it (default "
+                      f"{DEFAULT_OUT}; needed with --profile, --tflite and --run-dir)")
   common.add_quick_flag(parser, QUICK)
   return parser
+
+
+def check_given(parser, args):
+  """([`given_model` dicts], the run's report or None) of --run-dir and --tflite, every file
+  read and checked, or a usage error naming the problem; ([], None) without them."""
+  if not (args.tflite or args.run_dir):
+    return [], None
+  build = [option for option in BUILD_OPTIONS if getattr(args, option) not in (None, False)]
+  if build:
+    parser.error(f"--{build[0].replace('_', '-')} shapes the models this benchmark builds; "
+                 "--tflite and --run-dir count given files: drop one or the other")
+  report, specs = None, []
+  if args.run_dir:
+    try:
+      report = read_run_report(args.run_dir)
+    except ValueError as error:
+      parser.error(f"--run-dir: {error}")
+    specs += run_dir_models(args.run_dir, report)
+  specs += [(name, path, "", None) for name, path in args.tflite or ()]
+  names = [spec[0] for spec in specs]
+  twice = sorted({name for name in names if names.count(name) > 1})
+  if twice:
+    parser.error(f"row names {twice} are given twice (--run-dir names its files "
+                 f"{', '.join(f[:-len(STEP_SUFFIX)] for f in RUN_FILES)}): rename them")
+  inputs = [spec[1] for spec in specs] + (
+      [os.path.join(args.run_dir, RUN_REPORT)] if args.run_dir else [])
+  clashes = output_clashes(args.out, inputs)
+  if clashes:
+    parser.error(f"--out {args.out!r} would overwrite its input {clashes[0]}: give another --out")
+  given = []
+  for name, path, structure, compression in specs:
+    try:
+      given.append(given_model(name, path, structure, compression))
+    except ValueError as error:
+      parser.error(f"row {name!r}: {error}")
+  return given, report
 
 
 def parse_args(argv=None):
@@ -567,9 +789,15 @@ def parse_args(argv=None):
   if args.profile and not args.out:
     parser.error("--profile writes another table: give its --out, e.g. "
                  "benchmarks/results/arm64_emulated_profile.csv")
+  if (args.tflite or args.run_dir) and not args.out:
+    parser.error("--tflite and --run-dir write another table: give its --out, e.g. "
+                 "benchmarks/results/arm64_emulated_main_job.csv")
   args.out = args.out or DEFAULT_OUT
   if os.path.abspath(args.out) == os.path.abspath(DEFAULT_OUT) and args.profile:
     parser.error(f"--profile must not overwrite {DEFAULT_OUT}: give another --out")
+  if os.path.abspath(args.out) == os.path.abspath(DEFAULT_OUT) and (args.tflite or args.run_dir):
+    parser.error(f"--tflite and --run-dir must not overwrite {DEFAULT_OUT} (the built models' "
+                 "table): give another --out")
   if not config["structures"] or not config["compressions"]:
     parser.error("--structures and --compressions need at least one value")
   if min(config["compressions"]) < 1:
@@ -579,6 +807,7 @@ def parse_args(argv=None):
     parser.error(f"--out {args.out!r} must be a .csv file name")
   if args.keep and os.path.exists(args.keep):
     parser.error(f"--keep {args.keep!r} exists; give a new directory")
+  args.given, args.run_report = check_given(parser, args)
   root = os.path.abspath(args.root or DEFAULT_ROOT)
   plugins = find_plugins(args.plugins)
   problems = missing_requirements(root, plugins)
@@ -590,18 +819,42 @@ def parse_args(argv=None):
   return config, args, root, plugins
 
 
+def given_sidecar(given, run_dir, report):
+  """The JSON sidecar's account of given files: each file's path, bytes, kernel; for a
+  --run-dir, the run's settings and its x86 figures (pipelines.run's measured step times)."""
+  if not given:
+    return {}
+  sidecar = {"given": [{"name": m["name"], "path": m["path"],
+                        "bytes": os.path.getsize(m["path"]), "kernel": m["kernel"],
+                        "quantize": m["quantize"]} for m in given]}
+  if report is not None:
+    x86 = ("compression", "tflite_bytes", "test_perplexity", "step_latency_us",
+           "speedup_vs_dense", "step_latency_us_no_xnnpack", "speedup_vs_dense_no_xnnpack")
+    sidecar["run"] = {
+        "dir": os.path.abspath(run_dir),
+        "settings": {k: v for k, v in report.get("settings", {}).items() if k != "recipe"},
+        "x86": {row["model"]: {k: row.get(k) for k in x86} for row in report["models"]}}
+  return sidecar
+
+
 def main(argv=None):
   config, args, root, plugins = parse_args(argv)
-  print(f"arm64 instruction counts (emulated, qemu-aarch64 -cpu {config['cpu']}): "
-        f"{config['layers']}x{config['units']} LSTM step, {len(plan(config))} models")
+  if args.given:
+    config = {k: v for k, v in config.items() if k not in BUILD_OPTIONS}
+    what = f"{', '.join(m['name'] for m in args.given)}: given step-mode files"
+  else:
+    what = f"{config['layers']}x{config['units']} LSTM step, {len(plan(config))} models"
+  print(f"arm64 instruction counts (emulated, qemu-aarch64 -cpu {config['cpu']}): {what}")
   start = time.perf_counter()
   work = os.path.abspath(args.keep) if args.keep else tempfile.mkdtemp(prefix="dkp-insns.")
   os.makedirs(work, exist_ok=True)
   try:
+    entries = (given_entries(args.given, config, work) if args.given else
+               convert_models(config, work))
     if args.profile:
-      rows = run_profile(config, root, plugins, work)
+      rows = run_profile(entries, config, root, plugins, work)
     else:
-      rows = run_benchmark(config, root, plugins, work)
+      rows = run_benchmark(entries, config, root, plugins, work)
   finally:
     if not args.keep:
       shutil.rmtree(work, ignore_errors=True)
@@ -614,9 +867,10 @@ def main(argv=None):
                    f"minus none, attributed to the functions of {PROFILE_LIBRARY}; "
                    "step_insns_per_step from the insn plugin",
         "emulated": "aarch64 instructions counted under qemu-user, not on a board",
+        **given_sidecar(args.given, args.run_dir, args.run_report),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     for row in rows:
-      print(f"{row['model']:<10}{row['variant']:<9}{row['compression']:>4g}x xnnpack "
+      print(f"{row['model']:<10}{row['variant']:<9}{compression_text(row):>4}x xnnpack "
             f"{'on ' if row['xnnpack'] else 'off'} {row['insns_per_step'] / 1e3:9.1f} K "
             f"{row['share_of_step']:6.1%}  {row['function'][:80]}")
     print(f"wrote {len(rows)} rows to {args.out}")
@@ -630,6 +884,7 @@ def main(argv=None):
                               "dram_bytes_per_s"},
       "emulated": "aarch64 instructions counted by qemu-user's insn plugin, not on a board; "
                   "step times estimated from them",
+      **given_sidecar(args.given, args.run_dir, args.run_report),
       "wall_s": time.perf_counter() - start, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
   png = plot(rows, os.path.splitext(args.out)[0] + ".png")
   print(format_table(rows))

@@ -408,16 +408,21 @@ def render_parity(path):
 
 
 # benchmarks.arm64_insns: emulated instructions per step and the estimated Pi 4 step.
+def _insns_intro(sidecar):
+  """The host, qemu, core and estimate constants of an arm64_insns table."""
+  board = sidecar["estimate"]
+  return ["", _host_line(sidecar) + f" qemu {sidecar.get('qemu')}, `-cpu "
+          f"{sidecar['config']['cpu']}`, 1 thread, {sidecar['config']['invokes']} counted "
+          "invokes. Estimate: instructions at IPC "
+          f"{board['ipc']:g} and {board['clock_hz'] / 1e9:g} GHz, plus the weight bytes beyond "
+          f"{board['l2_bytes'] / 2**20:g} MiB of L2 at {board['dram_bytes_per_s'] / 1e9:g} GB/s "
+          "(benchmarks/README.md).", ""]
+
+
 def render_insns(path):
   rows = _read_csv(path)
   sidecar = _read_json(os.path.splitext(path)[0] + ".json")
-  board = sidecar["estimate"]
-  lines = ["", _host_line(sidecar) + f" qemu {sidecar.get('qemu')}, `-cpu "
-           f"{sidecar['config']['cpu']}`, 1 thread, {sidecar['config']['invokes']} counted "
-           "invokes. Estimate: instructions at IPC "
-           f"{board['ipc']:g} and {board['clock_hz'] / 1e9:g} GHz, plus the weight bytes beyond "
-           f"{board['l2_bytes'] / 2**20:g} MiB of L2 at {board['dram_bytes_per_s'] / 1e9:g} GB/s "
-           "(benchmarks/README.md).", ""]
+  lines = _insns_intro(sidecar)
   on = {(r["model"], r["variant"]): r for r in rows
         if r["xnnpack"] == "True" and r["insns_per_step"] and r["compression"] in ("1.0", "25.0")}
   for key in (("dkp", ""), ("dkp", "fused-s"), ("dkp-int8", ""), ("dkp-int8", "fused-s")):
@@ -433,11 +438,16 @@ def render_insns(path):
       ratio = float(on[("dense-int8", "")]["insns_per_step"]) / float(r["insns_per_step"])
       line += f", against the dense dynamic-int8 export's instructions {_times(ratio)}"
     lines.append(line + ".")
+  return lines + [""] + _insns_table(rows)
 
+
+def _insns_table(rows):
+  """The rows of an arm64_insns CSV as a markdown table."""
   def number(value, scale=1.0, digits=2):
     return "" if value in ("", "nan") else f"{float(value) / scale:.{digits}f}"
 
-  table = [[r["model"], r["variant"], f"{float(r['compression']):g}x", r["kernel"],
+  table = [[r["model"], r["variant"], f"{float(r['compression']):.3g}x"
+            if r["compression"] else "", r["kernel"],
             {"True": "on", "False": "off"}.get(r["xnnpack"], ""),
             number(r["insns_per_step"], 1e6, 3), _times(float(r["insn_speedup_vs_dense"]))
             if r["insn_speedup_vs_dense"] else "", _kib(int(r["weight_bytes"]))
@@ -446,10 +456,36 @@ def render_insns(path):
             if r["est_pi4_speedup_vs_dense"] else "",
             f"{float(r['max_error_vs_x86']):.1e}" if r["max_error_vs_x86"] else "", r["status"]]
            for r in rows]
-  return lines + [""] + _table(
+  return _table(
       ["model", "variant", "compression", "kernel", "XNNPack", "M insns / step (emulated)",
        "dense / model", "weights", "Pi 4 step (estimated)", "dense / model (estimated)",
        "max error vs x86", "status"], table)
+
+
+# benchmarks.arm64_insns --run-dir: the main job's step files, beside its x86 step times.
+def render_insns_main_job(path):
+  rows = _read_csv(path)
+  sidecar = _read_json(os.path.splitext(path)[0] + ".json")
+  run = sidecar["run"]
+  settings = run["settings"]
+  lines = _insns_intro(sidecar)
+  lines[-1:-1] = ["", f"The run: `pipelines.run` with {settings['units']} units, DKP at "
+                  f"{settings['compression']:g}x on the LSTM, {settings['epochs']} epochs; the "
+                  "compression column is the whole model's, as its report gives it (the "
+                  "embedding stays dense)."]
+  x86 = run["x86"]
+  for r in rows:
+    if r["model"] == "dense" or not r["insn_speedup_vs_dense"]:
+      continue
+    on = r["xnnpack"] == "True"
+    measured = x86.get(r["model"], {}).get(
+        "speedup_vs_dense" if on else "speedup_vs_dense_no_xnnpack")
+    lines.append(f"- {r['model']}, XNNPack {'on' if on else 'off'}: dense / {r['model']} "
+                 f"instructions {_times(float(r['insn_speedup_vs_dense']))}, estimated Pi 4 step "
+                 f"{_times(float(r['est_pi4_speedup_vs_dense']))}" +
+                 (f"; the x86 step `pipelines.run` measured: {_times(measured)}"
+                  if measured else "") + ".")
+  return lines + [""] + _insns_table(rows)
 
 
 # benchmarks.arm64_insns --profile: where a step's instructions go, per function.
@@ -624,6 +660,21 @@ SECTIONS = (
             "aarch64 instructions per step counted by qemu's insn plugin under a Cortex-A72 "
             "(emulated), a Raspberry Pi 4 step time estimated from them (a model, not a "
             "measurement), and the outputs' error against x86.", render_insns),
+    Section("arm64-insns-main-job", "The main job's models on emulated arm64",
+            "arm64_emulated_main_job.csv",
+            "python -m {module} --run-dir runs/demo --cpu cortex-a72 --samples 2 --steps 8 "
+            "--out {path}", "arm64_insns",
+            "The dense and DKP LSTM language models `python -m pipelines.run --out runs/demo` "
+            "trains on the embedded corpus (`dense_step.tflite`, `dkp_step.tflite`), counted as "
+            "the 2x650 "
+            "stack above: instructions per step under a Cortex-A72 (emulated), the estimated "
+            "Pi 4 step, the outputs' error against x86.", render_insns_main_job),
+    Section("arm64-insns-main-job-a76", "The main job's models on an emulated Cortex-A76",
+            "arm64_emulated_main_job_a76.csv",
+            "python -m {module} --run-dir runs/demo --cpu cortex-a76 --samples 2 --steps 8 "
+            "--out {path}", "arm64_insns",
+            "The same files under `-cpu cortex-a76` (Raspberry Pi 5, many phones' big cores); "
+            "the estimate still uses the Pi 4's constants.", render_insns_main_job),
     Section("arm64-insns-profile", "Where an LSTM step's instructions go on emulated arm64",
             "arm64_emulated_profile.csv",
             "python -m {module} --profile --compressions 25 --structures dense,dkp,dkp-fused-s,kp "

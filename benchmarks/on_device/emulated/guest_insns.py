@@ -5,7 +5,8 @@ Runs inside the arm64 root under qemu-user with the ``insn`` plugin
 ``--invokes N`` and with ``--invokes 0``; the difference over N is one
 invoke's instructions). Both runs load the model, allocate its tensors, set
 every input once to the same seeded random values (not zeros: LiteRT's hybrid int8 kernels
-skip an all-zero input vector, so zeros would count less than a real step's work) and make
+skip an all-zero input vector, so zeros would count less than a real step's work; integer
+inputs, token ids, are 0, a valid id whatever the vocabulary) and make
 ``--warmup`` untimed invokes (the first one prepares kernels, and XNNPack packs
 weights), so that the difference holds the invokes alone.
 
@@ -30,6 +31,8 @@ def run(model, xnnpack, invokes, warmup, maps=None):
   rng = np.random.default_rng(0)
   for detail in interpreter.get_input_details():
     values = rng.normal(scale=0.5, size=detail["shape"])
+    if np.issubdtype(detail["dtype"], np.integer):  # token ids: a rounded normal may be < 0
+      values = np.zeros(detail["shape"])
     interpreter.set_tensor(detail["index"], values.astype(detail["dtype"]))
   invoke = interpreter.invoke
   gc.disable()  # a collection would land in some counts and not others
