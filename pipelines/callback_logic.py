@@ -6,6 +6,8 @@ differs between the two is a class attribute or a method the subclass gives.
 
 * `ResetStates`: every epoch starts from zero LSTM states (stateful training);
 * `Perplexity`: ``perplexity`` and ``val_perplexity`` in the epoch's logs;
+* `Reseed`: dropout and CMR draws depend on (seed, layer, epoch) only, so a
+  resumed run draws what an uninterrupted one would;
 * `TrainClock`: training seconds and per-epoch logs summed over the
   invocations of a resumed run, saved beside each epoch's checkpoint.
 """
@@ -72,6 +74,41 @@ class Perplexity:
     # stateful RNNs there): such runs report validation perplexity at the end.
     if self.evaluate is not None and self.single_replica():
       logs["val_perplexity"] = self.evaluate(self.model)
+
+
+class Reseed:
+  """Reseeds every random generator of the model (dropout, CMR) from (seed, layer, epoch).
+
+  Checkpoints do not hold the generators' states, so this makes an epoch's
+  draws the same whether the run was resumed before it or not. A subclass
+  gives ``generators`` (the model's generators, in layer order) and
+  ``reset`` (sets one generator from a seed).
+
+  Args:
+    seed: the run's seed.
+  """
+
+  def __init__(self, seed):
+    super().__init__()
+    self.seed = seed
+
+  @staticmethod
+  def generators(model):
+    raise NotImplementedError
+
+  @staticmethod
+  def reset(generator, seed):
+    raise NotImplementedError
+
+  def on_epoch_begin(self, epoch, logs=None):
+    for index, generator in enumerate(self.generators(self.model)):
+      self.reset(generator, epoch_seed(self.seed, epoch, index))
+
+
+def epoch_seed(seed, epoch, index):
+  """The seed of the ``index``-th generator in ``epoch`` of a run seeded ``seed``: distinct
+  per (seed, epoch, index) and below 2**31 (Keras 3 backends keep seeds in int32)."""
+  return (seed * 1_000_003 + epoch * 10_007 + index) % (2**31 - 1)
 
 
 class TrainClock:

@@ -68,8 +68,9 @@ class Frontend:
     """Creates the random layers' generators now, where this Keras makes them lazily."""
 
   def epoch_callbacks(self, seed, carry_state):
-    """The callbacks every epoch of a run needs (state resets, reseeding)."""
-    return [self.callbacks.ResetStates()] if carry_state else []
+    """The callbacks every epoch of a run needs (reseeding, state resets)."""
+    return [self.callbacks.Reseed(seed)] + (
+        [self.callbacks.ResetStates()] if carry_state else [])
 
   def strip(self, model):
     """``model`` without training-only wrappers (for evaluation)."""
@@ -130,9 +131,6 @@ class TfKeras(Frontend):
     """Keras makes layers' generators lazily; `Reseed` needs them now."""
     for layer in self.traversal.all_layers(model):
       self.compat.make_random_generator(layer)
-
-  def epoch_callbacks(self, seed, carry_state):
-    return [self.callbacks.Reseed(seed)] + super().epoch_callbacks(seed, carry_state)
 
   def strip(self, model):
     return self.tfmot.strip_pruning(model)

@@ -2,15 +2,14 @@
 
 The tf_keras ones' work (`pipelines.callback_logic`) on Keras 3's ``Callback``,
 whose ``model`` is current on every backend (on jax it first syncs the training
-state into the variables). There is no `Reseed` (it reseeds tf_keras'
-`tf.random.Generator`s): a resumed Keras 3 run continues from its checkpoint,
-but its dropout and CMR draws need not be those of an uninterrupted run.
+state into the variables, and reads them back after ``on_epoch_begin``).
 Importing this module imports Keras 3, never tf_keras.
 """
 
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from dkp_keras.keras3.doped_matrix import all_layers as _all_layers
 from pipelines import callback_logic
@@ -30,6 +29,32 @@ class Perplexity(callback_logic.Perplexity, keras.callbacks.Callback):
     evaluate: a function of the model returning its validation perplexity, or
       None for training perplexity only.
   """
+
+
+def seed_generator_states(model):
+  """The state variable of every `keras.random.SeedGenerator` of ``model`` (dropout, CMR), in
+  layer order: Keras 3 lists them in ``model.variables`` beside the weights."""
+  weights = {id(weight) for weight in model.weights}
+  states, seen = [], set()
+  for variable in model.variables:
+    if id(variable) not in weights and id(variable) not in seen:
+      seen.add(id(variable))
+      states.append(variable)
+  return states
+
+
+class Reseed(callback_logic.Reseed, keras.callbacks.Callback):
+  """Reseeds every `keras.random.SeedGenerator` of the model from (seed, layer, epoch).
+
+  Args:
+    seed: the run's seed.
+  """
+
+  generators = staticmethod(seed_generator_states)
+
+  @staticmethod
+  def reset(generator, seed):
+    generator.assign(np.array([seed, 0]).astype(generator.dtype))
 
 
 class TrainClock(callback_logic.TrainClock, keras.callbacks.Callback):

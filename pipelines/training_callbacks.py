@@ -51,11 +51,9 @@ def random_generators(model):
   return generators
 
 
-class Reseed(keras.callbacks.Callback):
-  """Reseeds every layer's random generator (dropout, CMR) from (seed, layer, epoch).
+class Reseed(callback_logic.Reseed, keras.callbacks.Callback):
+  """Reseeds every layer's `tf.random.Generator` (dropout, CMR) from (seed, layer, epoch).
 
-  Checkpoints do not hold the generators of weightless layers, so this makes
-  an epoch's draws the same whether the run was resumed before it or not.
   The layers' generators must exist when training begins (Keras makes them
   lazily).
 
@@ -63,13 +61,11 @@ class Reseed(keras.callbacks.Callback):
     seed: the run's seed.
   """
 
-  def __init__(self, seed):
-    super().__init__()
-    self.seed = seed
+  generators = staticmethod(random_generators)
 
-  def on_epoch_begin(self, epoch, logs=None):
-    for index, generator in enumerate(random_generators(self.model)):
-      generator.reset_from_seed(self.seed * 1_000_003 + epoch * 10_007 + index)
+  @staticmethod
+  def reset(generator, seed):
+    generator.reset_from_seed(seed)
 
 
 class TrainClock(callback_logic.TrainClock, keras.callbacks.Callback):
