@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from hypothesis import given, strategies as st
 import tf_keras
 
 import dkp_keras as dkp
@@ -92,6 +93,18 @@ def test_schedule_is_tfmots_with_an_update_at_end_step():
     should_prune, sparsity = legacy(tf.constant(step, tf.int64))
     assert schedule.updates_mask(step) == bool(should_prune)
     assert schedule.sparsity(step, 0.8) == pytest.approx(float(sparsity), abs=1e-6)
+
+
+@given(begin=st.integers(0, 20), length=st.integers(1, 40), frequency=st.integers(1, 12),
+       switch=st.integers(0, 60), step=st.integers(0, 80))
+def test_last_update_is_the_latest_mask_update_a_batch_made(begin, length, frequency, switch,
+                                                           step):
+  end = begin + length
+  switch = begin + switch % (length + 1)
+  schedule = annealing.AnnealingSchedule(begin, end, frequency, early_block_size=(1, 1),
+                                         block_switch_step=switch)
+  updates = [s for s in range(1, step + 1) if schedule.updates_mask(s)]  # batches: steps >= 1
+  assert schedule.last_update(step) == (updates[-1] if updates else None)
 
 
 @pytest.mark.parametrize("end_step, frequency", [(4, 100), (5, 2), (6, 4)])

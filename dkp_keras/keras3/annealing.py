@@ -77,6 +77,22 @@ class AnnealingSchedule:
     return ((step - self.begin_step) % self.frequency == 0 or step == self.end_step
             or step == self.block_switch_step)
 
+  def last_update(self, step):
+    """The latest step <= ``step`` whose mask update is in force at ``step`` (None: no update
+    yet; batches are steps 1, 2, ...). A resumed run rebuilds its masks as of that step.
+
+    >>> AnnealingSchedule(begin_step=2, end_step=11, frequency=4).last_update(9)
+    6
+    """
+    if step < max(self.begin_step, 1):
+      return None
+    if step >= self.end_step:
+      return self.end_step
+    last = self.begin_step + (step - self.begin_step) // self.frequency * self.frequency
+    if self.block_switch_step is not None and last < self.block_switch_step <= step:
+      last = self.block_switch_step
+    return last if last >= 1 else None
+
   def block_size_at(self, step, layer_block_size):
     """The blocks a mask computed at ``step`` is made of: the early ones before the switch."""
     if self.early_block_size is not None and step < self.block_switch_step:

@@ -73,8 +73,12 @@ class SparsityAnnealing(keras.callbacks.Callback):
                       for owner in layer_owners for matrix in owner.doped_matrices.values()
                       if matrix.doping is not None]
     step = completed_steps(model)
-    if not self._masks and step >= self.schedule.begin_step and step > 0:
-      self._update_masks(min(step, self.schedule.end_step))  # resumed with a new callback
+    last_update = self.schedule.last_update(step)
+    if not self._masks and last_update is not None:
+      # Resumed with a new callback: the masks of the last update, as the run had them (S
+      # holds their zeros, so its magnitudes give them back); a mask at the sparsity of
+      # `step` itself would prune more than the uninterrupted run did until its next update.
+      self._update_masks(last_update)
 
   def _update_masks(self, step):
     for _, matrix in self._matrices:
