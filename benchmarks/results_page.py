@@ -124,8 +124,9 @@ _QUANTIZED = {name for name, method in models.METHODS.items() if method.quantize
 
 
 def _summarize_accuracy(frame):
-  """Mean over seeds per (corpus, preset, epochs, method, asked compression)."""
-  groups = frame.groupby(["corpus", "preset", "epochs", "method", "compression"], sort=False)
+  """Mean over seeds per (corpus, preset, epochs, method, asked compression, Keras)."""
+  groups = frame.groupby(["corpus", "preset", "epochs", "method", "compression", "frontend"],
+                         sort=False)
   return groups.agg(
       test_ppl=("test_ppl", "mean"), test_min=("test_ppl", "min"), test_max=("test_ppl", "max"),
       valid_ppl=("valid_ppl", "mean"), lstm_compression=("lstm_compression", "mean"),
@@ -138,7 +139,8 @@ def _dense_reference(frame, row):
   """The dense perplexity a row is compared with: the same budget's dense mean, or for
   a quantized row the dense seeds it quantized (it is those models, rounded)."""
   dense = frame[(frame["method"] == "dense") & (frame["epochs"] == row.epochs) &
-                (frame["preset"] == row.preset) & (frame["corpus"] == row.corpus)]
+                (frame["preset"] == row.preset) & (frame["corpus"] == row.corpus) &
+                (frame["frontend"] == accuracy.TF_KERAS)]
   if row.method in _QUANTIZED:
     dense = dense[dense["seed"].isin(row.seeds)]
   return dense["test_ppl"].mean() if len(dense) else None
@@ -169,7 +171,7 @@ def render_accuracy(path):
     for row in order.itertuples():
       reference = _dense_reference(frame, row)
       spread = (f" ({row.test_min:.2f}–{row.test_max:.2f})" if len(row.seeds) > 1 else "")
-      cells = [row.method, f"{row.compression:g}x",
+      cells = [accuracy.method_label(row), f"{row.compression:g}x",
                _times(row.lstm_compression, 1) + (" (bytes)" if row.method in _QUANTIZED else ""),
                f"{row.params / 1000:.1f}k", _seeds(row.seeds), _fixed(row.valid_ppl),
                _fixed(row.test_ppl) + spread,
@@ -185,7 +187,8 @@ def render_accuracy(path):
                 _fixed(row.wall_s / 60, 1)]
       rows.append(cells)
     lines += _table(header, rows)
-    lines += _target_lines(budget)
+    lines += _target_lines(budget[budget["frontend"] == accuracy.TF_KERAS])
+    lines += accuracy.frontend_lines(budget.assign(seeds=budget["seeds"].map(len)))
   lines += ["", "Perplexity per word (`<eos>` included, LSTM states carried across batches), the "
             "mean over seeds. `asked` is the method's compression argument, `measured` the LSTM "
             "layers' compression by `compression_report` against the same dense stack (by bytes "

@@ -4,8 +4,10 @@ import csv
 import os
 import shutil
 
+import pandas as pd
 import pytest
 
+from benchmarks import accuracy
 from benchmarks import common
 from benchmarks import results_page
 
@@ -105,3 +107,20 @@ def test_check_flag_reports_a_stale_page(tmp_path, monkeypatch, capsys):
   assert "stale" in capsys.readouterr().err
   assert results_page.main([]) == 0
   assert results_page.main(["--check"]) == 0
+
+
+def test_keras3_rows_are_their_own_line_beside_the_tf_keras_rows(tmp_path):
+  rows = [{"method": m, "compression": c, "seed": seed, "valid_ppl": ppl, "test_ppl": ppl,
+           "params": 1, "model_bytes": 1, "lstm_compression": c, "epochs": 6, "preset": "p",
+           "recipe": "r", "commit": "abc", "wall_s": 60.0, "corpus": "ptb", "frontend": frontend}
+          for m, c, seed, ppl, frontend in (
+              ("dense", 1.0, 0, 100.0, "tf_keras"), ("dkp", 25.0, 0, 104.0, "tf_keras"),
+              ("dkp", 25.0, 1, 106.0, "tf_keras"), ("dkp", 25.0, 0, 110.0, "keras3-jax"))]
+  path = tmp_path / "a.csv"
+  pd.DataFrame(rows).reindex(columns=accuracy.COLUMNS).to_csv(path, index=False)
+  text = "\n".join(results_page.render_accuracy(str(path)))
+  assert "| dkp | 25x | 25.0x | 0.0k | 0,1 | 105.00 | 105.00 (104.00–106.00) | +5.0% |" in text
+  assert "| dkp [keras3-jax] | 25x | 25.0x | 0.0k | 0 | 110.00 | 110.00 | +10.0% |" in text
+  assert ("dkp 25x on keras3-jax (1 seeds) vs tf_keras (2 seeds, 6 epochs): test perplexity "
+          "110.00 vs 105.00 (104.00–106.00), +4.8%; within or below the tf_keras seeds' "
+          "spread: **missed**") in text
