@@ -28,7 +28,8 @@ class SparsityAnnealing(keras.callbacks.Callback):
   the logs get ``sparsity/<layer>`` entries. Call `finalize` after training.
 
   A run resumed with a new callback (same model, optimizer state restored)
-  starts from masks of S's current magnitudes at the scheduled sparsity.
+  rebuilds, before its first step, the masks of its last update from S's
+  magnitudes, so it trains as the uninterrupted run did.
 
   Args:
     begin_step, end_step: the annealing window, in training steps (batches).
@@ -72,13 +73,6 @@ class SparsityAnnealing(keras.callbacks.Callback):
     self._matrices = [(layer.name, matrix) for layer, layer_owners in doped_layers(model)
                       for owner in layer_owners for matrix in owner.doped_matrices.values()
                       if matrix.doping is not None]
-    step = completed_steps(model)
-    last_update = self.schedule.last_update(step)
-    if not self._masks and last_update is not None:
-      # Resumed with a new callback: the masks of the last update, as the run had them (S
-      # holds their zeros, so its magnitudes give them back); a mask at the sparsity of
-      # `step` itself would prune more than the uninterrupted run did until its next update.
-      self._update_masks(last_update)
 
   def _update_masks(self, step):
     for _, matrix in self._matrices:
@@ -97,6 +91,12 @@ class SparsityAnnealing(keras.callbacks.Callback):
 
   def on_train_batch_begin(self, batch, logs=None):
     step = completed_steps(self.model) + 1  # this batch, counted as tfmot does
+    last_update = self.schedule.last_update(step - 1)
+    if not self._masks and last_update is not None:
+      # A resumed run (a new callback): the masks of its last update, as the run had them
+      # (S holds their zeros, so its magnitudes give them back). Here, not in on_train_begin:
+      # BackupAndRestore may restore the weights and step count after this callback's.
+      self._update_masks(last_update)
     if self.schedule.updates_mask(step):
       self._update_masks(step)
     self._apply_masks()
