@@ -820,18 +820,20 @@ def parse_args(argv=None):
 
 
 def given_sidecar(given, run_dir, report):
-  """The JSON sidecar's account of given files: each file's path, bytes, kernel; for a
-  --run-dir, the run's settings and its x86 figures (pipelines.run's measured step times)."""
+  """The JSON sidecar's account of given files: each file's name, bytes, kernel; for a
+  --run-dir, the run's settings and its x86 figures (pipelines.run's measured step times).
+  Files and the run directory are named, not located: a committed sidecar holds no path of
+  the machine that measured it."""
   if not given:
     return {}
-  sidecar = {"given": [{"name": m["name"], "path": m["path"],
+  sidecar = {"given": [{"name": m["name"], "file": os.path.basename(m["path"]),
                         "bytes": os.path.getsize(m["path"]), "kernel": m["kernel"],
                         "quantize": m["quantize"]} for m in given]}
   if report is not None:
     x86 = ("compression", "tflite_bytes", "test_perplexity", "step_latency_us",
            "speedup_vs_dense", "step_latency_us_no_xnnpack", "speedup_vs_dense_no_xnnpack")
     sidecar["run"] = {
-        "dir": os.path.abspath(run_dir),
+        "dir": os.path.basename(os.path.abspath(run_dir)),
         "settings": {k: v for k, v in report.get("settings", {}).items() if k != "recipe"},
         "x86": {row["model"]: {k: row.get(k) for k in x86} for row in report["models"]}}
   return sidecar

@@ -378,5 +378,6 @@ def test_a_run_dir_is_counted_in_the_emulated_root(run_dir, tmp_path):
   assert written[2]["compression"] == "17.5" and written[2]["structure"] == "dkp"
   with open(out[:-4] + ".json", encoding="utf-8") as handle:
     sidecar = json.load(handle)
-  assert sidecar["run"]["dir"] == os.path.abspath(run_dir) and "units" not in sidecar["config"]
+  assert sidecar["run"]["dir"] == os.path.basename(run_dir) and "units" not in sidecar["config"]
+  assert [m["file"] for m in sidecar["given"]] == ["dense_step.tflite", "dkp_step.tflite"]
   assert os.path.getsize(out[:-4] + ".png") > 0
