@@ -91,8 +91,7 @@ class SparsityAnnealing(keras.callbacks.Callback):
 
   def on_train_batch_begin(self, batch, logs=None):
     step = completed_steps(self.model) + 1  # this batch, counted as tfmot does
-    last_update = self.schedule.last_update(step - 1)
-    if not self._masks and last_update is not None:
+    if not self._masks and (last_update := self.schedule.last_update(step - 1)) is not None:
       # A resumed run (a new callback): the masks of its last update, as the run had them
       # (S holds their zeros, so its magnitudes give them back). Here, not in on_train_begin:
       # BackupAndRestore may restore the weights and step count after this callback's.
