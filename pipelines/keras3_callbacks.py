@@ -44,7 +44,12 @@ def seed_generator_states(model):
 
 
 class Reseed(callback_logic.Reseed, keras.callbacks.Callback):
-  """Reseeds every `keras.random.SeedGenerator` of the model from (seed, layer, epoch).
+  """Reseeds every `keras.random.SeedGenerator` of the model from (seed, layer, epoch), and
+  on the torch backend torch's global generator too.
+
+  Keras' dropout on torch draws from torch's global generator, not from its
+  layer's `SeedGenerator`, where that generator was made without a seed (as
+  `keras.layers.Dropout(rate)` makes it); no checkpoint holds that generator.
 
   Args:
     seed: the run's seed.
@@ -55,6 +60,13 @@ class Reseed(callback_logic.Reseed, keras.callbacks.Callback):
   @staticmethod
   def reset(generator, seed):
     generator.assign(np.array([seed, 0]).astype(generator.dtype))
+
+  def on_epoch_begin(self, epoch, logs=None):
+    super().on_epoch_begin(epoch, logs)
+    if keras.backend.backend() == "torch":
+      # Also seeds Python's, NumPy's (and TensorFlow's, where imported) global generators.
+      keras.utils.set_random_seed(
+          callback_logic.epoch_seed(self.seed, epoch, len(self.generators(self.model))))
 
 
 class TrainClock(callback_logic.TrainClock, keras.callbacks.Callback):

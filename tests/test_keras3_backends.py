@@ -61,8 +61,7 @@ print(json.dumps({"backend": keras.backend.backend(), "baseline": baseline, "los
 def test_tiny_lm_trains_anneals_and_saves_on_backend(backend):
   # tensorflow: a Keras 3 user's process, TF_USE_LEGACY_KERAS unset (pytest's is legacy).
   if importlib.util.find_spec(backend) is None:
-    pytest.skip(f"{backend} is not installed: `pip install -e .[test]` installs jax; torch for "
-                f"CPU: pip install torch --index-url https://download.pytorch.org/whl/cpu")
+    pytest.skip(f"{backend} is not installed: `pip install -e .[test]` installs it")
   environment = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
   environment.update(KERAS_BACKEND=backend, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3",
                      JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")

@@ -88,7 +88,7 @@ def run_cli(backend, out):
   return result, json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
 def test_train_keras3_trains_reports_and_converts(backend, tmp_path, tiny):
   if importlib.util.find_spec(backend) is None:
     pytest.skip(f"{backend} is not installed: `pip install -e .[test]` installs it")
