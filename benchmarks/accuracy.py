@@ -313,7 +313,9 @@ DKP_VARIANTS = {"dkp": "DKP (defaults: row CMR from 0.8)",
                 "dkp-cmr-row-0.8": "DKP (row CMR from 0.8)",
                 "dkp-1x1-cmr-row-0.8": "DKP (1x1 S, row CMR from 0.8)",
                 "dkp-cmr-row-0.8-early-1x1": "DKP (row CMR from 0.8, S 1x1 then 1x4)",
-                "dkp-cmr-row-0.8-max": "DKP (row CMR from 0.8, 1x4 blocks by max)"}
+                "dkp-cmr-row-0.8-max": "DKP (row CMR from 0.8, 1x4 blocks by max)",
+                "dkp-cmr-row-0.8-anneal-30": "DKP (row CMR from 0.8, annealed over 30% of "
+                                             "the steps)"}
 _NAMES = {"dense": "dense", "prune": "pruning", "lmf": "LMF"}
 
 

@@ -11,7 +11,7 @@ Most vary the earlier default of ``dkp`` (whole-matrix CMR from the presets'
 rate, 0.5): CMR per output row or per block of S, 1x1 blocks for S, the
 annealing window, the CMR decay and rate; the rest vary today's default (row
 CMR from 0.8): its rate, 1x1 blocks, S annealed in 1x1 blocks before its own,
-blocks of S scored by their largest entry.
+blocks of S scored by their largest entry, a shorter annealing window.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ RECIPES = {
                                           "block_switch": 0.3}),
     "dkp-cmr-row-0.8-max": ("dkp", {"cmr_granularity": "row", "cmr": 0.8,
                                     "block_pooling": "MAX"}),
+    # A longer fine-tune with S's mask fixed: annealed over 30% of the steps, not 60%.
+    "dkp-cmr-row-0.8-anneal-30": ("dkp", {"cmr_granularity": "row", "cmr": 0.8,
+                                          "anneal_end": 0.3}),
 }
 
 

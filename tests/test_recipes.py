@@ -53,6 +53,8 @@ BEFORE = {
                                   ("kronecker", True, (4, 1), "row", 0.5, "none"), None),
     "dkp-cmr-row-0.8-max": (True, {"block_pooling": "MAX", "cmr": 0.8},
                             ("kronecker", True, (4, 1), "row", 0.5, "none"), None),
+    "dkp-cmr-row-0.8-anneal-30": (True, {"anneal_end": 0.3, "cmr": 0.8},
+                                  ("kronecker", True, (4, 1), "row", 0.5, "none"), None),
 }
 
 
