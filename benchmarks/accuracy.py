@@ -39,6 +39,7 @@ import time
 import pandas as pd
 
 from benchmarks import common
+from benchmarks import markdown
 from benchmarks import recipes
 from pipelines import choices
 from pipelines import corpora
@@ -218,63 +219,104 @@ def run(out, methods, compressions, data_dir=None, preset="ptb-small", seeds=(0,
 
 
 def render(csv_path):
-  """Writes ``<csv>.md`` (a table like the papers') and ``<csv>.png`` (Pareto plot)."""
+  """Writes ``<csv>.md`` (`report_lines`, then the rows' commits) and ``<csv>.png`` (Pareto
+  plot)."""
   frame = read_results(csv_path)
   if frame.empty:
     return
   stem = os.path.splitext(csv_path)[0]
-  # Rows of different budgets (epochs) are never averaged together.
-  summary = frame.groupby(["method", "compression", "epochs", "frontend"], sort=False).agg(
-      test_ppl=("test_ppl", "mean"), test_min=("test_ppl", "min"),
-      test_max=("test_ppl", "max"), valid_ppl=("valid_ppl", "mean"),
-      lstm_compression=("lstm_compression", "mean"), seeds=("seed", "count"),
-      wall_s=("wall_s", "mean"), seed_list=("seed", lambda seeds: tuple(sorted(seeds))),
-      tflite_ppl=("tflite_ppl", "mean"), tflite_int8_ppl=("tflite_int8_ppl", "mean"),
-      tflite_seeds=("tflite_ppl", "count")
-  ).reset_index()
-  # Every row is set against the tf_keras dense model: the reference of all the targets.
-  reference = summary[summary["frontend"] == TF_KERAS]
-  dense_by_epochs = reference[reference["method"] == "dense"].groupby("epochs")["test_ppl"].first()
-  dense_rows = frame[(frame["method"] == "dense") & (frame["frontend"] == TF_KERAS)]
-  corpora = ", ".join(sorted(set(frame["corpus"].astype(str))))
-  lines = [f"# Accuracy at equal compression: {frame['preset'].iloc[0]} on {corpora}", "",
-           "LSTM layers compressed by each method; test/valid perplexity per word (<eos> "
-           "included, states carried), the mean over seeds (min–max beside it). `measured` is "
-           "the LSTM layers' compression counted by "
-           "`compression_report` against the same dense stack. The paper column is the "
-           "2x650 LSTM from the doping papers at the same factor (their dense: "
-           f"{PAPER['dense'][1]:.2f}). "
-           "`.tflite` / `int8 .tflite`: test perplexity of the step-mode file that ships "
-           "(float32 / dynamic-int8) run through LiteRT, the mean over the seeds that "
-           "measured it (their count beside it).", "",
-           "| method | asked | measured | valid ppl | test ppl | vs dense | paper "
-           "(vs dense) | .tflite | int8 .tflite | seeds | epochs | minutes |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-  for row in summary.itertuples():
-    dense_ppl = dense_by_epochs.get(row.epochs)  # the dense model of the same budget
-    if recipes.get_method(row.method).quantized:
-      # Quantized rows are the dense rows' own models: against those seeds, not the mean of all.
-      own = dense_rows[(dense_rows["epochs"] == row.epochs) & dense_rows["seed"].isin(row.seed_list)]
-      dense_ppl = own["test_ppl"].mean() if len(own) else dense_ppl
-    change = f"{100 * (row.test_ppl / dense_ppl - 1):+.1f}%" if dense_ppl else "n/a"
-    paper = ""
-    if corpora == "ptb" and row.method in PAPER and PAPER[row.method][0] == row.compression:
-      ppl = PAPER[row.method][1]
-      paper = f"{ppl:.2f} ({100 * (ppl / PAPER['dense'][1] - 1):+.1f}%)"
-    spread = f" ({row.test_min:.2f}–{row.test_max:.2f})" if row.seeds > 1 else ""
-    deployed = [f"{value:.2f} ({row.tflite_seeds})" if row.tflite_seeds else ""
-                for value in (row.tflite_ppl, row.tflite_int8_ppl)]
-    lines.append(f"| {method_label(row)} | {row.compression:g}x | {row.lstm_compression:.1f}x | "
-                 f"{row.valid_ppl:.2f} | {row.test_ppl:.2f}{spread} | {change} | {paper} | "
-                 f"{deployed[0]} | {deployed[1]} | {row.seeds} | {row.epochs} | "
-                 f"{row.wall_s / 60:.1f} |")
-  lines += target_lines(reference) + frontend_lines(summary)
+  corpora_names = ", ".join(sorted(set(frame["corpus"].astype(str))))
   commits = sorted(set(frame["commit"].astype(str)))
   fingerprints = sorted(set(frame["recipe"].astype(str)))
+  lines = [f"# Accuracy at equal compression: {frame['preset'].iloc[0]} on {corpora_names}"]
+  lines += report_lines(frame)
   lines += ["", f"Commits: {', '.join(commits)}. Recipes (`accuracy.recipe_id` of the preset at "
             f"each budget): {', '.join(fingerprints)}. Source: `{os.path.basename(csv_path)}`.", ""]
   files.write_atomic(stem + ".md", "\n".join(lines))
-  _plot(stem + ".png", summary, dense_by_epochs)
+  _plot(stem + ".png", summarize(frame))
+
+
+# The methods whose rows quantize the dense seeds' own models (no recipe quantizes).
+QUANTIZED = frozenset(name for name, method in models.METHODS.items() if method.quantized)
+
+
+def summarize(frame):
+  """Mean over seeds per (corpus, preset, epochs, method, asked compression, Keras): rows of
+  different budgets (epochs) are never averaged together. ``seeds`` is the sorted tuple of the
+  group's seeds, ``tflite_seeds`` how many of them measured their `.tflite` files."""
+  groups = frame.groupby(["corpus", "preset", "epochs", "method", "compression", "frontend"],
+                         sort=False)
+  return groups.agg(
+      test_ppl=("test_ppl", "mean"), test_min=("test_ppl", "min"), test_max=("test_ppl", "max"),
+      valid_ppl=("valid_ppl", "mean"), lstm_compression=("lstm_compression", "mean"),
+      params=("params", "mean"), seeds=("seed", lambda s: tuple(sorted(s))),
+      tflite_ppl=("tflite_ppl", "mean"), tflite_int8_ppl=("tflite_int8_ppl", "mean"),
+      tflite_seeds=("tflite_ppl", "count"), wall_s=("wall_s", "mean")).reset_index()
+
+
+def dense_reference(frame, row):
+  """The dense perplexity a `summarize` row is compared with: the mean of its budget's tf_keras
+  dense seeds, or for a quantized row the dense seeds it quantized (it is those models,
+  rounded); None without dense rows."""
+  dense = frame[(frame["method"] == "dense") & (frame["epochs"] == row.epochs) &
+                (frame["preset"] == row.preset) & (frame["corpus"] == row.corpus) &
+                (frame["frontend"] == TF_KERAS)]
+  if row.method in QUANTIZED:
+    dense = dense[dense["seed"].isin(row.seeds)]
+  return dense["test_ppl"].mean() if len(dense) else None
+
+
+def report_lines(frame):
+  """The Markdown report of accuracy rows (`read_results`): per corpus, preset and epochs a
+  table of every method's seed means against dense (and the papers' on PTB), the issue's
+  targets, Keras 3 against tf_keras; then what the columns mean."""
+  lines = []
+  for (corpus, preset, epochs), budget in summarize(frame).groupby(
+      ["corpus", "preset", "epochs"], sort=False):
+    paper = corpus == "ptb"
+    lines += ["", f"`{preset}` preset, {int(epochs)} epochs, corpus `{corpus}`:", ""]
+    header = ["method", "asked", "measured", "LSTM params", "seeds", "valid ppl",
+              "test ppl (min–max)", "vs dense"]
+    header += ["paper (vs dense)"] if paper else []
+    header += [".tflite ppl", "int8 .tflite ppl", "train minutes"]
+    rows = []
+    # Dense first, then by asked factor, best test perplexity first within a factor.
+    order = budget.assign(is_dense=budget["method"] != "dense").sort_values(
+        ["is_dense", "compression", "test_ppl"], kind="stable")
+    for row in order.itertuples():
+      reference = dense_reference(frame, row)
+      quantized = row.method in QUANTIZED
+      spread = f" ({row.test_min:.2f}–{row.test_max:.2f})" if len(row.seeds) > 1 else ""
+      cells = [method_label(row), f"{row.compression:g}x",
+               markdown.times(row.lstm_compression, 1) + (" (bytes)" if quantized else ""),
+               f"{row.params / 1000:.1f}k", ",".join(str(int(s)) for s in row.seeds),
+               markdown.fixed(row.valid_ppl), markdown.fixed(row.test_ppl) + spread,
+               "" if row.method == "dense" or reference is None
+               else markdown.percent(row.test_ppl / reference)]
+      if paper:
+        theirs = PAPER.get(row.method)
+        cells.append(f"{theirs[1]:.2f} ({markdown.percent(theirs[1] / PAPER['dense'][1])})"
+                     if theirs and theirs[0] == row.compression else "")
+      cells += [markdown.fixed(row.tflite_ppl) if row.tflite_seeds else "",
+                markdown.fixed(row.tflite_int8_ppl) if row.tflite_seeds else "",
+                markdown.fixed(row.wall_s / 60, 1)]
+      rows.append(cells)
+    lines += markdown.table(header, rows)
+    lines += target_lines(budget[budget["frontend"] == TF_KERAS])
+    lines += frontend_lines(budget)
+  lines += ["", "Perplexity per word (`<eos>` included, LSTM states carried across batches), the "
+            "mean over seeds. `dkp` is the library's defaults; the other `dkp-...` methods are "
+            "named variants (`benchmarks.recipes`). `asked` is the method's compression "
+            "argument, `measured` the LSTM layers' compression by `compression_report` against "
+            "the same dense stack (by bytes for the quantized methods, which quantize the dense "
+            "seeds' own models and are compared with those seeds). `.tflite ppl`: the step-mode "
+            "file that ships, run through LiteRT (float32 / dynamic-int8), the mean over the "
+            "seeds that measured it. `train minutes`: training wall time per seed on the 2-vCPU "
+            "host (resumed rows add their legs)."]
+  if (frame["corpus"] == "ptb").any():
+    lines[-1] += (" The paper column: the doping papers' converged 2x650 PTB LSTM at the same "
+                  "factor.")
+  return lines
 
 
 def method_label(row):
@@ -293,9 +335,9 @@ def frontend_lines(summary):
     if row.frontend == TF_KERAS or theirs is None:
       continue
     verdict = "met" if row.test_ppl <= theirs.test_max else "**missed**"
-    lines.append(f"- {row.method} {row.compression:g}x on {row.frontend} ({row.seeds} seeds) "
-                 f"vs tf_keras ({theirs.seeds} seeds, {row.epochs} epochs): test perplexity "
-                 f"{row.test_ppl:.2f} vs {theirs.test_ppl:.2f} "
+    lines.append(f"- {row.method} {row.compression:g}x on {row.frontend} ({len(row.seeds)} "
+                 f"seeds) vs tf_keras ({len(theirs.seeds)} seeds, {row.epochs} epochs): test "
+                 f"perplexity {row.test_ppl:.2f} vs {theirs.test_ppl:.2f} "
                  f"({theirs.test_min:.2f}–{theirs.test_max:.2f}), "
                  f"{100 * (row.test_ppl / theirs.test_ppl - 1):+.1f}%; within or below the "
                  f"tf_keras seeds' spread: {verdict}")
@@ -305,42 +347,36 @@ def frontend_lines(summary):
 # The issue's targets: (DKP's factor, against, its factor, bound on the test ratio).
 TARGETS = ((25, "dense", 1, 1.01), (25, "prune", 25, 0.92), (25, "lmf", 25, 0.92),
            (50, "dense", 1, 1.03))
-# The DKP variants the targets are checked for: the library's default, the earlier
-# default (whole-matrix CMR), and the ablations that turned out best.
-DKP_VARIANTS = {"dkp": "DKP (defaults: row CMR from 0.8)",
-                "dkp-cmr-matrix-0.5": "DKP (whole-matrix CMR from 0.5)",
-                "dkp-cmr-row": "DKP (row CMR)",
-                "dkp-cmr-row-0.8": "DKP (row CMR from 0.8)",
-                "dkp-1x1-cmr-row-0.8": "DKP (1x1 S, row CMR from 0.8)",
-                "dkp-cmr-row-0.8-early-1x1": "DKP (row CMR from 0.8, S 1x1 then 1x4)",
-                "dkp-cmr-row-0.8-max": "DKP (row CMR from 0.8, 1x4 blocks by max)",
-                "dkp-cmr-row-0.8-anneal-30": "DKP (row CMR from 0.8, annealed over 30% of "
-                                             "the steps)"}
-_NAMES = {"dense": "dense", "prune": "pruning", "lmf": "LMF"}
 
 
-def target_lines(summary):
-  """One line per target whose two rows share a budget: the measured ratio, met or missed."""
-  lines = []
-  ppl = {(r.method, float(r.compression), r.epochs): r.test_ppl for r in summary.itertuples()}
-  for epochs in sorted(summary["epochs"].unique()):
-    for method, label in DKP_VARIANTS.items():
-      for factor, other, other_factor, bound in TARGETS:
-        ours, theirs = ppl.get((method, factor, epochs)), ppl.get((other, other_factor, epochs))
-        if ours is None or theirs is None:
-          continue
-        ratio = ours / theirs
-        against = _NAMES[other] + (f" {other_factor}x" if other_factor != 1 else "")
-        verdict = "met" if ratio <= bound else "**missed**"
-        lines.append(f"- {label} {factor}x vs {against} ({epochs} epochs): test perplexity "
-                     f"{100 * (ratio - 1):+.1f}% (target {100 * (bound - 1):+.0f}% or lower): "
-                     f"{verdict}")
-  note = ("Each against the dense model of the same budget: where that model is undertrained, "
-          "\"met\" says little about the converged targets.")
-  return ["", "Targets (issue 7). " + note, ""] + lines if lines else []
+def target_lines(budget):
+  """A table of the issue's targets for every doped-Kronecker method (``dkp...``) of one
+  budget's summary rows: the ratio of seed means, met or missed."""
+  ppl = {(row.method, float(row.compression)): row.test_ppl for row in budget.itertuples()}
+  rows = []
+  # The library's default first, then its variants as the rows list them.
+  methods = sorted(dict.fromkeys(m for m in budget["method"] if m.startswith("dkp")),
+                   key=lambda m: m != "dkp")
+  for method in methods:
+    cells = []
+    for factor, other, other_factor, bound in TARGETS:
+      ours, theirs = ppl.get((method, float(factor))), ppl.get((other, float(other_factor)))
+      ratio = None if ours is None or theirs is None else ours / theirs
+      cells.append("" if ratio is None else
+                   f"{markdown.percent(ratio)} " + ("met" if ratio <= bound else "**missed**"))
+    if any(cells):
+      rows.append([method] + cells)
+  if not rows:
+    return []
+  header = ["DKP method"] + [f"{factor:g}x vs {other}" + (f" {other_factor:g}x" if other_factor != 1
+                                                           else "") + f" (≤ {markdown.percent(bound)})"
+                             for factor, other, other_factor, bound in TARGETS]
+  return ["", "Targets (issue 7), test perplexity of seed means; each against the dense model "
+          "of the same budget, so an undertrained dense model makes \"met\" say little:", ""
+          ] + markdown.table(header, rows)
 
 
-def _plot(path, summary, dense_by_epochs):
+def _plot(path, summary):
   plt = figures.pyplot()
   fig, ax = plt.subplots(figsize=(7, 4.5))
   several = summary["epochs"].nunique() > 1
@@ -354,7 +390,8 @@ def _plot(path, summary, dense_by_epochs):
     label = f"{label} ({epochs} ep)" if several else label
     ax.plot(group["lstm_compression"], group["test_ppl"], marker="os^Dv"[index % 5],
             color=colors[index % len(colors)], label=label)
-  for dense_ppl in dense_by_epochs:
+  dense = summary[(summary["method"] == "dense") & (summary["frontend"] == TF_KERAS)]
+  for dense_ppl in dense["test_ppl"]:
     ax.axhline(dense_ppl, color="gray", linestyle="--", linewidth=1)
   ax.set_xscale("log")
   ax.set_xlabel("LSTM compression (measured, log)")

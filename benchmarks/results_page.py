@@ -20,13 +20,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import os
 import sys
 
 from benchmarks import accuracy
 from benchmarks import common
-from pipelines import models
+from benchmarks import markdown
 
 PAGE = os.path.join("docs", "results.md")
 # Where committed result files live: the performance benchmarks' and the studies'.
@@ -62,37 +61,6 @@ class Section:
   render: object
 
 
-# Formatting: one function per kind of number, so that the page reads alike everywhere.
-def _fixed(value, digits=2):
-  return "" if value is None or _isnan(value) else f"{value:.{digits}f}"
-
-
-def _times(value, digits=2):
-  return "" if value is None or _isnan(value) else f"{value:.{digits}f}x"
-
-
-def _percent(ratio):
-  return f"{100 * (ratio - 1):+.1f}%"
-
-
-def _us(value):
-  return "" if value is None or _isnan(value) else f"{value:.1f} µs"
-
-
-def _kib(num_bytes):
-  return f"{num_bytes / 1024:,.0f} KiB"
-
-
-def _isnan(value):
-  return isinstance(value, float) and math.isnan(value)
-
-
-def _table(header, rows):
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-  return lines
-
-
 def _read_json(path):
   with open(path, encoding="utf-8") as f:
     return json.load(f)
@@ -119,115 +87,9 @@ def _host_line(payload):
   return "Host: " + ", ".join(parts) + "."
 
 
-# Accuracy CSVs (benchmarks.accuracy): one row per method x compression x seed.
-_QUANTIZED = {name for name, method in models.METHODS.items() if method.quantized}
-
-
-def _summarize_accuracy(frame):
-  """Mean over seeds per (corpus, preset, epochs, method, asked compression, Keras)."""
-  groups = frame.groupby(["corpus", "preset", "epochs", "method", "compression", "frontend"],
-                         sort=False)
-  return groups.agg(
-      test_ppl=("test_ppl", "mean"), test_min=("test_ppl", "min"), test_max=("test_ppl", "max"),
-      valid_ppl=("valid_ppl", "mean"), lstm_compression=("lstm_compression", "mean"),
-      params=("params", "mean"), seeds=("seed", lambda s: tuple(sorted(s))),
-      tflite_ppl=("tflite_ppl", "mean"), tflite_int8_ppl=("tflite_int8_ppl", "mean"),
-      tflite_seeds=("tflite_ppl", "count"), wall_s=("wall_s", "mean")).reset_index()
-
-
-def _dense_reference(frame, row):
-  """The dense perplexity a row is compared with: the same budget's dense mean, or for
-  a quantized row the dense seeds it quantized (it is those models, rounded)."""
-  dense = frame[(frame["method"] == "dense") & (frame["epochs"] == row.epochs) &
-                (frame["preset"] == row.preset) & (frame["corpus"] == row.corpus) &
-                (frame["frontend"] == accuracy.TF_KERAS)]
-  if row.method in _QUANTIZED:
-    dense = dense[dense["seed"].isin(row.seeds)]
-  return dense["test_ppl"].mean() if len(dense) else None
-
-
-def _seeds(seeds):
-  return ",".join(str(int(s)) for s in seeds)
-
-
 def render_accuracy(path):
   frame = accuracy.read_results(path)
-  if frame.empty:
-    return ["No rows yet."]
-  summary = _summarize_accuracy(frame)
-  lines = []
-  for (corpus, preset, epochs), budget in summary.groupby(["corpus", "preset", "epochs"],
-                                                          sort=False):
-    paper = corpus == "ptb"
-    lines += ["", f"`{preset}` preset, {int(epochs)} epochs, corpus `{corpus}`:", ""]
-    header = ["method", "asked", "measured", "LSTM params", "seeds", "valid ppl",
-              "test ppl (min–max)", "vs dense"]
-    header += ["paper (vs dense)"] if paper else []
-    header += [".tflite ppl", "int8 .tflite ppl", "train minutes"]
-    rows = []
-    # Dense first, then by asked factor, best test perplexity first within a factor.
-    order = budget.assign(is_dense=budget["method"] != "dense").sort_values(
-        ["is_dense", "compression", "test_ppl"], kind="stable")
-    for row in order.itertuples():
-      reference = _dense_reference(frame, row)
-      spread = (f" ({row.test_min:.2f}–{row.test_max:.2f})" if len(row.seeds) > 1 else "")
-      cells = [accuracy.method_label(row), f"{row.compression:g}x",
-               _times(row.lstm_compression, 1) + (" (bytes)" if row.method in _QUANTIZED else ""),
-               f"{row.params / 1000:.1f}k", _seeds(row.seeds), _fixed(row.valid_ppl),
-               _fixed(row.test_ppl) + spread,
-               "" if row.method == "dense" or reference is None
-               else _percent(row.test_ppl / reference)]
-      if paper:
-        reference_paper = accuracy.PAPER.get(row.method)
-        paper_ppl = reference_paper[1] if reference_paper else None
-        cells.append(f"{paper_ppl:.2f} ({_percent(paper_ppl / accuracy.PAPER['dense'][1])})"
-                     if reference_paper and reference_paper[0] == row.compression else "")
-      cells += [_fixed(row.tflite_ppl) if row.tflite_seeds else "",
-                _fixed(row.tflite_int8_ppl) if row.tflite_seeds else "",
-                _fixed(row.wall_s / 60, 1)]
-      rows.append(cells)
-    lines += _table(header, rows)
-    lines += _target_lines(budget[budget["frontend"] == accuracy.TF_KERAS])
-    lines += accuracy.frontend_lines(budget.assign(seeds=budget["seeds"].map(len)))
-  lines += ["", "Perplexity per word (`<eos>` included, LSTM states carried across batches), the "
-            "mean over seeds. `asked` is the method's compression argument, `measured` the LSTM "
-            "layers' compression by `compression_report` against the same dense stack (by bytes "
-            "for the quantized methods, which quantize the dense seeds' own models and are "
-            "compared with those seeds). `.tflite ppl`: the step-mode file that ships, run "
-            "through LiteRT (float32 / dynamic-int8), on rows that measured it. `train minutes`: "
-            "training wall time per seed on the 2-vCPU host (resumed rows add their legs)."]
-  if (frame["corpus"] == "ptb").any():
-    lines[-1] += (" The paper column: the doping papers' converged 2x650 PTB LSTM at the same "
-                  "factor.")
-  return lines
-
-
-def _target_lines(budget):
-  """The issue's targets for every doped-Kronecker method of this budget: met or missed."""
-  ppl = {(row.method, float(row.compression)): row.test_ppl for row in budget.itertuples()}
-  dkp_methods = [m for m in dict.fromkeys(budget["method"]) if m.startswith("dkp")]
-  columns = [(factor, other, other_factor, bound)
-             for factor, other, other_factor, bound in accuracy.TARGETS]
-  rows = []
-  for method in dkp_methods:
-    cells = []
-    for factor, other, other_factor, bound in columns:
-      ours, theirs = ppl.get((method, float(factor))), ppl.get((other, float(other_factor)))
-      if ours is None or theirs is None:
-        cells.append("")
-        continue
-      ratio = ours / theirs
-      cells.append(f"{_percent(ratio)} " + ("met" if ratio <= bound else "**missed**"))
-    if any(cells):
-      rows.append([method] + cells)
-  if not rows:
-    return []
-  header = ["DKP method"] + [f"{factor:g}x vs {other}" + (f" {other_factor:g}x" if other_factor != 1
-                                                           else "") + f" (≤ {_percent(bound)})"
-                             for factor, other, other_factor, bound in columns]
-  return ["", "Targets (issue 7), test perplexity of seed means; each against the dense model "
-          "of the same budget, so an undertrained dense model makes \"met\" say little:", ""
-          ] + _table(header, rows)
+  return accuracy.report_lines(frame) if not frame.empty else ["No rows yet."]
 
 
 # Latency CSVs (benchmarks.latency): one row per structure x compression x mode x setting.
@@ -249,7 +111,7 @@ def render_latency(path):
                    "speed-up against dense with XNNPack on the most threads (DKP on one)",
                "speedup_vs_fused_lstm_sequence": "sequence mode against Keras' fused LSTM",
                "weights_ratio": "LSTM weights in the file, dense / DKP"}
-      lines += [f"- {label}: {_times(headline[key])}" for key, label in names.items()
+      lines += [f"- {label}: {markdown.times(headline[key])}" for key, label in names.items()
                 if key in headline]
   settings = list(dict.fromkeys((r["threads"], r["xnnpack"]) for r in rows))
   header = ["mode", "structure", "asked", "file", "LSTM weights smaller"] + [
@@ -262,18 +124,18 @@ def render_latency(path):
   table = []
   for (mode, structure, compression), cells in variants.items():
     first = cells["row"]
-    table.append([mode, structure, f"{compression:g}x", _kib(float(first["model_bytes"])),
-                  _times(float(first["weights_ratio_vs_dense"]), 1)] + [
+    table.append([mode, structure, f"{compression:g}x", markdown.kib(float(first["model_bytes"])),
+                  markdown.times(float(first["weights_ratio_vs_dense"]), 1)] + [
         _latency_cell(cells[s]) if s in cells else "" for s in settings])
   lines += ["", "Median latency per invoke (speed-up against the dense baseline of the same "
             "setting and run: the lowered dense LSTM in step mode, the fused LSTM in sequence "
-            "mode):", ""] + _table(header, table)
+            "mode):", ""] + markdown.table(header, table)
   return lines
 
 
 def _latency_cell(row):
-  return (f"{_us(float(row['latency_us_median']))} "
-          f"({_times(float(row['speedup_vs_dense']))})")
+  return (f"{markdown.us(float(row['latency_us_median']))} "
+          f"({markdown.times(float(row['speedup_vs_dense']))})")
 
 
 # benchmarks.sparse_kernels: S's kernels against a dense FULLY_CONNECTED.
@@ -286,7 +148,7 @@ def render_sparse_kernels(path):
            + "."]
   baseline = next(v for v in payload["variants"] if v["name"] == "baseline")
   lines += ["", "Dense baseline: " + ", ".join(
-      f"{resolver} {_us(t['median_us'])}" for resolver, t in baseline["timings"].items()) + "."]
+      f"{resolver} {markdown.us(t['median_us'])}" for resolver, t in baseline["timings"].items()) + "."]
   measured = [v for v in payload["variants"] if v["name"] != "baseline"]
   methods = list(dict.fromkeys(v["method"] for v in measured))
   auto = {(a["pattern"], a["density"], a["resolver"]): a for a in payload.get("auto_rule", [])}
@@ -298,7 +160,7 @@ def render_sparse_kernels(path):
       row = [f"{density:g}"]
       for method in methods:
         match = [v for v in variants if v["density"] == density and v["method"] == method]
-        row.append(" / ".join(_times(match[0]["timings"][r]["speedup_vs_dense"])
+        row.append(" / ".join(markdown.times(match[0]["timings"][r]["speedup_vs_dense"])
                               for r in ("xnnpack", "builtin")) + f" ({match[0]['storage']})"
                    if match else "")
       picks = [auto.get((pattern, density, r)) for r in ("xnnpack", "builtin")]
@@ -306,7 +168,7 @@ def render_sparse_kernels(path):
       row.append(" / ".join("yes" if p["auto_wrong"] else "no" for p in picks if p))
       table.append(row)
     lines += ["", f"Pattern `{pattern}`: speed-up against the dense baseline, XNNPack / builtin "
-              "kernels (how the file stores S):", ""] + _table(header, table)
+              "kernels (how the file stores S):", ""] + markdown.table(header, table)
   lines += ["", "`rule wrong`: the rule's pick is slower than the fastest kernel by more than "
             f"the tolerance ({config['tolerance']:g}) and runs a different computation."]
   return lines
@@ -316,11 +178,11 @@ def render_sparse_kernels(path):
 def render_checkpoint_size(path):
   payload = _read_json(path)
   config = payload["config"]
-  table = [[r["structure"], f"{r['compression']:g}x", _kib(r["bytes"]),
-            _times(r["dense_bytes_over_this"]), "yes" if r["bit_exact_reload"] else "**no**"]
+  table = [[r["structure"], f"{r['compression']:g}x", markdown.kib(r["bytes"]),
+            markdown.times(r["dense_bytes_over_this"]), "yes" if r["bit_exact_reload"] else "**no**"]
            for r in payload["rows"]]
   return (["", _host_line(payload) + f" Model: {config['layers']}x{config['units']} LSTM stack.",
-           ""] + _table(["structure", "asked", ".keras file", "dense file / this",
+           ""] + markdown.table(["structure", "asked", ".keras file", "dense file / this",
                          "reload bit-exact"], table))
 
 
@@ -329,14 +191,14 @@ def render_convert_time(path):
   payload = _read_json(path)
   config = payload["config"]
   table = [[c["model"], c["mode"], f"{c['convert_seconds']:.1f} s", f"{c['total_seconds']:.1f} s",
-            _kib(c["file_bytes"]), _times(c["lstm_file_compression"], 1),
-            _times(c["lstm_report_compression"], 1),
+            markdown.kib(c["file_bytes"]), markdown.times(c["lstm_file_compression"], 1),
+            markdown.times(c["lstm_report_compression"], 1),
             "met" if c.get("meets_target") else ("**missed**" if "meets_target" in c else "")]
            for c in payload["conversions"].values()]
   return (["", _host_line(payload) + f" Model: Embedding({config['vocab']}, {config['units']}) "
            f"-> {config['layers']} x LSTM({config['units']}) -> Dense({config['vocab']}), DKP "
            f"at {config['compression']:g}x; target {config['target_seconds']:g} s (whole call).",
-           ""] + _table(["model", "mode", "lowering + conversion", "whole call", "file",
+           ""] + markdown.table(["model", "mode", "lowering + conversion", "whole call", "file",
                          "LSTM weights smaller (file)", "(compression_report)", "target"], table))
 
 
@@ -344,14 +206,14 @@ def render_convert_time(path):
 def render_train_step(path):
   payload = _read_json(path)
   config = payload["config"]
-  table = [[name, f"{m['median_s']:.3f} s", f"{m['min_s']:.3f} s", _times(m["ratio_to_dense"]),
-            _times(m["median_paired_ratio"]), _times(m["ratio_of_mins"])]
+  table = [[name, f"{m['median_s']:.3f} s", f"{m['min_s']:.3f} s", markdown.times(m["ratio_to_dense"]),
+            markdown.times(m["median_paired_ratio"]), markdown.times(m["ratio_of_mins"])]
            for name, m in payload["models"].items()]
   return (["", _host_line(payload) + f" Model: {config['layers']}x{config['units']} LSTM, vocab "
            f"{config['vocab']}, batch {config['batch']} x {config['steps']} steps, DKP at "
            f"{config['compression']:g}x; {config['repeats']} interleaved blocks of "
            f"{config['block']} steps.", ""]
-          + _table(["model", "median step", "min step", "median / dense", "paired ratio",
+          + markdown.table(["model", "median step", "min step", "median / dense", "paired ratio",
                     "min / min"], table))
 
 
@@ -360,7 +222,7 @@ def render_train_step_keras3(path):
   payload = _read_json(path)
   config = payload["config"]
   table = [[name, entry["backend"], f"{entry['median_s']:.3f} s", f"{entry['min_s']:.3f} s",
-            _times(entry["ratio_to_dense"]), _times(entry["median_paired_ratio"])]
+            markdown.times(entry["ratio_to_dense"]), markdown.times(entry["median_paired_ratio"])]
            for name, entry in payload["entries"].items()]
   host = payload.get("host", {})
   versions = ", ".join(f"{name} {host[name]}" for name in ("keras", "jax", "torch")
@@ -369,14 +231,14 @@ def render_train_step_keras3(path):
            f"LSTM, vocab {config['vocab']}, batch {config['batch']} x {config['steps']} steps, DKP "
            f"at {config['compression']:g}x; {config['repeats']} interleaved blocks of "
            f"{config['block']} steps per entry.", ""]
-  lines += _table(["entry", "backend", "median step", "min step", "median / tf_keras dense",
+  lines += markdown.table(["entry", "backend", "median step", "min step", "median / tf_keras dense",
                    "paired ratio"], table)
   fastest = payload.get("fastest_keras3_dkp")
   if fastest:
     ratio = payload["entries"][fastest]["ratio_to_dense"]
     verdict = "meets" if ratio <= payload["goal_ratio"] else "misses"
-    lines += ["", f"Fastest Keras 3 DKP: `{fastest}`, {_times(ratio)} the tf_keras dense step: "
-              f"{verdict} the goal of at most {_times(payload['goal_ratio'])}."]
+    lines += ["", f"Fastest Keras 3 DKP: `{fastest}`, {markdown.times(ratio)} the tf_keras dense step: "
+              f"{verdict} the goal of at most {markdown.times(payload['goal_ratio'])}."]
   for backend, why in payload.get("missing_backends", {}).items():
     lines += ["", f"Not measured: {backend} ({why})."]
   return lines
@@ -399,11 +261,11 @@ def render_parity(path):
   lines = host + ["", "Rows per platform and XNNPack setting, how many are within the tolerance "
            "`pipelines.convert --verify` uses for their quantization, and the worst max "
            "normwise error:", ""]
-  lines += _table(["platform", "XNNPack", "rows", "within tolerance", "worst error"], table)
+  lines += markdown.table(["platform", "XNNPack", "rows", "within tolerance", "worst error"], table)
   failing = [r for r in rows if r["within_tolerance"] != "True"]
   if failing:
     lines += ["", "Outside the tolerance:", ""]
-    lines += _table(["model", "platform", "XNNPack", "error", "tolerance", "status"],
+    lines += markdown.table(["model", "platform", "XNNPack", "error", "tolerance", "status"],
                     [[r["model"], r["platform"], r["xnnpack"], f"{float(r['max_error']):.2e}"
                       if r["max_error"] not in ("", "nan") else r["max_error"],
                       r["tolerance"], r["status"]] for r in failing])
@@ -435,11 +297,11 @@ def render_insns(path):
     label = ("DKP 25x (1x4 S)" if key[0] == "dkp" else "DKP 25x dynamic-int8") + (
         f", {key[1]}" if key[1] else "")
     line = (f"- {label}, XNNPack on: dense / DKP instructions "
-            f"{_times(float(r['insn_speedup_vs_dense']))} (target >= 3x), estimated Pi 4 step "
-            f"{_times(float(r['est_pi4_speedup_vs_dense']))} (target >= 5x)")
+            f"{markdown.times(float(r['insn_speedup_vs_dense']))} (target >= 3x), estimated Pi 4 step "
+            f"{markdown.times(float(r['est_pi4_speedup_vs_dense']))} (target >= 5x)")
     if key[0] == "dkp-int8" and ("dense-int8", "") in on:
       ratio = float(on[("dense-int8", "")]["insns_per_step"]) / float(r["insns_per_step"])
-      line += f", against the dense dynamic-int8 export's instructions {_times(ratio)}"
+      line += f", against the dense dynamic-int8 export's instructions {markdown.times(ratio)}"
     lines.append(line + ".")
   return lines + [""] + _insns_table(rows)
 
@@ -452,14 +314,14 @@ def _insns_table(rows):
   table = [[r["model"], r["variant"], f"{float(r['compression']):.3g}x"
             if r["compression"] else "", r["kernel"],
             {"True": "on", "False": "off"}.get(r["xnnpack"], ""),
-            number(r["insns_per_step"], 1e6, 3), _times(float(r["insn_speedup_vs_dense"]))
-            if r["insn_speedup_vs_dense"] else "", _kib(int(r["weight_bytes"]))
-            if r["weight_bytes"] else "", _us(float(r["est_pi4_step_us"]))
-            if r["est_pi4_step_us"] else "", _times(float(r["est_pi4_speedup_vs_dense"]))
+            number(r["insns_per_step"], 1e6, 3), markdown.times(float(r["insn_speedup_vs_dense"]))
+            if r["insn_speedup_vs_dense"] else "", markdown.kib(int(r["weight_bytes"]))
+            if r["weight_bytes"] else "", markdown.us(float(r["est_pi4_step_us"]))
+            if r["est_pi4_step_us"] else "", markdown.times(float(r["est_pi4_speedup_vs_dense"]))
             if r["est_pi4_speedup_vs_dense"] else "",
             f"{float(r['max_error_vs_x86']):.1e}" if r["max_error_vs_x86"] else "", r["status"]]
            for r in rows]
-  return _table(
+  return markdown.table(
       ["model", "variant", "compression", "kernel", "XNNPack", "M insns / step (emulated)",
        "dense / model", "weights", "Pi 4 step (estimated)", "dense / model (estimated)",
        "max error vs x86", "status"], table)
@@ -484,9 +346,9 @@ def render_insns_main_job(path):
     measured = x86.get(r["model"], {}).get(
         "speedup_vs_dense" if on else "speedup_vs_dense_no_xnnpack")
     lines.append(f"- {r['model']}, XNNPack {'on' if on else 'off'}: dense / {r['model']} "
-                 f"instructions {_times(float(r['insn_speedup_vs_dense']))}, estimated Pi 4 step "
-                 f"{_times(float(r['est_pi4_speedup_vs_dense']))}" +
-                 (f"; the x86 step `pipelines.run` measured: {_times(measured)}"
+                 f"instructions {markdown.times(float(r['insn_speedup_vs_dense']))}, estimated Pi 4 step "
+                 f"{markdown.times(float(r['est_pi4_speedup_vs_dense']))}" +
+                 (f"; the x86 step `pipelines.run` measured: {markdown.times(measured)}"
                   if measured else "") + ".")
   return lines + [""] + _insns_table(rows)
 
@@ -503,20 +365,20 @@ def render_insns_profile(path):
            f"{sidecar['config']['cpu']}`, {sidecar['config']['invokes']} counted invokes. "
            "qemu's hotblocks plugin lists only its 20 most executed blocks, so the functions "
            "do not add up to the step.", ""]
-          + _table(["model", "variant", "compression", "XNNPack", "function",
+          + markdown.table(["model", "variant", "compression", "XNNPack", "function",
                     "K insns / step (emulated)", "share of the step", "step, M insns"], table))
 
 
 # benchmarks.doping_share: the trained models with S zeroed.
 def render_doping_share(path):
   payload = _read_json(path)
-  table = [[r["run"], _fixed(r["valid_ppl"]), _fixed(r["valid_ppl_without_doping"]),
+  table = [[r["run"], markdown.fixed(r["valid_ppl"]), markdown.fixed(r["valid_ppl_without_doping"]),
             ", ".join(f"{m['doping_norm']:.0f} / {m['structure_norm']:.0f}"
                       for m in r.get("matrices", []))]
            for r in sorted(payload["results"], key=lambda r: r["valid_ppl_without_doping"],
                            reverse=True)]
   return (["", _host_line(payload) + f" Runs: `{payload.get('runs')}`.", ""]
-          + _table(["run", "valid ppl", "valid ppl with S zeroed",
+          + markdown.table(["run", "valid ppl", "valid ppl with S zeroed",
                     "‖S‖ / ‖structure‖ per matrix (Frobenius)"], table))
 
 
@@ -525,14 +387,14 @@ def render_sgd_probe(path):
   payload = _read_json(path)
   config = payload["config"]
   table = [[s["method"], "yes" if s["precondition_factors"] else "no",
-            f"{s['valid_ppl_median']:.0f}" if not _isnan(s["valid_ppl_median"]) else "NaN",
+            f"{s['valid_ppl_median']:.0f}" if not markdown.isnan(s["valid_ppl_median"]) else "NaN",
             f"{s['valid_ppl_min']:.0f}–{s['valid_ppl_max']:.0f}"
-            if not _isnan(s["valid_ppl_min"]) else "", _times(s["median_vs_dense"])]
+            if not markdown.isnan(s["valid_ppl_min"]) else "", markdown.times(s["median_vs_dense"])]
            for s in payload["summary"]]
   return (["", _host_line(payload) + f" Preset `{config['preset']}`, {config['fraction']:.3g} of "
            f"an epoch, methods at {config['compression']:g}x, seeds {config['seeds']}, validation "
            f"perplexity on the first {config['valid_tokens']:,} validation tokens.", ""]
-          + _table(["method", "scaled factor gradients", "valid ppl median", "min–max",
+          + markdown.table(["method", "scaled factor gradients", "valid ppl median", "min–max",
                     "median / dense"], table))
 
 

@@ -42,7 +42,8 @@ def test_runner_csv_resume_and_render(tiny, tmp_path, monkeypatch):
     assert measured[method] == pytest.approx(4.0, rel=0.15), method
   assert 4.0 <= measured["lmf"] < 6.0  # whole ranks: at 16 units a rank is 1/6 of the budget
   text = (tmp_path / "results.md").read_text()
-  assert "| dkp | 4x |" in text and "paper" in text
+  # The papers' PTB perplexities are shown beside PTB rows only.
+  assert "| dkp | 4x |" in text and "paper" not in text
   assert (tmp_path / "results.png").stat().st_size > 0
 
   with pytest.raises(ValueError, match="--resume"):
@@ -161,59 +162,52 @@ def test_quantized_rows_quantize_the_dense_rows_model(tiny, tmp_path, monkeypatc
 
 def test_render_shows_the_mean_and_range_over_seeds_and_pairs_quantized_rows(tmp_path):
   rows = [{"method": m, "compression": c, "seed": seed, "valid_ppl": ppl + 5, "test_ppl": ppl,
-           "params": 1, "model_bytes": 1, "lstm_compression": c, "epochs": 6, "preset": "p",
+           "params": 1000, "model_bytes": 1, "lstm_compression": c, "epochs": 6, "preset": "p",
            "recipe": "r", "commit": "abc", "wall_s": 60.0}
           for m, c, seed, ppl in (("dense", 1.0, 0, 100.0), ("dkp", 25.0, 0, 104.0),
                                   ("dkp", 25.0, 1, 106.0), ("dense", 1.0, 1, 108.0),
                                   ("int8", 4.0, 0, 101.0))]
   path = tmp_path / "t.csv"
-  # Rows from before the deployed columns: the CSV lacks them and still renders.
+  # Rows from before the deployed and corpus columns: the CSV lacks them and still renders.
   pd.DataFrame(rows).to_csv(path, index=False)
   accuracy.render(str(path))
-  assert "| dkp | 25x | 25.0x | 110.00 | 105.00 (104.00–106.00) | +1.0% | 83.24 (+1.5%) |  |  | 2 |" in (
-      tmp_path / "t.md").read_text()
+  assert ("| dkp | 25x | 25.0x | 1.0k | 0,1 | 110.00 | 105.00 (104.00–106.00) | +1.0% | "
+          "83.24 (+1.5%) |  |  | 1.0 |") in (tmp_path / "t.md").read_text()
   rows[1].update(tflite_ppl=104.01, tflite_int8_ppl=104.5)  # dkp seed 0 measured its files
   frame = pd.DataFrame(rows).assign(corpus="ptb")
   frame.reindex(columns=accuracy.COLUMNS).to_csv(path, index=False)
   accuracy.render(str(path))
   text = (tmp_path / "t.md").read_text()
-  assert "| dkp | 25x | 25.0x | 110.00 | 105.00 (104.00–106.00) | +1.0% | 83.24 (+1.5%) | " \
-         "104.01 (1) | 104.50 (1) | 2 |" in text
-  assert "| dense | 1x | 1.0x | 109.00 | 104.00 (100.00–108.00) | +0.0% |" in text
+  assert ("| dkp | 25x | 25.0x | 1.0k | 0,1 | 110.00 | 105.00 (104.00–106.00) | +1.0% | "
+          "83.24 (+1.5%) | 104.01 | 104.50 | 1.0 |") in text
+  assert "| dense | 1x | 1.0x | 1.0k | 0,1 | 109.00 | 104.00 (100.00–108.00) |  |" in text
   # int8 quantized dense seed 0's model: compared with that model, not the mean of all seeds.
-  assert "| int8 | 4x | 4.0x | 106.00 | 101.00 | +1.0% |" in text
+  assert "| int8 | 4x | 4.0x (bytes) | 1.0k | 0 | 106.00 | 101.00 | +1.0% |" in text
   assert text.startswith("# Accuracy at equal compression: p on ptb")
+  assert "Source: `t.csv`" in text and "Commits: abc." in text
   # Another corpus: the papers' PTB numbers are not shown beside it.
   frame.assign(corpus="python-docs").reindex(columns=accuracy.COLUMNS).to_csv(path, index=False)
   accuracy.render(str(path))
   text = (tmp_path / "t.md").read_text()
   assert text.startswith("# Accuracy at equal compression: p on python-docs")
-  assert "| dkp | 25x | 25.0x | 110.00 | 105.00 (104.00–106.00) | +1.0% |  | 104.01" in text
+  assert "| dkp | 25x | 25.0x | 1.0k | 0,1 | 110.00 | 105.00 (104.00–106.00) | +1.0% | 104.01" in text
+  assert "paper" not in text
 
 
 def test_target_lines():
-  summary = pd.DataFrame({
-      "method": ["dense", "dkp", "prune", "lmf", "dkp", "dkp", "dkp-cmr-matrix-0.5"],
+  budget = pd.DataFrame({
+      "method": ["dense", "dkp-cmr-matrix-0.5", "prune", "lmf", "dkp", "dkp", "kp"],
       "compression": [1.0, 25.0, 25.0, 25.0, 50.0, 25.0, 25.0],
-      "epochs": [6, 6, 6, 6, 6, 2, 6],  # the 2-epoch row has no dense of its budget
-      "test_ppl": [100.0, 100.5, 110.0, 105.0, 104.0, 90.0, 96.0]})
-  lines = [line for line in accuracy.target_lines(summary) if line.startswith("- ")]
-  assert lines == [
-      "- DKP (defaults: row CMR from 0.8) 25x vs dense (6 epochs): test perplexity +0.5% "
-      "(target +1% or lower): met",
-      "- DKP (defaults: row CMR from 0.8) 25x vs pruning 25x (6 epochs): test perplexity -8.6% "
-      "(target -8% or lower): met",
-      "- DKP (defaults: row CMR from 0.8) 25x vs LMF 25x (6 epochs): test perplexity -4.3% "
-      "(target -8% or lower): **missed**",
-      "- DKP (defaults: row CMR from 0.8) 50x vs dense (6 epochs): test perplexity +4.0% "
-      "(target +3% or lower): **missed**",
-      "- DKP (whole-matrix CMR from 0.5) 25x vs dense (6 epochs): test perplexity -4.0% "
-      "(target +1% or lower): met",
-      "- DKP (whole-matrix CMR from 0.5) 25x vs pruning 25x (6 epochs): test perplexity -12.7% "
-      "(target -8% or lower): met",
-      "- DKP (whole-matrix CMR from 0.5) 25x vs LMF 25x (6 epochs): test perplexity -8.6% "
-      "(target -8% or lower): met"]
-  assert accuracy.target_lines(summary[summary["method"] != "dense"].iloc[:1]) == []
+      "test_ppl": [100.0, 96.0, 110.0, 105.0, 104.0, 100.5, 99.0]})
+  lines = accuracy.target_lines(budget)
+  assert lines[3] == ("| DKP method | 25x vs dense (≤ +1.0%) | 25x vs prune 25x (≤ -8.0%) | "
+                      "25x vs lmf 25x (≤ -8.0%) | 50x vs dense (≤ +3.0%) |")
+  # The library's default first; only doped-Kronecker methods.
+  assert lines[5:] == [
+      "| dkp | +0.5% met | -8.6% met | -4.3% **missed** | +4.0% **missed** |",
+      "| dkp-cmr-matrix-0.5 | -4.0% met | -12.7% met | -8.6% met |  |"]
+  # No target whose two rows are both there: no table.
+  assert accuracy.target_lines(budget[budget["method"] != "dense"].iloc[:1]) == []
 
 
 def _fake_metrics(test_ppl):
