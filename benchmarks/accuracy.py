@@ -368,9 +368,9 @@ def target_lines(budget):
       rows.append([method] + cells)
   if not rows:
     return []
-  header = ["DKP method"] + [f"{factor:g}x vs {other}" + (f" {other_factor:g}x" if other_factor != 1
-                                                           else "") + f" (≤ {markdown.percent(bound)})"
-                             for factor, other, other_factor, bound in TARGETS]
+  header = ["DKP method"] + [
+      f"{factor:g}x vs {other}" + (f" {other_factor:g}x" if other_factor != 1 else "")
+      + f" (≤ {markdown.percent(bound)})" for factor, other, other_factor, bound in TARGETS]
   return ["", "Targets (issue 7), test perplexity of seed means; each against the dense model "
           "of the same budget, so an undertrained dense model makes \"met\" say little:", ""
           ] + markdown.table(header, rows)

@@ -148,7 +148,8 @@ def render_sparse_kernels(path):
            + "."]
   baseline = next(v for v in payload["variants"] if v["name"] == "baseline")
   lines += ["", "Dense baseline: " + ", ".join(
-      f"{resolver} {markdown.us(t['median_us'])}" for resolver, t in baseline["timings"].items()) + "."]
+      f"{resolver} {markdown.us(t['median_us'])}"
+      for resolver, t in baseline["timings"].items()) + "."]
   measured = [v for v in payload["variants"] if v["name"] != "baseline"]
   methods = list(dict.fromkeys(v["method"] for v in measured))
   auto = {(a["pattern"], a["density"], a["resolver"]): a for a in payload.get("auto_rule", [])}
@@ -179,7 +180,8 @@ def render_checkpoint_size(path):
   payload = _read_json(path)
   config = payload["config"]
   table = [[r["structure"], f"{r['compression']:g}x", markdown.kib(r["bytes"]),
-            markdown.times(r["dense_bytes_over_this"]), "yes" if r["bit_exact_reload"] else "**no**"]
+            markdown.times(r["dense_bytes_over_this"]),
+            "yes" if r["bit_exact_reload"] else "**no**"]
            for r in payload["rows"]]
   return (["", _host_line(payload) + f" Model: {config['layers']}x{config['units']} LSTM stack.",
            ""] + markdown.table(["structure", "asked", ".keras file", "dense file / this",
@@ -206,7 +208,8 @@ def render_convert_time(path):
 def render_train_step(path):
   payload = _read_json(path)
   config = payload["config"]
-  table = [[name, f"{m['median_s']:.3f} s", f"{m['min_s']:.3f} s", markdown.times(m["ratio_to_dense"]),
+  table = [[name, f"{m['median_s']:.3f} s", f"{m['min_s']:.3f} s",
+            markdown.times(m["ratio_to_dense"]),
             markdown.times(m["median_paired_ratio"]), markdown.times(m["ratio_of_mins"])]
            for name, m in payload["models"].items()]
   return (["", _host_line(payload) + f" Model: {config['layers']}x{config['units']} LSTM, vocab "
@@ -237,7 +240,8 @@ def render_train_step_keras3(path):
   if fastest:
     ratio = payload["entries"][fastest]["ratio_to_dense"]
     verdict = "meets" if ratio <= payload["goal_ratio"] else "misses"
-    lines += ["", f"Fastest Keras 3 DKP: `{fastest}`, {markdown.times(ratio)} the tf_keras dense step: "
+    lines += ["", f"Fastest Keras 3 DKP: `{fastest}`, {markdown.times(ratio)} the tf_keras dense "
+              "step: "
               f"{verdict} the goal of at most {markdown.times(payload['goal_ratio'])}."]
   for backend, why in payload.get("missing_backends", {}).items():
     lines += ["", f"Not measured: {backend} ({why})."]
@@ -297,7 +301,8 @@ def render_insns(path):
     label = ("DKP 25x (1x4 S)" if key[0] == "dkp" else "DKP 25x dynamic-int8") + (
         f", {key[1]}" if key[1] else "")
     line = (f"- {label}, XNNPack on: dense / DKP instructions "
-            f"{markdown.times(float(r['insn_speedup_vs_dense']))} (target >= 3x), estimated Pi 4 step "
+            f"{markdown.times(float(r['insn_speedup_vs_dense']))} (target >= 3x), estimated Pi 4 "
+            "step "
             f"{markdown.times(float(r['est_pi4_speedup_vs_dense']))} (target >= 5x)")
     if key[0] == "dkp-int8" and ("dense-int8", "") in on:
       ratio = float(on[("dense-int8", "")]["insns_per_step"]) / float(r["insns_per_step"])
@@ -346,7 +351,8 @@ def render_insns_main_job(path):
     measured = x86.get(r["model"], {}).get(
         "speedup_vs_dense" if on else "speedup_vs_dense_no_xnnpack")
     lines.append(f"- {r['model']}, XNNPack {'on' if on else 'off'}: dense / {r['model']} "
-                 f"instructions {markdown.times(float(r['insn_speedup_vs_dense']))}, estimated Pi 4 step "
+                 f"instructions {markdown.times(float(r['insn_speedup_vs_dense']))}, estimated "
+                 "Pi 4 step "
                  f"{markdown.times(float(r['est_pi4_speedup_vs_dense']))}" +
                  (f"; the x86 step `pipelines.run` measured: {markdown.times(measured)}"
                   if measured else "") + ".")

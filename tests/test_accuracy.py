@@ -190,7 +190,8 @@ def test_render_shows_the_mean_and_range_over_seeds_and_pairs_quantized_rows(tmp
   accuracy.render(str(path))
   text = (tmp_path / "t.md").read_text()
   assert text.startswith("# Accuracy at equal compression: p on python-docs")
-  assert "| dkp | 25x | 25.0x | 1.0k | 0,1 | 110.00 | 105.00 (104.00–106.00) | +1.0% | 104.01" in text
+  assert ("| dkp | 25x | 25.0x | 1.0k | 0,1 | 110.00 | 105.00 (104.00–106.00) | +1.0% | "
+          "104.01") in text
   assert "paper" not in text
 
 
