@@ -297,8 +297,11 @@ def report_lines(frame):
         theirs = PAPER.get(row.method)
         cells.append(f"{theirs[1]:.2f} ({markdown.percent(theirs[1] / PAPER['dense'][1])})"
                      if theirs and theirs[0] == row.compression else "")
-      cells += [markdown.fixed(row.tflite_ppl) if row.tflite_seeds else "",
-                markdown.fixed(row.tflite_int8_ppl) if row.tflite_seeds else "",
+      # A file mean over fewer seeds than the Keras mean beside it says over how many.
+      partial = (f" ({row.tflite_seeds} of {len(row.seeds)} seeds)"
+                 if 0 < row.tflite_seeds < len(row.seeds) else "")
+      cells += [markdown.fixed(row.tflite_ppl) + partial,
+                markdown.fixed(row.tflite_int8_ppl) + partial,
                 markdown.fixed(row.wall_s / 60, 1)]
       rows.append(cells)
     lines += markdown.table(header, rows)
@@ -311,8 +314,8 @@ def report_lines(frame):
             "the same dense stack (by bytes for the quantized methods, which quantize the dense "
             "seeds' own models and are compared with those seeds). `.tflite ppl`: the step-mode "
             "file that ships, run through LiteRT (float32 / dynamic-int8), the mean over the "
-            "seeds that measured it. `train minutes`: training wall time per seed on the 2-vCPU "
-            "host (resumed rows add their legs)."]
+            "seeds that measured it (their count where fewer). `train minutes`: training wall "
+            "time per seed on the 2-vCPU host (resumed rows add their legs)."]
   if (frame["corpus"] == "ptb").any():
     lines[-1] += (" The paper column: the doping papers' converged 2x650 PTB LSTM at the same "
                   "factor.")

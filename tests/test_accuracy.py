@@ -179,7 +179,7 @@ def test_render_shows_the_mean_and_range_over_seeds_and_pairs_quantized_rows(tmp
   accuracy.render(str(path))
   text = (tmp_path / "t.md").read_text()
   assert ("| dkp | 25x | 25.0x | 1.0k | 0,1 | 110.00 | 105.00 (104.00–106.00) | +1.0% | "
-          "83.24 (+1.5%) | 104.01 | 104.50 | 1.0 |") in text
+          "83.24 (+1.5%) | 104.01 (1 of 2 seeds) | 104.50 (1 of 2 seeds) | 1.0 |") in text
   assert "| dense | 1x | 1.0x | 1.0k | 0,1 | 109.00 | 104.00 (100.00–108.00) |  |" in text
   # int8 quantized dense seed 0's model: compared with that model, not the mean of all seeds.
   assert "| int8 | 4x | 4.0x (bytes) | 1.0k | 0 | 106.00 | 101.00 | +1.0% |" in text
@@ -191,7 +191,7 @@ def test_render_shows_the_mean_and_range_over_seeds_and_pairs_quantized_rows(tmp
   text = (tmp_path / "t.md").read_text()
   assert text.startswith("# Accuracy at equal compression: p on python-docs")
   assert ("| dkp | 25x | 25.0x | 1.0k | 0,1 | 110.00 | 105.00 (104.00–106.00) | +1.0% | "
-          "104.01") in text
+          "104.01 (1 of 2 seeds) |") in text
   assert "paper" not in text
 
 
